@@ -1,0 +1,38 @@
+"""Game facts shared by every stage: characters, stages, action states, buttons."""
+
+from meleewm.melee.actions import (
+    ACTION_IDS,
+    ACTION_NAMES,
+    DAMAGE_STATES,
+    DEAD_STATES,
+    FIRST_SPECIAL,
+    LEDGE_STATES,
+    RESPAWN_STATES,
+    SHIELD_STATES,
+    action_name,
+    is_dead,
+)
+from meleewm.melee.buttons import DIGITAL_BUTTONS, PhysicalButton, ProcessedButton, button_bits
+from meleewm.melee.characters import (
+    EXTERNAL_NAMES,
+    INTERNAL_NAMES,
+    character_name,
+    external_to_internal,
+    internal_to_external,
+)
+from meleewm.melee.stages import (
+    LEGAL_STAGES,
+    STAGE_NAMES,
+    StageGeometry,
+    geometry,
+    in_blast_zone,
+    stage_name,
+)
+
+__all__ = [
+    "ACTION_IDS", "ACTION_NAMES", "DAMAGE_STATES", "DEAD_STATES", "FIRST_SPECIAL", "LEDGE_STATES",
+    "RESPAWN_STATES", "SHIELD_STATES", "action_name", "is_dead",
+    "DIGITAL_BUTTONS", "PhysicalButton", "ProcessedButton", "button_bits",
+    "EXTERNAL_NAMES", "INTERNAL_NAMES", "character_name", "external_to_internal", "internal_to_external",
+    "LEGAL_STAGES", "STAGE_NAMES", "StageGeometry", "geometry", "in_blast_zone", "stage_name",
+]

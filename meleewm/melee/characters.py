@@ -1,0 +1,125 @@
+"""Character ids.
+
+Melee numbers characters two ways:
+
+* **external** (character-select) ids, used by Slippi's GameStart event
+  (``peppi_py`` ``game.start.players[i].character``);
+* **internal** ids, used by every post-frame update (``post.character``) and by
+  ``metadata.players[*].characters``.
+
+Ice Climbers are one external character (14) but two internal ones: Popo (10),
+the leader, and Nana (11), the follower. Zelda (external 18, internal 19) and
+Sheik (external 19, internal 7) transform into each other mid-game, so a port's
+internal id can change between the two.
+"""
+
+from __future__ import annotations
+
+EXTERNAL_NAMES: dict[int, str] = {
+    0: "Captain Falcon",
+    1: "Donkey Kong",
+    2: "Fox",
+    3: "Mr. Game & Watch",
+    4: "Kirby",
+    5: "Bowser",
+    6: "Link",
+    7: "Luigi",
+    8: "Mario",
+    9: "Marth",
+    10: "Mewtwo",
+    11: "Ness",
+    12: "Peach",
+    13: "Pikachu",
+    14: "Ice Climbers",
+    15: "Jigglypuff",
+    16: "Samus",
+    17: "Yoshi",
+    18: "Zelda",
+    19: "Sheik",
+    20: "Falco",
+    21: "Young Link",
+    22: "Dr. Mario",
+    23: "Roy",
+    24: "Pichu",
+    25: "Ganondorf",
+    # Not selectable in a normal VS game.
+    26: "Master Hand",
+    27: "Wireframe Male",
+    28: "Wireframe Female",
+    29: "Giga Bowser",
+    30: "Crazy Hand",
+    31: "Sandbag",
+    32: "Popo",
+}
+
+INTERNAL_NAMES: dict[int, str] = {
+    0: "Mario",
+    1: "Fox",
+    2: "Captain Falcon",
+    3: "Donkey Kong",
+    4: "Kirby",
+    5: "Bowser",
+    6: "Link",
+    7: "Sheik",
+    8: "Ness",
+    9: "Peach",
+    10: "Popo",
+    11: "Nana",
+    12: "Pikachu",
+    13: "Samus",
+    14: "Yoshi",
+    15: "Jigglypuff",
+    16: "Mewtwo",
+    17: "Luigi",
+    18: "Marth",
+    19: "Zelda",
+    20: "Young Link",
+    21: "Dr. Mario",
+    22: "Falco",
+    23: "Pichu",
+    24: "Mr. Game & Watch",
+    25: "Ganondorf",
+    26: "Roy",
+    27: "Master Hand",
+    28: "Crazy Hand",
+    29: "Wireframe Male",
+    30: "Wireframe Female",
+    31: "Giga Bowser",
+    32: "Sandbag",
+}
+
+ICE_CLIMBERS = 14  # external
+POPO, NANA = 10, 11  # internal
+ZELDA_SHEIK_EXTERNAL = frozenset({18, 19})
+ZELDA_SHEIK_INTERNAL = frozenset({19, 7})
+
+_BY_NAME_INTERNAL = {name: i for i, name in INTERNAL_NAMES.items()}
+_EXT_TO_INT: dict[int, int] = {
+    ext: (POPO if ext == ICE_CLIMBERS else _BY_NAME_INTERNAL[name])
+    for ext, name in EXTERNAL_NAMES.items()
+}
+# Popo and Nana both map back to the Ice Climbers slot, not the special "Popo" (32).
+_INT_TO_EXT: dict[int, int] = {i: e for e, i in _EXT_TO_INT.items() if e != 32}
+_INT_TO_EXT[NANA] = ICE_CLIMBERS
+
+
+def external_to_internal(ext_id: int) -> int:
+    """Internal id of a character-select id (Ice Climbers give Popo, the leader)."""
+    try:
+        return _EXT_TO_INT[int(ext_id)]
+    except KeyError:
+        raise ValueError(f"unknown external character id {ext_id}") from None
+
+
+def internal_to_external(int_id: int) -> int:
+    """Character-select id of an internal id (Popo and Nana give Ice Climbers)."""
+    try:
+        return _INT_TO_EXT[int(int_id)]
+    except KeyError:
+        raise ValueError(f"unknown internal character id {int_id}") from None
+
+
+def character_name(char_id: int, internal: bool = False) -> str:
+    """Display name of a character id; ``internal`` says which numbering it uses."""
+    table = INTERNAL_NAMES if internal else EXTERNAL_NAMES
+    return table.get(int(char_id), f"UNKNOWN_{int(char_id)}")

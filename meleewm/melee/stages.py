@@ -1,0 +1,131 @@
+"""Stage ids (Slippi GameStart numbering) and geometry of the six legal stages.
+
+Coordinates are Melee world units: x grows to the right, y grows upward, the
+main stage surface is at y = 0 and every legal stage is centred on x = 0.
+Blast zones and ledge x come from ARCHITECTURE.md (cross-checked against
+libmelee). Platform numbers were checked against real replays: the range of
+positions where characters stand on each ground id (``post.ground``) in
+games-1/games-2 matches them to within 0.1 unit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+STAGE_NAMES: dict[int, str] = {
+    2: "Fountain of Dreams",
+    3: "Pokémon Stadium",
+    4: "Princess Peach's Castle",
+    5: "Kongo Jungle",
+    6: "Brinstar",
+    7: "Corneria",
+    8: "Yoshi's Story",
+    9: "Onett",
+    10: "Mute City",
+    11: "Rainbow Cruise",
+    12: "Jungle Japes",
+    13: "Great Bay",
+    14: "Hyrule Temple",
+    15: "Brinstar Depths",
+    16: "Yoshi's Island",
+    17: "Green Greens",
+    18: "Fourside",
+    19: "Mushroom Kingdom I",
+    20: "Mushroom Kingdom II",
+    # 21 is unused (a stage cut from the game).
+    22: "Venom",
+    23: "Poké Floats",
+    24: "Big Blue",
+    25: "Icicle Mountain",
+    26: "Icetop",
+    27: "Flat Zone",
+    28: "Dream Land N64",
+    29: "Yoshi's Island N64",
+    30: "Kongo Jungle N64",
+    31: "Battlefield",
+    32: "Final Destination",
+}
+
+FOUNTAIN_OF_DREAMS, POKEMON_STADIUM, YOSHIS_STORY = 2, 3, 8
+DREAM_LAND, BATTLEFIELD, FINAL_DESTINATION = 28, 31, 32
+LEGAL_STAGES: tuple[int, ...] = (
+    FOUNTAIN_OF_DREAMS, POKEMON_STADIUM, YOSHIS_STORY, DREAM_LAND, BATTLEFIELD, FINAL_DESTINATION,
+)
+
+Platform = tuple[float, float, float]  # (y, x_left, x_right)
+
+
+@dataclass(frozen=True)
+class StageGeometry:
+    stage_id: int
+    name: str
+    blast_left: float
+    blast_right: float
+    blast_top: float
+    blast_bottom: float
+    ledge_x: float  # main platform spans [-ledge_x, +ledge_x]
+    platforms: tuple[Platform, ...] = ()  # pass-through platforms, left to right then top
+    main_y: float = 0.0
+
+
+_GEOMETRY: dict[int, StageGeometry] = {
+    g.stage_id: g
+    for g in (
+        StageGeometry(FINAL_DESTINATION, "Final Destination", -246.0, 246.0, 188.0, -140.0, 88.4735),
+        StageGeometry(
+            BATTLEFIELD, "Battlefield", -224.0, 224.0, 200.0, -108.8, 71.3079,
+            ((27.2, -57.6, -20.0), (27.2, 20.0, 57.6), (54.4, -18.8, 18.8)),
+        ),
+        # The main stage slopes down to y = -3.5 near its edges, and the side
+        # platforms reach 0.6 past the ledge x. Randall (the moving cloud under
+        # each side) is not modelled.
+        StageGeometry(
+            YOSHIS_STORY, "Yoshi's Story", -175.7, 173.6, 168.0, -91.0, 58.9078,
+            ((23.45, -59.5, -28.0), (23.45, 28.0, 59.5), (42.0, -15.75, 15.75)),
+        ),
+        # Dream Land's side platforms are slightly asymmetric (checked in replays).
+        StageGeometry(
+            DREAM_LAND, "Dream Land N64", -255.0, 255.0, 250.0, -123.0, 80.1792,
+            ((30.1422, -61.3929, -31.7254), (30.2426, 31.7036, 63.0745), (51.4254, -19.0181, 19.0171)),
+        ),
+        # Neutral form only; stage transformations change the layout.
+        StageGeometry(
+            POKEMON_STADIUM, "Pokémon Stadium", -230.0, 230.0, 180.0, -111.0, 90.6579,
+            ((25.0, -55.0, -25.0), (25.0, 25.0, 55.0)),
+        ),
+        # The side platforms move up and down during play (standing heights seen
+        # in replays span y 0.375..27.375). The heights here are where they start
+        # each game, as seen in replays (left 16.125, right 22.125); their x
+        # edges (±21.0 .. ±49.5) are approximate, from standing positions.
+        StageGeometry(
+            FOUNTAIN_OF_DREAMS, "Fountain of Dreams", -198.75, 198.75, 202.5, -146.25, 66.2554,
+            ((16.125, -49.5, -21.0), (22.125, 21.0, 49.5), (42.75, -14.25, 14.25)),
+        ),
+    )
+}
+
+
+def stage_name(stage_id: int) -> str:
+    return STAGE_NAMES.get(int(stage_id), f"UNKNOWN_{int(stage_id)}")
+
+
+def geometry(stage_id: int) -> StageGeometry | None:
+    """Geometry of a legal stage, or None for any other stage."""
+    return _GEOMETRY.get(int(stage_id))
+
+
+def in_blast_zone(stage_id: int, x, y) -> np.ndarray:
+    """True where (x, y) lies strictly inside the stage's blast zones.
+
+    Vectorised over numpy arrays (or scalars). Raises ValueError for a stage
+    without known geometry. Crossing the side or bottom blast zone always KOs;
+    the top one KOs only a character in hitstun, so a live character can be
+    above ``blast_top`` for a few frames (seen in real replays).
+    """
+    g = geometry(stage_id)
+    if g is None:
+        raise ValueError(f"no geometry for stage {stage_id} ({stage_name(stage_id)})")
+    x, y = np.asarray(x), np.asarray(y)
+    return (x > g.blast_left) & (x < g.blast_right) & (y > g.blast_bottom) & (y < g.blast_top)

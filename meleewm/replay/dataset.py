@@ -1,0 +1,214 @@
+"""The on-disk dataset: Parquet parts for frames, items and stage events, a games index, a quarantine log.
+
+Layout (``docs/dataset.md`` documents every column)::
+
+    DATASET/dataset.json              header: schema version, meleewm and peppi-py versions, creation time
+    DATASET/games/<part>.parquet      games index rows of one part: the commit record of that part
+    DATASET/frames/<part>.parquet     one row group per game
+    DATASET/items/<part>.parquet      one row group per game that has items
+    DATASET/stage_events/<part>.parquet
+    DATASET/quarantine.jsonl          one JSON line per file that could not be ingested
+
+A part's data files are written under temporary names and renamed; its ``games`` file is renamed into place
+last. A game is visible only once its ``games`` file exists, so a run killed at any moment leaves a valid
+dataset; data files of an uncommitted part are orphans, removed by the next writer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from meleewm import __version__
+from meleewm.replay.reader import PEPPI_VERSION, ParsedGame
+from meleewm.replay.schema import FRAME_SCHEMA, GAME_SCHEMA, ITEM_SCHEMA, SCHEMA_VERSION, STAGE_EVENT_SCHEMA
+
+HEADER = "dataset.json"
+QUARANTINE = "quarantine.jsonl"
+DATA_TABLES = ("frames", "items", "stage_events")
+
+
+class DatasetError(Exception):
+    """A path that is not a meleewm dataset, or one written by an incompatible schema."""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_write_table(table: pa.Table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+
+
+@dataclass
+class WrittenPart:
+    name: str
+    records: list[dict]
+
+
+def write_part(root: Path, games: list[ParsedGame]) -> WrittenPart:
+    """Write the data files of one part (not yet visible); returns index rows that locate each game."""
+    name = f"part-{uuid.uuid4().hex[:16]}"
+    records = [dict(g.record) for g in games]
+    for table_name in DATA_TABLES:
+        tables = [getattr(g, table_name) for g in games]
+        if not any(t.num_rows for t in tables):
+            for record in records:
+                record[f"{table_name}_row_group"] = None
+            continue
+        path = root / table_name / f"{name}.parquet"
+        tmp = path.with_name(f".{path.name}.tmp")
+        with pq.ParquetWriter(tmp, tables[0].schema, compression="zstd") as writer:
+            row_group = 0
+            for record, table in zip(records, tables):
+                if table.num_rows == 0:
+                    record[f"{table_name}_row_group"] = None
+                    continue
+                writer.write_table(table, row_group_size=table.num_rows)
+                record[f"{table_name}_row_group"] = row_group
+                row_group += 1
+        os.replace(tmp, path)
+    for record in records:
+        record["part"] = name
+    return WrittenPart(name, records)
+
+
+class Dataset:
+    """Read access to a dataset, plus the few writes ingest needs (commit a part, log a quarantine)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        header_path = self.root / HEADER
+        if not header_path.is_file():
+            raise DatasetError(f"{self.root} is not a meleewm dataset (no {HEADER}); create one with `meleewm ingest`")
+        try:
+            self.header = json.loads(header_path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise DatasetError(f"{header_path} is unreadable: {error}") from None
+        if self.header.get("schema_version") != SCHEMA_VERSION:
+            raise DatasetError(f"{self.root} has schema version {self.header.get('schema_version')}; this meleewm "
+                               f"reads version {SCHEMA_VERSION}: re-ingest the replays into a new dataset")
+        self._games: pa.Table | None = None
+
+    @classmethod
+    def create(cls, root: str | Path) -> Dataset:
+        """Open ``root`` for writing, creating it if needed, and clear what a killed writer left behind."""
+        root = Path(root)
+        if root.exists() and not (root / HEADER).is_file() and any(root.iterdir()):
+            raise DatasetError(f"{root} exists, is not empty and is not a meleewm dataset")
+        for sub in ("games", *DATA_TABLES):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        if not (root / HEADER).is_file():
+            header = {"format": "meleewm-dataset", "schema_version": SCHEMA_VERSION, "meleewm_version": __version__,
+                      "peppi_py_version": PEPPI_VERSION, "created": _now()}
+            _atomic_write_bytes(root / HEADER, json.dumps(header, indent=2).encode())
+        dataset = cls(root)
+        dataset._remove_orphans()
+        return dataset
+
+    def _remove_orphans(self) -> None:
+        committed = {p.stem for p in (self.root / "games").glob("*.parquet")}
+        for sub in ("games", *DATA_TABLES):
+            for path in (self.root / sub).iterdir():
+                if path.name.endswith(".tmp") or (sub != "games" and path.stem not in committed):
+                    path.unlink(missing_ok=True)
+
+    # -- writes -------------------------------------------------------------------------------------------------
+
+    def commit(self, part: WrittenPart) -> None:
+        """Make a written part visible: its games file is the commit record."""
+        now = _now()
+        rows = [{**r, "ingested_at": now} for r in part.records]
+        table = pa.Table.from_pylist(rows, schema=GAME_SCHEMA)
+        _atomic_write_table(table, self.root / "games" / f"{part.name}.parquet")
+        self._games = None
+
+    def log_quarantine(self, entries: list[dict]) -> None:
+        if not entries:
+            return
+        lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries)
+        with open(self.root / QUARANTINE, "a", encoding="utf-8") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    # -- reads --------------------------------------------------------------------------------------------------
+
+    @property
+    def games(self) -> pa.Table:
+        """The games index, sorted by game_id (stable whatever order the parts were written in)."""
+        if self._games is None:
+            parts = sorted((self.root / "games").glob("*.parquet"))
+            tables = [pq.read_table(p, schema=GAME_SCHEMA) for p in parts]
+            table = pa.concat_tables(tables) if tables else GAME_SCHEMA.empty_table()
+            self._games = table.sort_by("game_id")
+        return self._games
+
+    def game_ids(self) -> set[str]:
+        return set(self.games.column("game_id").to_pylist())
+
+    def game(self, game_id: str) -> dict:
+        rows = self.games.filter(pc.equal(self.games.column("game_id"), game_id)).to_pylist()
+        if not rows:
+            raise KeyError(f"game {game_id} is not in {self.root}")
+        return rows[0]
+
+    def _read(self, table_name: str, game_id: str, columns: list[str] | None = None) -> pa.Table | None:
+        record = self.game(game_id)
+        row_group = record[f"{table_name}_row_group"]
+        if row_group is None:
+            return None
+        return pq.ParquetFile(self.root / table_name / f"{record['part']}.parquet").read_row_group(
+            row_group, columns=columns)
+
+    def frames(self, game_id: str, columns: list[str] | None = None) -> pa.Table:
+        """One game's frames: blocks of (port, follower), each with every frame in increasing order."""
+        table = self._read("frames", game_id, columns)
+        assert table is not None, f"game {game_id} has no frames row group"
+        return table
+
+    def items(self, game_id: str, columns: list[str] | None = None) -> pa.Table:
+        table = self._read("items", game_id, columns)
+        return table if table is not None else ITEM_SCHEMA.empty_table().select(columns or ITEM_SCHEMA.names)
+
+    def stage_events(self, game_id: str) -> pa.Table:
+        table = self._read("stage_events", game_id)
+        return table if table is not None else STAGE_EVENT_SCHEMA.empty_table()
+
+    def scan_frames(self, columns: list[str] | None = None):
+        """All frames as a pyarrow dataset, for fast full scans and filtered queries."""
+        committed = [self.root / "frames" / f"{p}.parquet" for p in sorted(set(self.games.column("part").to_pylist()))]
+        return ds.dataset([str(p) for p in committed if p.exists()], schema=FRAME_SCHEMA, format="parquet")
+
+    def quarantine(self) -> list[dict]:
+        """Quarantine entries; a line cut short by a killed writer is skipped."""
+        path = self.root / QUARANTINE
+        if not path.is_file():
+            return []
+        entries = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                entries.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+        return entries
