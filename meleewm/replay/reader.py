@@ -175,7 +175,7 @@ def _player_tables(frames: pa.StructArray, game_id: str) -> tuple[list[pa.Table]
                 stocks = columns.get("post_stocks")
                 valid = pc.drop_null(stocks) if stocks is not None else pa.array([], pa.uint8())
                 stats[port] = {"final_stocks": int(valid[-1].as_py()) if len(valid) else None,
-                               "internal_chars": sorted(set(pc.drop_null(columns["post_character"]).to_pylist()))}
+                               "internal_chars": sorted(pc.unique(pc.drop_null(columns["post_character"])).to_pylist())}
     return blocks, sorted(present_fields), stats
 
 
@@ -219,8 +219,11 @@ def parse_replay(data: bytes, source: str, *, keep_names: bool = False, game_id:
         raise ReplayError("no frames")
 
     all_ids = raw.frames.field("id").to_numpy()
-    keep = _last_copy_indices(all_ids)
-    frames = raw.frames.take(pa.array(keep))
+    if np.all(np.diff(all_ids) > 0):  # no rollback: nothing to drop
+        keep, frames = np.arange(len(all_ids)), raw.frames
+    else:
+        keep = _last_copy_indices(all_ids)
+        frames = raw.frames.take(pa.array(keep))
     blocks, fields, stats = _player_tables(frames, game_id)
     frame_table = pa.concat_tables(blocks)
     items = _list_table(frames, "item", game_id, ITEM_SCHEMA)
