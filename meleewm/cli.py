@@ -89,5 +89,43 @@ def info(dataset: Path = typer.Argument(..., help="dataset folder")) -> None:
         console.print(table)
 
 
+@app.command()
+def train(
+    data: Path = typer.Option(..., "--data", "-d", help="dataset folder (from `meleewm ingest`)"),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config (configs/tiny.yaml, small, base, mlp)"),
+    out: Path = typer.Option(..., "--out", "-o", help="run folder: checkpoints, metrics.jsonl, tensorboard/"),
+    overrides: list[str] = typer.Argument(None, help="config overrides: section.key=value ..."),
+    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+) -> None:
+    """Train the world model. Under torchrun, each process trains its share of every batch (DDP)."""
+    from meleewm.data.encoding import EncodingMismatch
+    from meleewm.replay.dataset import DatasetError
+    from meleewm.train.checkpoint import CheckpointError
+    from meleewm.train.config import ConfigError, load_config
+    from meleewm.train.trainer import TrainError
+    from meleewm.train.trainer import train as run_training
+
+    try:
+        train_config = load_config(config, overrides or [])
+        result = run_training(data, train_config, out, resume=resume)
+    except (ConfigError, TrainError, DatasetError, CheckpointError, EncodingMismatch) as error:
+        _fail(str(error))
+    table = Table(title=f"train → {out}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("stopped", result.stop_reason)
+    table.add_row("parameters", f"{result.num_params:,}")
+    table.add_row("steps", f"{result.steps:,}")
+    table.add_row("epochs", str(result.epochs_done))
+    for name in ("loss/total", "action_acc", "change_acc", "position_error", "rollout_position_error"):
+        if name in result.last_metrics:
+            table.add_row(f"last val {name}", f"{result.last_metrics[name]:.4f}")
+    if result.best_metric is not None:
+        table.add_row("best rollout position error", f"{result.best_metric:.4f}")
+    table.add_row("elapsed", f"{result.elapsed:.1f} s")
+    table.add_row("checkpoints", f"{out}/last.pt, {out}/best.pt")
+    console.print(table)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,236 @@
+"""A memory-mapped cache of encoded games: encode once, then every epoch slices ``.npy`` memmaps.
+
+Layout of ``DATASET/cache/<key>/`` (``key = <games hash 16>-<spec hash 16>``)::
+
+    meta.json        format, key, dataset schema version, spec (EncodingSpec.to_dict()), totals
+    index.json       per game: game_id, offset, length (frames), stage (Slippi id), chars (select-screen ids),
+                     const_stage, const_chars (vocabulary indices)
+    <array>.npy      the EncodedGame frame arrays of all games concatenated on the frame axis (game i is rows
+                     offset[i] : offset[i] + length[i]): frame_ids, cont, cont_mask, binary, bin_mask, cat, cat_mask,
+                     ctrl, state_age, and item_present, item_type, item_owner, item_cont when items are on
+
+The games hash covers the sorted game ids and the dataset schema version (game ids are content hashes, so equal
+ids mean equal data); the spec hash covers ``spec.to_dict()``. A build writes into ``cache/.tmp-<key>-<host>-<pid>-*``
+and renames it into place when complete, so a killed build leaves nothing under a key name (its temp folder is
+removed by the next build on the same host once its process is gone). Building a key that exists reuses it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from meleewm.data.encoding import FRAME_ARRAYS, ITEM_ARRAYS, CONT_FIELDS, EncodedGame, EncodingSpec
+
+CACHE_FORMAT = "meleewm-encoded-cache"
+CACHE_VERSION = 1
+META, INDEX = "meta.json", "index.json"
+
+
+class CacheError(Exception):
+    """A folder that is not a complete encoded cache."""
+
+
+def games_hash(game_ids, schema_version: int) -> str:
+    text = json.dumps({"schema_version": int(schema_version), "game_ids": sorted(game_ids)})
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_key(dataset, spec: EncodingSpec, game_ids) -> str:
+    """``<games hash>-<spec hash>`` (16 hex digits each)."""
+    return f"{games_hash(game_ids, dataset.header['schema_version'])[:16]}-{spec.hash()[:16]}"
+
+
+def _array_names(spec: EncodingSpec) -> tuple[str, ...]:
+    return tuple(n for n in FRAME_ARRAYS if spec.items or n not in ITEM_ARRAYS)
+
+
+def _shapes(spec: EncodingSpec) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Per-frame shape and dtype of each cached array."""
+    S = spec.item_slots
+    return {
+        "frame_ids": ((), np.int32),
+        "cont": ((2, spec.n_cont), np.float32), "cont_mask": ((2, spec.n_cont), np.bool_),
+        "binary": ((2, spec.n_bin), np.uint8), "bin_mask": ((2, spec.n_bin), np.bool_),
+        "cat": ((2, spec.n_cat), np.int32), "cat_mask": ((2, spec.n_cat), np.bool_),
+        "ctrl": ((2, spec.n_ctrl), np.float32), "state_age": ((2,), np.float32),
+        "item_present": ((S,), np.uint8), "item_type": ((S,), np.int32), "item_owner": ((S,), np.int32),
+        "item_cont": ((S, spec.n_item_cont), np.float32),
+    }
+
+
+@dataclass
+class _GameEntry:
+    game_id: str
+    offset: int
+    length: int
+    stage: int
+    chars: list[int]
+    const_stage: int
+    const_chars: list[int]
+
+
+class EncodedCache:
+    """Read access to a built cache. Arrays open lazily (memmaps), per process: safe to send to DataLoader workers."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        meta_path, index_path = self.path / META, self.path / INDEX
+        if not meta_path.is_file() or not index_path.is_file():
+            raise CacheError(f"{self.path} is not an encoded cache (no {META} / {INDEX})")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta.get("format") != CACHE_FORMAT or self.meta.get("cache_version") != CACHE_VERSION:
+            raise CacheError(f"{self.path}: cache format {self.meta.get('format')} v{self.meta.get('cache_version')}"
+                             f" is not {CACHE_FORMAT} v{CACHE_VERSION}; delete it and rebuild")
+        self.spec = EncodingSpec.from_dict(self.meta["spec"])
+        self.key = self.meta["key"]
+        self.entries = [_GameEntry(**e) for e in json.loads(index_path.read_text())]
+        self.offsets = np.array([e.offset for e in self.entries], np.int64)
+        self.lengths = np.array([e.length for e in self.entries], np.int64)
+        self.game_ids = [e.game_id for e in self.entries]
+        self._arrays: dict[str, np.ndarray] | None = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_arrays"] = None  # never pickle memmaps (that would copy the data); reopen in the new process
+        return state
+
+    @property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """name -> memmap of all games concatenated on axis 0 (read-only)."""
+        if self._arrays is None:
+            self._arrays = {n: np.load(self.path / f"{n}.npy", mmap_mode="r") for n in _array_names(self.spec)}
+        return self._arrays
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.lengths.sum())
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def game(self, i: int) -> EncodedGame:
+        """Game ``i`` (index order = sorted game ids) as an EncodedGame of memmap views."""
+        e = self.entries[i]
+        sl = slice(e.offset, e.offset + e.length)
+        arrays = {n: a[sl] for n, a in self.arrays.items()}
+        return EncodedGame(game_id=e.game_id, const_stage=e.const_stage,
+                           const_chars=np.asarray(e.const_chars, np.int64), **arrays)
+
+    def index_of(self, game_id: str) -> int:
+        return self.game_ids.index(game_id)
+
+    def __repr__(self) -> str:
+        return f"EncodedCache({str(self.path)!r}, games={len(self)}, frames={self.n_frames})"
+
+
+def _remove_stale_tmp(cache_dir: Path) -> None:
+    """Remove temp folders left by killed builds on this host (their process is gone)."""
+    host = socket.gethostname()
+    for path in cache_dir.glob(".tmp-*"):
+        parts = path.name.split("-")
+        # .tmp-<games>-<spec>-<host...>-<pid>-<uuid>
+        if len(parts) < 6 or "-".join(parts[3:-2]) != host:
+            continue
+        try:
+            pid = int(parts[-2])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except (ValueError, PermissionError, OSError):
+            continue
+
+
+def build_cache(dataset, spec: EncodingSpec, game_ids, cache_dir: str | Path | None = None,
+                progress: bool = True) -> EncodedCache:
+    """Encode ``game_ids`` with ``spec`` into ``cache_dir/<key>/`` (default ``DATASET/cache``), or reuse it.
+
+    ``dataset`` is a :class:`meleewm.replay.dataset.Dataset` or its path. Games are stored in sorted id order.
+    """
+    if isinstance(dataset, (str, Path)):
+        from meleewm.replay.dataset import Dataset
+        dataset = Dataset(dataset)
+    game_ids = sorted(set(game_ids))
+    if not game_ids:
+        raise ValueError("build_cache needs at least one game")
+    key = cache_key(dataset, spec, game_ids)
+    cache_dir = Path(cache_dir) if cache_dir is not None else Path(dataset.root) / "cache"
+    final = cache_dir / key
+    if (final / META).is_file():
+        cache = EncodedCache(final)
+        spec.check_compatible(cache.spec, ("requested", "cached"))
+        return cache
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    _remove_stale_tmp(cache_dir)
+    tmp = cache_dir / f".tmp-{key}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        _write(dataset, spec, game_ids, key, tmp, progress)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / META).is_file():  # not a concurrent builder that won the race
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return EncodedCache(final)
+
+
+def _write(dataset, spec: EncodingSpec, game_ids: list[str], key: str, tmp: Path, progress: bool) -> None:
+    games = dataset.games
+    counts = dict(zip(games.column("game_id").to_pylist(), games.column("frame_count").to_pylist()))
+    missing = [g for g in game_ids if g not in counts]
+    if missing:
+        raise KeyError(f"{len(missing)} game(s) are not in {dataset.root}, e.g. {missing[0]}")
+    lengths = [int(counts[g]) for g in game_ids]
+    total = int(sum(lengths))
+    shapes = _shapes(spec)
+    names = _array_names(spec)
+    out = {n: np.lib.format.open_memmap(tmp / f"{n}.npy", mode="w+", dtype=shapes[n][1],
+                                        shape=(total,) + shapes[n][0]) for n in names}
+    entries = []
+    offset = 0
+
+    def encode_all(advance):
+        nonlocal offset
+        for gid, length in zip(game_ids, lengths):
+            game = spec.encode_game(dataset, gid)
+            if len(game) != length:
+                raise ValueError(f"game {gid}: {len(game)} frames encoded but the games index says {length}")
+            for n in names:
+                out[n][offset:offset + length] = getattr(game, n)
+            record = dataset.game(gid)
+            by_port = {p["port"]: p["character"] for p in record["players"]}
+            ports = sorted(by_port)
+            entries.append(_GameEntry(gid, offset, length, int(record["stage"]), [int(by_port[p]) for p in ports],
+                                      int(game.const_stage), [int(c) for c in game.const_chars]))
+            offset += length
+            advance(length)
+
+    if progress:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        with Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TextColumn("frames"),
+                      TimeRemainingColumn(), transient=True) as bar:
+            task = bar.add_task("encode", total=total)
+            encode_all(lambda n: bar.advance(task, n))
+    else:
+        encode_all(lambda n: None)
+    for a in out.values():
+        a.flush()
+    del out
+    (tmp / INDEX).write_text(json.dumps([e.__dict__ for e in entries]))
+    meta = {"format": CACHE_FORMAT, "cache_version": CACHE_VERSION, "key": key,
+            "schema_version": dataset.header["schema_version"], "dataset": str(dataset.root),
+            "games": len(game_ids), "frames": total, "arrays": list(names), "cont_fields": list(CONT_FIELDS),
+            "spec": spec.to_dict()}
+    (tmp / META).write_text(json.dumps(meta, indent=1))  # written last: a folder without it is incomplete

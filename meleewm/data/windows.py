@@ -1,0 +1,171 @@
+"""Train/val splits by game, and training windows of T+1 consecutive frames over an EncodedCache.
+
+A window covers frames w[0..T] of one game. Step i (0 <= i < T) reads state w[i] and the controllers of frame
+w[i+1], and predicts state w[i+1]. One sample (a dict of tensors; the default collate_fn adds a batch axis):
+
+    state_cont     [T, 2, n_cont]  float32  normalised continuous state of frames w[0..T-1]   (inputs)
+    cont_mask      [T, 2, n_cont]  bool     presence of state_cont
+    state_bin      [T, 2, n_bin]   float32  0/1 binary state                                   (inputs)
+    bin_mask       [T, 2, n_bin]   bool
+    state_cat      [T, 2, n_cat]   int64    vocabulary indices                                  (inputs)
+    cat_mask       [T, 2, n_cat]   bool
+    ctrl           [T, 2, n_ctrl]  float32  controllers of frames w[1..T]: the frame being predicted
+    next_cont      [T, 2, n_cont]  float32  state of frames w[1..T]                             (targets)
+    next_cont_mask [T, 2, n_cont]  bool     losses skip False entries
+    next_bin, next_bin_mask, next_cat, next_cat_mask                                            (targets)
+    stage          []              int64    stage vocabulary index
+    chars          [2]             int64    character (select-screen id) vocabulary indices
+    frame          [T]             int32    frame ids of the targets w[1..T]
+    game           []              int64    game index in the cache;  start: index in the game of w[0]
+    swapped, mirrored []           bool     augmentations applied to this sample
+  with items on (spec.items), S slots:
+    state_item_present [T, S] float32, state_item_type [T, S] int64, state_item_owner [T, S] int64,
+    state_item_cont [T, S, 4] float32 (inputs, frames w[0..T-1]); next_item_* the same for w[1..T] (targets)
+
+So ``next_*[i] == state_*[i + 1]`` and ``ctrl[i]`` belongs to the frame of ``next_*[i]``.
+
+Sampling: each game of F frames gives floor((F - 1) / T) disjoint windows per epoch. Their common phase (the
+offset of the first window, 0 .. (F - 1) mod T) is drawn per game and epoch from ``(seed, epoch)``, so window
+borders move between epochs while every epoch has the same length; ``random_phase=False`` uses phase 0 (fixed
+stride, for validation). Augmentation flags (swap players, mirror x; p = 0.5 each) are drawn from the same
+generator; mirroring applies only to games on ``mirror_stages`` (Slippi ids; default the legal six,
+``meleewm.data.encoding.MIRROR_STAGES``).
+Call ``set_epoch(e)`` before iterating epoch e (before creating the DataLoader iterator when workers are used).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Callable, Iterable
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from meleewm.data.cache import EncodedCache
+from meleewm.data.encoding import MIRROR_STAGES, mirror_x, swap_players
+
+GAME_FILTERS: dict[str, Callable[[dict], bool]] = {
+    "two_players": lambda g: g.get("n_players") == 2,
+    "two_humans": lambda g: bool(g.get("two_humans")),
+    "completed": lambda g: bool(g.get("completed")),
+    "legal_stage": lambda g: bool(g.get("legal_stage")),
+    "long_enough": lambda g: bool(g.get("long_enough")),
+}
+
+
+def _unit_hash(game_id: str, seed: int) -> float:
+    digest = hashlib.sha256(f"{int(seed)}:{game_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0 ** 64
+
+
+def split_games(games_table: pa.Table | list[dict], val_fraction: float = 0.1, seed: int = 0,
+                filters: Iterable[str | Callable[[dict], bool]] = ("two_players",)) -> tuple[list[str], list[str]]:
+    """(train_ids, val_ids), sorted. A game goes to val when sha256(f"{seed}:{game_id}") falls below
+    ``val_fraction``: deterministic, disjoint, and a game keeps its side when other games are added.
+
+    ``filters``: names of GAME_FILTERS (two_players, two_humans, completed, legal_stage, long_enough) or
+    callables on a games-table row; a game must pass all of them.
+    """
+    if not 0.0 <= val_fraction <= 1.0:
+        raise ValueError(f"val_fraction must lie in [0, 1], got {val_fraction}")
+    checks = []
+    for f in filters:
+        if callable(f):
+            checks.append(f)
+        elif f in GAME_FILTERS:
+            checks.append(GAME_FILTERS[f])
+        else:
+            raise KeyError(f"unknown game filter {f!r}; known: {', '.join(GAME_FILTERS)}")
+    rows = games_table.to_pylist() if isinstance(games_table, pa.Table) else list(games_table)
+    train, val = [], []
+    for row in rows:
+        if all(check(row) for check in checks):
+            (val if _unit_hash(row["game_id"], seed) < val_fraction else train).append(row["game_id"])
+    return sorted(set(train)), sorted(set(val))
+
+
+class WindowDataset(torch.utils.data.Dataset):
+    """Windows of ``window + 1`` frames over an EncodedCache (see the module docstring for the sample layout)."""
+
+    def __init__(self, cache: EncodedCache, window: int, *, seed: int = 0, swap: bool = False,
+                 mirror: bool = False, random_phase: bool = True, games: Iterable[int] | None = None,
+                 mirror_stages: Iterable[int] = MIRROR_STAGES):
+        if window < 1:
+            raise ValueError("window must be >= 1")
+        self.cache, self.window, self.seed = cache, int(window), int(seed)
+        self.swap, self.mirror, self.random_phase = bool(swap), bool(mirror), bool(random_phase)
+        self.spec = cache.spec
+        self.games = np.asarray(sorted(games) if games is not None else range(len(cache)), np.int64)
+        self.counts = np.maximum((cache.lengths[self.games] - 1) // self.window, 0)
+        self._game_of = np.repeat(self.games, self.counts)
+        self._k = np.concatenate([np.arange(c) for c in self.counts]) if len(self.counts) else np.zeros(0, int)
+        self._mirrorable = np.array([e.const_stage for e in cache.entries], np.int64)
+        mirror_idx = {cache.spec.stage_index(s) for s in mirror_stages}
+        self._mirrorable = np.isin(self._mirrorable, list(mirror_idx))
+        self._names = ["cont", "cont_mask", "binary", "bin_mask", "cat", "cat_mask", "ctrl", "frame_ids"]
+        if self.spec.items:
+            self._names += ["item_present", "item_type", "item_owner", "item_cont"]
+        self.set_epoch(0)
+
+    def __len__(self) -> int:
+        return int(self._game_of.shape[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw this epoch's window phases and augmentation flags (deterministic in seed and epoch)."""
+        self.epoch = int(epoch)
+        rng = np.random.default_rng([self.seed, self.epoch])
+        slack = (self.cache.lengths[self.games] - 1) - self.counts * self.window
+        phase = rng.integers(0, np.maximum(slack, 0) + 1) if self.random_phase else np.zeros(len(self.games), np.int64)
+        phase = np.where(self.counts > 0, phase, 0)
+        game_phase = np.repeat(phase, self.counts)
+        self._start_in_game = game_phase + self._k * self.window
+        self._starts = self.cache.offsets[self._game_of] + self._start_in_game
+        n = len(self)
+        self._swap = (rng.random(n) < 0.5) & self.swap
+        self._mirror = (rng.random(n) < 0.5) & self.mirror & self._mirrorable[self._game_of]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        return self.sample_at(int(self._game_of[i]), int(self._start_in_game[i]), self.window,
+                              swap=bool(self._swap[i]), mirror=bool(self._mirror[i]))
+
+    def sample_at(self, game: int, start: int, length: int, *, swap: bool = False,
+                  mirror: bool = False) -> dict[str, torch.Tensor]:
+        """The sample of ``length`` steps that begins at frame index ``start`` of cache game ``game``."""
+        entry = self.cache.entries[game]
+        s, T = int(self.cache.offsets[game]) + start, int(length)
+        if start < 0 or start + T + 1 > self.cache.lengths[game]:
+            raise IndexError(f"window {start}..{start + T} is outside game {game} ({self.cache.lengths[game]} frames)")
+        arrays = self.cache.arrays
+        w = {n: np.array(arrays[n][s:s + T + 1]) for n in self._names}
+        sample = {
+            "state_cont": w["cont"][:-1], "cont_mask": w["cont_mask"][:-1],
+            "state_bin": w["binary"][:-1], "bin_mask": w["bin_mask"][:-1],
+            "state_cat": w["cat"][:-1], "cat_mask": w["cat_mask"][:-1],
+            "ctrl": w["ctrl"][1:],
+            "next_cont": w["cont"][1:], "next_cont_mask": w["cont_mask"][1:],
+            "next_bin": w["binary"][1:], "next_bin_mask": w["bin_mask"][1:],
+            "next_cat": w["cat"][1:], "next_cat_mask": w["cat_mask"][1:],
+            "stage": np.int64(entry.const_stage), "chars": np.asarray(entry.const_chars, np.int64),
+        }
+        if self.spec.items:
+            for n in ("item_present", "item_type", "item_owner", "item_cont"):
+                sample[f"state_{n}"] = w[n][:-1]
+                sample[f"next_{n}"] = w[n][1:]
+        if swap:
+            sample = swap_players(sample)
+        if mirror:
+            sample = mirror_x(sample, self.spec)
+        out = {}
+        for k, v in sample.items():
+            if k.endswith("_bin") or k.endswith("item_present"):
+                v = np.asarray(v, np.float32)
+            elif k.endswith("_cat") or k.endswith("item_type") or k.endswith("item_owner") or k in ("stage", "chars"):
+                v = np.asarray(v, np.int64)
+            out[k] = torch.from_numpy(np.array(v, copy=True)) if np.ndim(v) else torch.tensor(v)
+        out["frame"] = torch.from_numpy(w["frame_ids"][1:].copy())
+        out["game"] = torch.tensor(game, dtype=torch.int64)
+        out["start"] = torch.tensor(start, dtype=torch.int64)
+        out["swapped"] = torch.tensor(swap)
+        out["mirrored"] = torch.tensor(mirror)
+        return out

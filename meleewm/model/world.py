@@ -1,0 +1,211 @@
+"""The world model: encoded frame → body (Mamba-2 or frame-stack MLP) → heads that predict the next state.
+
+Step t reads state(t-1), both players' controllers(t) and the constants (stage, characters), and predicts
+state(t): every continuous, binary and categorical field it reads (and item slots, when enabled), so a rollout
+needs no true state after warm-up. The same :meth:`WorldModel.step` and :func:`next_inputs` advance the game in
+training rollouts (self-forcing), evaluation, ``dream`` and live play.
+
+Tensors follow ``meleewm.data.encoding``: ``[..., 2, n]`` with the player axis before the field axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from meleewm.data.encoding import EncodingSpec
+from meleewm.model.mamba2 import Mamba2, Mamba2Config
+from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
+
+# Input keys of a step (and, with a time axis, of a sequence). Items only when the encoding has them.
+# Inputs use the names of meleewm.data.windows samples: state_* (frame t-1), masks, ctrl (frame t), constants.
+STATE_KEYS = ("state_cont", "state_bin", "state_cat")
+MASK_KEYS = ("cont_mask", "bin_mask", "cat_mask")
+ITEM_KEYS = ("state_item_present", "state_item_type", "state_item_owner", "state_item_cont")
+
+
+@dataclass
+class WorldModelConfig:
+    body: str = "mamba2"          # "mamba2" (the sequence model) or "mlp" (the frame-stack baseline)
+    d_model: int = 128
+    n_layer: int = 4
+    # Mamba-2
+    d_state: int = 64
+    d_conv: int = 4
+    expand: int = 2
+    headdim: int = 32
+    chunk_size: int = 64
+    # frame-stack MLP
+    context: int = 10
+    hidden_mult: int = 4
+    # embeddings
+    action_embed_dim: int = 32
+    cat_embed_dim: int = 8
+    const_embed_dim: int = 16
+
+    def __post_init__(self):
+        if self.body not in ("mamba2", "mlp"):
+            raise ValueError(f"model.body must be 'mamba2' or 'mlp', not {self.body!r}")
+        for name in ("d_model", "n_layer", "d_state", "headdim", "chunk_size", "context"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.body == "mamba2" and (self.expand * self.d_model) % self.headdim:
+            raise ValueError(f"model.expand * model.d_model ({self.expand * self.d_model}) must be a multiple of "
+                             f"model.headdim ({self.headdim})")
+
+
+@dataclass
+class LossConfig:
+    continuous: str = "huber"     # "mse" or "huber"
+    huber_delta: float = 1.0
+    uniform_mix: float = 0.01     # categorical targets mixed with this much uniform mass (0 disables)
+    weights: dict[str, float] = field(default_factory=lambda: {"cont": 1.0, "binary": 1.0, "cat": 1.0, "items": 1.0})
+    field_weights: dict[str, float] = field(default_factory=lambda: {"post_state": 2.0})
+
+    def __post_init__(self):
+        if self.continuous not in ("mse", "huber"):
+            raise ValueError(f"loss.continuous must be 'mse' or 'huber', not {self.continuous!r}")
+        if not 0 <= self.uniform_mix < 1:
+            raise ValueError(f"loss.uniform_mix must be in [0, 1), got {self.uniform_mix}")
+
+
+class WorldModel(nn.Module):
+    def __init__(self, spec: EncodingSpec, config: WorldModelConfig):
+        super().__init__()
+        self.spec, self.config = spec, config
+        self.cat_names = [name for name, _ in spec.cat_fields]
+        self.cat_embeddings = nn.ModuleList(
+            nn.Embedding(size, config.action_embed_dim if name == "post_state" else config.cat_embed_dim)
+            for name, size in spec.cat_fields)
+        self.stage_embedding = nn.Embedding(spec.n_stages, config.const_embed_dim)
+        self.char_embedding = nn.Embedding(spec.n_chars, config.const_embed_dim)
+        per_player = (2 * spec.n_cont + 2 * spec.n_bin + spec.n_ctrl + config.const_embed_dim
+                      + sum(e.embedding_dim for e in self.cat_embeddings))
+        width = 2 * per_player + config.const_embed_dim
+        if spec.items:
+            self.item_type_embedding = nn.Embedding(spec.n_item_types, config.cat_embed_dim)
+            self.item_owner_embedding = nn.Embedding(spec.n_item_owners, config.cat_embed_dim)
+            width += spec.item_slots * (1 + 2 * config.cat_embed_dim + spec.n_item_cont)
+        self.input_proj = nn.Linear(width, config.d_model)
+        if config.body == "mamba2":
+            self.body = Mamba2(Mamba2Config(d_model=config.d_model, n_layer=config.n_layer, d_state=config.d_state,
+                                            d_conv=config.d_conv, expand=config.expand, headdim=config.headdim,
+                                            chunk_size=config.chunk_size))
+        else:
+            self.body = FrameStackMLP(FrameStackConfig(d_model=config.d_model, n_layer=config.n_layer,
+                                                       context=config.context, hidden_mult=config.hidden_mult))
+        d = config.d_model
+        self.cont_head = nn.Linear(d, 2 * spec.n_cont)
+        self.bin_head = nn.Linear(d, 2 * spec.n_bin)
+        self.cat_heads = nn.ModuleList(nn.Linear(d, 2 * size) for _, size in spec.cat_fields)
+        if spec.items:
+            s = spec.item_slots
+            self.item_present_head = nn.Linear(d, s)
+            self.item_type_head = nn.Linear(d, s * spec.n_item_types)
+            self.item_owner_head = nn.Linear(d, s * spec.n_item_owners)
+            self.item_cont_head = nn.Linear(d, s * spec.n_item_cont)
+        # Continuous heads predict a change from the input state: start from "nothing moves", not from noise.
+        nn.init.zeros_(self.cont_head.weight)
+        nn.init.zeros_(self.cont_head.bias)
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    # -- input encoding -----------------------------------------------------------------------------------------
+
+    def embed(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Inputs with leading dims L (``[B]`` or ``[B, T]``) → ``[*L, d_model]``."""
+        cont = x["state_cont"] * x["cont_mask"]
+        parts = [cont, x["cont_mask"].to(cont.dtype), x["state_bin"].to(cont.dtype) * x["bin_mask"],
+                 x["bin_mask"].to(cont.dtype), x["ctrl"].to(cont.dtype)]
+        cat = x["state_cat"].long() * x["cat_mask"].long()  # masked entries read as UNKNOWN
+        parts += [emb(cat[..., i]) for i, emb in enumerate(self.cat_embeddings)]
+        chars = x["chars"].long()
+        while chars.dim() < cont.dim() - 1:          # broadcast constants over the time axis
+            chars = chars.unsqueeze(-2)
+        parts.append(self.char_embedding(chars).expand(*cont.shape[:-1], -1))
+        players = torch.cat(parts, dim=-1)            # [*L, 2, per_player]
+        stage = x["stage"].long()
+        while stage.dim() < cont.dim() - 2:
+            stage = stage.unsqueeze(-1)
+        features = [players.flatten(-2), self.stage_embedding(stage).expand(*cont.shape[:-2], -1)]
+        if self.spec.items:
+            features.append(torch.cat([x["state_item_present"].to(cont.dtype).unsqueeze(-1),
+                                       self.item_type_embedding(x["state_item_type"].long()),
+                                       self.item_owner_embedding(x["state_item_owner"].long()),
+                                       x["state_item_cont"].to(cont.dtype)], dim=-1).flatten(-2))
+        return self.input_proj(torch.cat(features, dim=-1))
+
+    def heads(self, h: torch.Tensor, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Body features ``[*L, d]`` → predictions of the next state (continuous as residual on the input)."""
+        lead = h.shape[:-1]
+        out = {"cont": x["state_cont"] * x["cont_mask"] + self.cont_head(h).view(*lead, 2, -1),
+               "bin_logits": self.bin_head(h).view(*lead, 2, -1),
+               "cat_logits": [head(h).view(*lead, 2, -1) for head in self.cat_heads]}
+        if self.spec.items:
+            s = self.spec.item_slots
+            out["item_present_logits"] = self.item_present_head(h).view(*lead, s)
+            out["item_type_logits"] = self.item_type_head(h).view(*lead, s, -1)
+            out["item_owner_logits"] = self.item_owner_head(h).view(*lead, s, -1)
+            out["item_cont"] = x["state_item_cont"] + self.item_cont_head(h).view(*lead, s, -1)
+        return out
+
+    # -- sequence (training) and step (inference) ---------------------------------------------------------------
+
+    def forward(self, x: dict[str, torch.Tensor], state=None, return_state: bool = False):
+        """Teacher-forced over a sequence: inputs ``[B, T, ...]`` → predictions ``[B, T, ...]``."""
+        h = self.body(self.embed(x), state=state, return_state=return_state)
+        if return_state:
+            h, state = h
+            return self.heads(h, x), state
+        return self.heads(h, x)
+
+    def init_state(self, batch_size: int, device=None, dtype=None):
+        return self.body.init_state(batch_size, device=device, dtype=dtype)
+
+    def step(self, x: dict[str, torch.Tensor], state):
+        """One frame: inputs ``[B, ...]`` (no time axis) and the body state → (predictions, new state)."""
+        h, state = self.body.step(self.embed(x), state)
+        return self.heads(h, x), state
+
+
+def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = F.softmax(logits.float() / temperature, dim=-1)
+    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+    return flat.view(probs.shape[:-1])
+
+
+def next_inputs(pred: dict[str, torch.Tensor], prev: dict[str, torch.Tensor], *, temperature: float = 0.0,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """The model's own predictions as the next step's state inputs (argmax, or sampled at ``temperature``).
+
+    Masks carry over from the previous input: a field the game lacks stays absent for the whole rollout.
+    """
+    state = {"state_cont": pred["cont"].detach(), **{k: prev[k] for k in MASK_KEYS}}
+    bin_logits = pred["bin_logits"].detach()
+    if temperature <= 0:
+        state["state_bin"] = (bin_logits > 0).to(prev["state_bin"].dtype)
+    else:
+        probs = torch.sigmoid(bin_logits.float() / temperature)
+        state["state_bin"] = torch.bernoulli(probs, generator=generator).to(prev["state_bin"].dtype)
+    state["state_cat"] = torch.stack([_pick(l.detach(), temperature, generator) for l in pred["cat_logits"]],
+                                     dim=-1).to(prev["state_cat"].dtype)
+    if "item_present_logits" in pred:
+        present = (pred["item_present_logits"].detach() > 0).to(prev["state_item_present"].dtype)
+        state["state_item_present"] = present
+        state["state_item_type"] = _pick(pred["item_type_logits"].detach(), temperature, generator).to(
+            prev["state_item_type"].dtype)
+        state["state_item_owner"] = _pick(pred["item_owner_logits"].detach(), temperature, generator).to(
+            prev["state_item_owner"].dtype)
+        state["state_item_cont"] = pred["item_cont"].detach() * present.unsqueeze(-1).to(pred["item_cont"].dtype)
+    return state
+
+
+def last_step(pred: dict) -> dict:
+    """Predictions of a sequence, at its last position."""
+    return {k: ([v[:, -1] for v in value] if isinstance(value, list) else value[:, -1]) for k, value in pred.items()}

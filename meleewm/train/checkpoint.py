@@ -1,0 +1,102 @@
+"""Checkpoints: one self-contained file (weights, config, encoding, optimizer, scheduler, RNG, data position).
+
+Written to a temporary name and renamed, so a killed run never leaves a half-written checkpoint. Loading checks
+the format and the encoding version and fails with a clear message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import uuid
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from meleewm.data.encoding import ENCODING_VERSION, EncodingSpec
+from meleewm.model.world import WorldModel
+from meleewm.train.config import TrainConfig, config_from_dict, config_to_dict
+
+FORMAT = "meleewm-checkpoint"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(Exception):
+    """A file that is not a usable meleewm checkpoint."""
+
+
+def rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str | Path, *, model: WorldModel, config: TrainConfig, optimizer=None, scheduler=None,
+                    position: dict | None = None, metrics: dict | None = None) -> Path:
+    path = Path(path)
+    payload = {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "model": model.state_dict(),
+        "config": config_to_dict(config),
+        "encoding": model.spec.to_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "rng": rng_state(),
+        "position": position or {},
+        "metrics": metrics or {},
+        "num_params": model.num_params(),
+    }
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise CheckpointError(f"{path} is not a readable checkpoint: {type(error).__name__}: {error}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a meleewm checkpoint")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} has checkpoint format {payload.get('format_version')}; this meleewm reads "
+                              f"format {FORMAT_VERSION}")
+    version = payload["encoding"].get("version")
+    if version != ENCODING_VERSION:
+        raise CheckpointError(f"{path} was trained with encoding version {version}; this meleewm uses encoding "
+                              f"version {ENCODING_VERSION}: retrain, or use the meleewm version that made it")
+    return payload
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[WorldModel, TrainConfig, dict]:
+    """The model of a checkpoint, in eval mode, with its config and the whole payload (metrics, position...)."""
+    payload = read_checkpoint(path)
+    config = config_from_dict(payload["config"])
+    spec = EncodingSpec.from_dict(payload["encoding"])
+    model = WorldModel(spec, config.model)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as error:
+        raise CheckpointError(f"{path}: weights do not fit the model its config describes: {error}") from None
+    return model.to(device).eval(), config, payload
+
+
+def file_hash(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,57 @@
+"""Losses of the world model's heads: continuous (MSE or Huber), binary (BCE), categorical (CE with an
+optional uniform mix), items. Each sample's loss is averaged over its own valid entries, then samples are
+averaged, so that DDP's mean of per-rank gradients equals the single-process gradient of the same global batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from meleewm.model.world import LossConfig
+
+
+def _per_sample_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over the valid entries of each sample (dim 0), then over samples."""
+    mask = mask.to(values.dtype)
+    dims = tuple(range(1, values.dim()))
+    return ((values * mask).sum(dims) / mask.sum(dims).clamp_min(1.0)).mean()
+
+
+def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfig) -> dict[str, torch.Tensor]:
+    """Per-head losses (unweighted) against the ``next_*`` targets of a window batch."""
+    if config.continuous == "mse":
+        cont = F.mse_loss(pred["cont"].float(), batch["next_cont"].float(), reduction="none")
+    else:
+        cont = F.huber_loss(pred["cont"].float(), batch["next_cont"].float(), reduction="none",
+                            delta=config.huber_delta)
+    losses = {"cont": _per_sample_mean(cont, batch["next_cont_mask"])}
+    bce = F.binary_cross_entropy_with_logits(pred["bin_logits"].float(), batch["next_bin"].float(), reduction="none")
+    losses["binary"] = _per_sample_mean(bce, batch["next_bin_mask"])
+    for i, (name, logits) in enumerate(zip(cat_names, pred["cat_logits"])):
+        ce = F.cross_entropy(logits.float().movedim(-1, 1), batch["next_cat"][..., i].long(), reduction="none",
+                             label_smoothing=config.uniform_mix)
+        losses[f"cat/{name}"] = _per_sample_mean(ce, batch["next_cat_mask"][..., i])
+    if "item_present_logits" in pred:
+        present = batch["next_item_present"].float()
+        losses["items/present"] = F.binary_cross_entropy_with_logits(
+            pred["item_present_logits"].float(), present, reduction="none").flatten(1).mean(1).mean()
+        type_ce = F.cross_entropy(pred["item_type_logits"].float().movedim(-1, 1), batch["next_item_type"].long(),
+                                  reduction="none")
+        owner_ce = F.cross_entropy(pred["item_owner_logits"].float().movedim(-1, 1),
+                                   batch["next_item_owner"].long(), reduction="none")
+        item_cont = F.huber_loss(pred["item_cont"].float(), batch["next_item_cont"].float(),
+                                 reduction="none").mean(-1)
+        losses["items/type"] = _per_sample_mean(type_ce, present)
+        losses["items/owner"] = _per_sample_mean(owner_ce, present)
+        losses["items/cont"] = _per_sample_mean(item_cont, present)
+    return losses
+
+
+def total_loss(losses: dict[str, torch.Tensor], config: LossConfig) -> torch.Tensor:
+    """Weighted sum: a group weight (cont, binary, cat, items) times an optional per-field weight."""
+    total = 0.0
+    for name, value in losses.items():
+        group, _, field = name.partition("/")
+        total = total + config.weights.get(group, 1.0) * config.field_weights.get(field, 1.0) * value
+    return total

@@ -1,0 +1,341 @@
+"""``meleewm train``: windows of T frames with a loss at every position, self-forcing, AdamW with warmup and
+cosine decay, per-epoch validation (the best checkpoint is chosen by the rollout metric), exact resume, and
+DDP through torchrun (rank 0 logs and writes checkpoints).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader
+
+from meleewm.data.cache import build_cache
+from meleewm.data.encoding import EncodingSpec
+from meleewm.data.windows import WindowDataset, split_games
+from meleewm.model.world import MASK_KEYS, WorldModel, next_inputs
+from meleewm.replay.dataset import Dataset
+from meleewm.train.checkpoint import load_model, read_checkpoint, save_checkpoint, set_rng_state
+from meleewm.train.config import ConfigError, TrainConfig, config_to_dict
+from meleewm.train.losses import head_losses, total_loss
+from meleewm.train.validation import rollout_metric, rollout_starts, teacher_forced_metrics, to_device
+
+
+class TrainError(Exception):
+    """A training run that cannot start: no data, a bad resume, an incompatible checkpoint."""
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    steps: int
+    epochs_done: int
+    stop_reason: str
+    best_metric: float | None
+    last_metrics: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+    elapsed: float = 0.0
+    num_params: int = 0
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
+
+
+def _device(config: TrainConfig, rank: int) -> torch.device:
+    if config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ConfigError("device: cuda was asked for but no CUDA device is available")
+    return torch.device("cuda", rank % torch.cuda.device_count())
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases, norms, embeddings and the SSM's dt/A/D parameters."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        skip = (param.dim() < 2 or getattr(param, "_no_weight_decay", False) or "embedding" in name)
+        (no_decay if skip else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _schedule(optim_config, total_steps: int):
+    warmup, floor = optim_config.warmup_steps, optim_config.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def _filters(config: TrainConfig) -> list[str]:
+    names = ["two_players"]
+    names += [f for f in ("two_humans", "completed", "legal_stage", "long_enough") if getattr(config.data, f)]
+    return names
+
+
+def _self_forced(model, batch: dict, unroll: int) -> dict:
+    """Replace the state inputs by the model's own predictions, ``unroll`` times (parallel over positions).
+
+    Position t's prediction is frame t+1's state, so pass k feeds predictions of pass k-1 shifted by one frame;
+    the first position keeps its true state. Predictions enter detached, as they would in a rollout.
+    """
+    x = dict(batch)
+    for _ in range(unroll):
+        with torch.no_grad():
+            pred = model(x)
+        own = next_inputs(pred, x)
+        for key, value in own.items():
+            if key in MASK_KEYS:
+                continue
+            x[key] = torch.cat([batch[key][:, :1], value[:, :-1]], dim=1)
+    return x
+
+
+class Trainer:
+    def __init__(self, data: str | Path, config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
+                 progress: bool = True, on_epoch=None):
+        self.config, self.out_dir, self.progress = config, Path(out_dir), progress
+        self.on_epoch = on_epoch
+        self.rank, self.world = _distributed()
+        self.device = _device(config, self.rank)
+        self.is_main = self.rank == 0
+        if config.data.batch_size % self.world:
+            raise ConfigError(f"data.batch_size ({config.data.batch_size}) must divide evenly over "
+                              f"{self.world} processes")
+        self.resume_payload = None
+        if resume:
+            last = self.out_dir / "last.pt"
+            if not last.is_file():
+                raise TrainError(f"--resume: no checkpoint at {last}")
+            self.resume_payload = read_checkpoint(last)
+        _seed_everything(config.seed)
+        self._setup_data(Path(data))
+        self._setup_model()
+
+    # -- setup --------------------------------------------------------------------------------------------------
+
+    def _setup_data(self, data: Path) -> None:
+        config = self.config
+        self.dataset = Dataset(data)
+        train_ids, val_ids = split_games(self.dataset.games, config.data.val_fraction, config.data.split_seed,
+                                         filters=_filters(config))
+        if config.data.max_games:
+            train_ids = train_ids[:config.data.max_games]
+        if not train_ids:
+            raise TrainError(f"{data}: no training games (it has {len(self.dataset.games)} games; filters "
+                             f"{', '.join(_filters(config))} leave none for training)")
+        if not val_ids:  # tiny datasets: validate on training games rather than not at all
+            val_ids = train_ids[:1]
+        self.train_ids, self.val_ids = train_ids, val_ids
+        if self.resume_payload is not None:
+            self.spec = EncodingSpec.from_dict(self.resume_payload["encoding"])
+        else:
+            self.spec = EncodingSpec.fit(self.dataset, train_ids, items=config.data.items,
+                                         item_slots=config.data.item_slots)
+        # Rank 0 encodes the caches; the others wait and open them.
+        if self.is_main:
+            self.train_cache = build_cache(self.dataset, self.spec, train_ids, progress=self.progress)
+            self.val_cache = build_cache(self.dataset, self.spec, val_ids, progress=self.progress)
+        if self.world > 1:
+            dist.barrier()
+        if not self.is_main:
+            self.train_cache = build_cache(self.dataset, self.spec, train_ids, progress=False)
+            self.val_cache = build_cache(self.dataset, self.spec, val_ids, progress=False)
+        T = config.data.seq_len
+        self.train_windows = WindowDataset(self.train_cache, T, seed=config.seed, swap=config.data.swap_players,
+                                           mirror=config.data.mirror, random_phase=True)
+        self.val_windows = WindowDataset(self.val_cache, T, seed=config.eval.seed, random_phase=False)
+        if len(self.train_windows) < config.data.batch_size:
+            raise TrainError(f"{data}: {len(self.train_windows)} training windows of {T} frames, fewer than one "
+                             f"batch of {config.data.batch_size}: lower data.seq_len or data.batch_size")
+        length = config.eval.warmup + config.eval.rollout_horizon
+        self.starts = rollout_starts(self.val_windows, config.eval.rollout_starts, length, config.eval.seed)
+        batches = len(self.train_windows) // config.data.batch_size
+        self.steps_per_epoch = config.optim.steps_per_epoch or batches
+        self.total_steps = self.steps_per_epoch * config.optim.epochs
+
+    def _setup_model(self) -> None:
+        config = self.config
+        self.model = WorldModel(self.spec, config.model).to(self.device)
+        self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.optim.weight_decay), lr=config.optim.lr,
+                                           betas=config.optim.betas)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config.optim, self.total_steps))
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.best_metric: float | None = None
+        self.history: list[dict] = []
+        if self.resume_payload is not None:
+            payload = self.resume_payload
+            self.model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.scheduler.load_state_dict(payload["scheduler"])
+            position = payload["position"]
+            self.step, self.epoch = position["step"], position["epoch"]
+            self.batch_in_epoch = position["batch_in_epoch"]
+            self.best_metric = position.get("best_metric")
+            self.history = position.get("history", [])
+            set_rng_state(payload["rng"])
+        self.train_model = self.model
+        if self.world > 1:
+            self.train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if config.compile:
+            self.train_model = torch.compile(self.train_model)
+
+    # -- running ------------------------------------------------------------------------------------------------
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.config.bf16:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        """This rank's share of each global batch of the epoch, in a (seed, epoch)-determined order."""
+        self.train_windows.set_epoch(epoch)
+        order = torch.randperm(len(self.train_windows), generator=torch.Generator().manual_seed(
+            self.config.seed * 100_003 + epoch)).tolist()
+        size, share = self.config.data.batch_size, self.config.data.batch_size // self.world
+        batches = []
+        for b in range(self.steps_per_epoch):
+            chunk = [order[(b * size + j) % len(order)] for j in range(size)]
+            batches.append(chunk[self.rank * share:(self.rank + 1) * share])
+        return batches
+
+    def _unroll_for(self) -> int:
+        """Self-forcing passes for this step: 0 (teacher forcing) or the curriculum's 1..max_unroll."""
+        sf = self.config.self_forcing
+        if not sf.enabled or self.epoch < sf.start_epoch or sf.max_unroll < 1:
+            return 0
+        draw = torch.rand(1, generator=torch.Generator().manual_seed(self.config.seed * 7919 + self.step)).item()
+        if draw >= sf.prob:
+            return 0
+        progress = self.step / max(1, self.total_steps)
+        return min(sf.max_unroll, 1 + int(progress * sf.max_unroll))
+
+    def train_step(self, batch: dict) -> dict[str, float]:
+        self.train_model.train()
+        batch = to_device(batch, self.device)
+        unroll = self._unroll_for()
+        with self._autocast():
+            inputs = _self_forced(self.train_model, batch, unroll) if unroll else batch
+            pred = self.train_model(inputs)
+        losses = head_losses(pred, batch, self.model.cat_names, self.config.loss)
+        loss = total_loss(losses, self.config.loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        return {"loss": float(loss), "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0],
+                "self_forcing_unroll": unroll, **{f"loss/{k}": float(v) for k, v in losses.items()}}
+
+    def validate(self) -> dict[str, float]:
+        config = self.config
+        metrics = teacher_forced_metrics(self.model, self.val_windows, batch_size=config.data.batch_size,
+                                         max_batches=config.eval.max_val_batches, device=self.device,
+                                         loss_config=config.loss, autocast=self._autocast)
+        metrics.update(rollout_metric(self.model, self.val_windows, self.starts, warmup=config.eval.warmup,
+                                      horizon=config.eval.rollout_horizon, device=self.device))
+        return metrics
+
+    def _position(self) -> dict:
+        return {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                "best_metric": self.best_metric, "history": self.history}
+
+    def save(self, name: str, metrics: dict | None = None) -> Path | None:
+        if not self.is_main:
+            return None
+        return save_checkpoint(self.out_dir / name, model=self.model, config=self.config, optimizer=self.optimizer,
+                               scheduler=self.scheduler, position=self._position(), metrics=metrics)
+
+    def run(self) -> TrainResult:
+        from meleewm.train.logging import RunLogger
+
+        config, started = self.config, time.perf_counter()
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(_yaml(config_to_dict(config)))
+        logger = RunLogger(self.out_dir, config, enabled=self.is_main, progress=self.progress,
+                           total_steps=min(self.total_steps, config.optim.max_steps or self.total_steps),
+                           initial_step=self.step)
+        stop_reason, last_metrics = "finished", {}
+        try:
+            while self.epoch < config.optim.epochs:
+                batches = self._epoch_batches(self.epoch)
+                while self.batch_in_epoch < len(batches):
+                    indices = batches[self.batch_in_epoch]
+                    batch = next(iter(DataLoader(self.train_windows, batch_size=len(indices),
+                                                 sampler=indices, num_workers=0)))
+                    values = self.train_step(batch)
+                    self.batch_in_epoch += 1
+                    logger.train(self.step, self.epoch, values)
+                    if config.optim.max_steps and self.step >= config.optim.max_steps:
+                        stop_reason = f"max_steps ({config.optim.max_steps}) reached"
+                        break
+                if stop_reason != "finished":
+                    break
+                last_metrics = self._end_epoch(logger)
+            if stop_reason != "finished":
+                self.save("last.pt", last_metrics)
+        finally:
+            logger.close()
+        if self.world > 1:
+            dist.barrier()
+        return TrainResult(self.out_dir, self.step, self.epoch, stop_reason, self.best_metric, last_metrics,
+                           self.history, time.perf_counter() - started, self.model.num_params())
+
+    def _end_epoch(self, logger) -> dict:
+        metrics = {}
+        if self.is_main:
+            metrics = self.validate()
+            metric = metrics["rollout_position_error"]
+            improved = self.best_metric is None or (not math.isnan(metric) and metric < self.best_metric)
+            if improved:
+                self.best_metric = metric
+            self.history.append({"epoch": self.epoch, "step": self.step, **metrics})
+            logger.validation(self.step, self.epoch, metrics, best=improved)
+        self.epoch += 1
+        self.batch_in_epoch = 0
+        if self.is_main:
+            self.save("last.pt", metrics)
+            if self.history and self.history[-1]["rollout_position_error"] == self.best_metric:
+                self.save("best.pt", metrics)
+        if self.on_epoch:
+            self.on_epoch(self, metrics)
+        if self.world > 1:
+            dist.barrier()
+        return metrics
+
+
+def _yaml(values: dict) -> str:
+    import yaml
+    return yaml.safe_dump(json.loads(json.dumps(values)), sort_keys=False)
+
+
+def train(data: str | Path, config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
+          progress: bool = True) -> TrainResult:
+    return Trainer(data, config, out_dir, resume=resume, progress=progress).run()
+
+
+__all__ = ["Trainer", "TrainError", "TrainResult", "train", "load_model"]
