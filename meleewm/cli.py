@@ -127,5 +127,147 @@ def train(
     console.print(table)
 
 
+@app.command("eval")
+def eval_command(
+    model: Path = typer.Argument(None, help="run folder or checkpoint (default: the bundled model)"),
+    data: Path = typer.Option(..., "--data", "-d", help="dataset folder"),
+    out: Path = typer.Option(None, "--out", "-o", help="report folder (default: RUN/eval or ./eval)"),
+    split: str = typer.Option("val", help="val, train or all: games of the model's own split"),
+    games: str = typer.Option(None, help="comma-separated game ids instead of a split"),
+    compare: list[Path] = typer.Option([], "--compare", help="another checkpoint to evaluate on the same starts"),
+    starts: int = typer.Option(300, help="fixed rollout starts (seeded)"),
+    horizon: int = typer.Option(600, help="closed-loop frames after warm-up"),
+    warmup: int = typer.Option(60, help="real frames before the model takes over"),
+    seed: int = typer.Option(0),
+) -> None:
+    """Rollout quality against persistence and constant velocity: metrics.json and report.html."""
+    import shlex
+    import sys
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from meleewm.eval.report import verdict
+    from meleewm.eval.run import EvalError, EvalSettings, run_eval
+    from meleewm.replay.dataset import DatasetError
+    from meleewm.train.checkpoint import CheckpointError
+
+    checkpoint = _resolve_model(model)
+    out = out or (checkpoint.parent / "eval" if checkpoint.name in ("best.pt", "last.pt") else Path("eval"))
+    settings = EvalSettings(starts=starts, horizon=horizon, warmup=warmup, seed=seed)
+    with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as progress:
+        task = progress.add_task("eval", total=starts * (1 + len(compare)))
+        try:
+            metrics = run_eval(checkpoint, data, out, split=split, games=games.split(",") if games else None,
+                               compare=compare, settings=settings, command=shlex.join(sys.argv),
+                               progress=lambda n: progress.advance(task, n))
+        except (EvalError, DatasetError, CheckpointError) as error:
+            _fail(str(error))
+    judged = verdict(metrics)
+    console.print(f"[bold]{judged['headline']}[/]", soft_wrap=True)
+    _print_rollout_table(metrics)
+    console.print(f"report: {out / 'report.html'}   metrics: {out / 'metrics.json'}")
+
+
+def _resolve_model(model: Path | None) -> Path:
+    """A checkpoint path from a run folder, a file, or (when None) the bundled model."""
+    if model is None:
+        from meleewm.play.session import DEFAULT_MODEL
+        model = DEFAULT_MODEL
+        if not model.is_file():
+            _fail(f"no model given and the bundled model {model} is missing")
+    if model.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (model / name).is_file():
+                return model / name
+        _fail(f"{model} holds no best.pt or last.pt")
+    return model
+
+
+def _print_rollout_table(metrics: dict) -> None:
+    summary = metrics["summary"]
+    table = Table(title="rollout: mean over steps 1..K (position error in game units, action accuracy)")
+    table.add_column("predictor", no_wrap=True, min_width=17)
+    ks = [row["k"] for row in next(iter(summary.values()))]
+    for k in ks:
+        table.add_column(f"pos 1..{k}", justify="right")
+        table.add_column(f"act 1..{k}", justify="right")
+    for name, rows in summary.items():
+        cells = []
+        for row in rows:
+            cells += [_fmt(row.get("position_error")), _fmt(row.get("action_accuracy"), 3)]
+        table.add_row(name, *cells)
+    console.print(table)
+
+
+def _fmt(value, digits: int = 2) -> str:
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+@app.command()
+def play(
+    model: Path = typer.Option(None, "--model", "-m", help="checkpoint (default: models/meleewm-small.pt)"),
+    replay: str = typer.Option(None, "--replay", "-r", help="a .slp file, or a game id of --data, to start from"),
+    frame: int = typer.Option(None, "--frame", "-f", help="frame id of --replay to start from (default 0)"),
+    data: Path = typer.Option(None, "--data", "-d", help="dataset folder: its games become selectable starts"),
+    host: str = typer.Option("127.0.0.1", help="interface to bind (localhost unless told otherwise)"),
+    port: int = typer.Option(8000, help="TCP port"),
+    temperature: float = typer.Option(0.0, min=0.0, max=5.0, help="0 = argmax; > 0 samples categorical heads"),
+    guards: bool = typer.Option(False, "--guards", help="rule guards on: blast-zone clamp, stocks 0-4 (counted)"),
+    warmup: int = typer.Option(None, min=0, help="real frames a replay start warms up on (0 = all)"),
+) -> None:
+    """Play the world model in the browser: a local web server, one WebSocket per player."""
+    from meleewm.play.server import ReplayCatalog, create_app, serve
+    from meleewm.play.session import SessionError, load_play_model
+    from meleewm.replay.dataset import DatasetError
+    from meleewm.train.checkpoint import CheckpointError
+
+    try:
+        world, _ = load_play_model(model)
+        catalog = ReplayCatalog(world.spec, [replay] if replay else [], data=data)
+        default_start = None
+        if replay:
+            game = catalog.entries[0]
+            start_frame = frame if frame is not None else max(0, game["first_frame"] + 1)
+            default_start = {"kind": "replay", "replay": game["id"], "frame": start_frame}
+        elif frame is not None:
+            _fail("--frame needs --replay")
+        app_ = create_app(world, replays=catalog, default_start=default_start, temperature=temperature,
+                          guards=guards, warmup=warmup)
+    except (SessionError, CheckpointError, DatasetError) as error:
+        _fail(str(error))
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    console.print(f"meleewm play: open [bold]http://{shown}:{port}/[/] (Ctrl+C stops the server)")
+    serve(app_, host=host, port=port)
+
+
+@app.command()
+def dream(
+    replay: str = typer.Option(..., "--replay", "-r", help="a .slp file, or a game id of --data"),
+    frame: int = typer.Option(..., "--frame", "-f", help="frame id to take over from (the model predicts it)"),
+    export: Path = typer.Option(..., "--export", "-o", help="the .slp to write"),
+    model: Path = typer.Option(None, "--model", "-m", help="checkpoint (default: models/meleewm-small.pt)"),
+    frames: int = typer.Option(600, "--frames", "-n", min=1, help="frames the model generates"),
+    data: Path = typer.Option(None, "--data", "-d", help="dataset folder, when --replay is a game id"),
+    temperature: float = typer.Option(0.0, min=0.0, max=5.0, help="0 = argmax; > 0 samples categorical heads"),
+    seed: int = typer.Option(0, help="sampling seed (with --temperature > 0)"),
+    warmup: int = typer.Option(None, min=0, help="real frames to warm up on (default 256; 0 = all)"),
+) -> None:
+    """Roll the model forward from a real moment on the replay's recorded inputs; save it as a Slippi replay."""
+    from meleewm.play.dream import dream as run_dream
+    from meleewm.play.session import SessionError
+    from meleewm.replay.dataset import DatasetError
+    from meleewm.train.checkpoint import CheckpointError
+
+    try:
+        result = run_dream(model, replay, frame, frames, export, data=data, temperature=temperature, seed=seed,
+                           warmup=warmup)
+    except (SessionError, CheckpointError, DatasetError) as error:
+        _fail(str(error))
+    console.print(f"dream → {result.path}: {result.prefix_frames} real frames (warm-up on the last "
+                  f"{result.warmup}), then {result.model_frames} model frames from frame {result.start_frame}; "
+                  f"{result.total_frames} in all ({result.elapsed:.1f} s)")
+
+
 if __name__ == "__main__":
     app()

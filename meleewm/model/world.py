@@ -24,6 +24,9 @@ from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
 # Inputs use the names of meleewm.data.windows samples: state_* (frame t-1), masks, ctrl (frame t), constants.
 STATE_KEYS = ("state_cont", "state_bin", "state_cat")
 MASK_KEYS = ("cont_mask", "bin_mask", "cat_mask")
+# Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
+MOTION_FIELDS = ("post_velocities_self_x_air", "post_velocities_self_x_ground", "post_velocities_knockback_x",
+                 "post_velocities_self_y", "post_velocities_knockback_y")
 ITEM_KEYS = ("state_item_present", "state_item_type", "state_item_owner", "state_item_cont")
 
 
@@ -62,7 +65,8 @@ class LossConfig:
     continuous: str = "huber"     # "mse" or "huber"
     huber_delta: float = 1.0
     uniform_mix: float = 0.01     # categorical targets mixed with this much uniform mass (0 disables)
-    weights: dict[str, float] = field(default_factory=lambda: {"cont": 1.0, "binary": 1.0, "cat": 1.0, "items": 1.0})
+    # Continuous errors are small numbers next to 8 categorical cross-entropies: weight them up.
+    weights: dict[str, float] = field(default_factory=lambda: {"cont": 10.0, "binary": 1.0, "cat": 1.0, "items": 1.0})
     field_weights: dict[str, float] = field(default_factory=lambda: {"post_state": 2.0})
 
     def __post_init__(self):
@@ -107,7 +111,18 @@ class WorldModel(nn.Module):
             self.item_type_head = nn.Linear(d, s * spec.n_item_types)
             self.item_owner_head = nn.Linear(d, s * spec.n_item_owners)
             self.item_cont_head = nn.Linear(d, s * spec.n_item_cont)
-        # Continuous heads predict a change from the input state: start from "nothing moves", not from noise.
+        # Continuous heads predict a change from the input state, in units of each field's typical per-frame
+        # change (set from training data by the trainer; saved with the weights). Start from "nothing moves".
+        self.register_buffer("cont_delta_scale", torch.ones(spec.n_cont))
+        # Melee moves a character by its velocity of the same frame (x(t) = x(t-1) + v(t) on ~87% of frames), so
+        # positions start from that rule and the head learns the corrections (landings, ledges, respawns).
+        self.register_buffer("cont_mean", torch.tensor([spec.cont_stats[f][0] for f in spec.cont_fields]),
+                             persistent=False)
+        self.register_buffer("cont_std", torch.tensor([spec.cont_stats[f][1] for f in spec.cont_fields]),
+                             persistent=False)
+        self.position_index = [spec.cont_index("post_position_x"), spec.cont_index("post_position_y")]
+        self.velocity_index = [spec.cont_index(f) for f in MOTION_FIELDS]
+        self.airborne_index = spec.bin_index("airborne")
         nn.init.zeros_(self.cont_head.weight)
         nn.init.zeros_(self.cont_head.bias)
 
@@ -142,8 +157,11 @@ class WorldModel(nn.Module):
     def heads(self, h: torch.Tensor, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Body features ``[*L, d]`` → predictions of the next state (continuous as residual on the input)."""
         lead = h.shape[:-1]
-        out = {"cont": x["state_cont"] * x["cont_mask"] + self.cont_head(h).view(*lead, 2, -1),
-               "bin_logits": self.bin_head(h).view(*lead, 2, -1),
+        delta = self.cont_head(h).view(*lead, 2, -1) * self.cont_delta_scale
+        bin_logits = self.bin_head(h).view(*lead, 2, -1)
+        cont = x["state_cont"] * x["cont_mask"] + delta
+        out = {"cont": cont + self._motion(cont, bin_logits, x["cont_mask"]),
+               "bin_logits": bin_logits,
                "cat_logits": [head(h).view(*lead, 2, -1) for head in self.cat_heads]}
         if self.spec.items:
             s = self.spec.item_slots
@@ -152,6 +170,22 @@ class WorldModel(nn.Module):
             out["item_owner_logits"] = self.item_owner_head(h).view(*lead, s, -1)
             out["item_cont"] = x["state_item_cont"] + self.item_cont_head(h).view(*lead, s, -1)
         return out
+
+    def _motion(self, cont: torch.Tensor, bin_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The displacement by the predicted velocities of the frame, added to positions (normalised units).
+
+        x moves by the air or the ground speed (blended by the predicted airborne probability) plus knockback;
+        y by its own speed plus knockback. Games whose version lacks velocities get no motion term.
+        """
+        air_x, ground_x, knock_x, self_y, knock_y = (
+            cont[..., i] * self.cont_std[i] + self.cont_mean[i] for i in self.velocity_index)
+        present = mask[..., self.velocity_index[0]].to(cont.dtype)
+        p_air = torch.sigmoid(bin_logits[..., self.airborne_index].float()).to(cont.dtype)
+        dx = (p_air * air_x + (1 - p_air) * ground_x + knock_x) * present
+        dy = (self_y + knock_y) * present
+        ix, iy = self.position_index
+        moves = torch.stack([dx / self.cont_std[ix], dy / self.cont_std[iy]], dim=-1)
+        return torch.zeros_like(cont).index_copy(-1, torch.tensor(self.position_index, device=cont.device), moves)
 
     # -- sequence (training) and step (inference) ---------------------------------------------------------------
 

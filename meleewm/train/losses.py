@@ -18,13 +18,19 @@ def _per_sample_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ((values * mask).sum(dims) / mask.sum(dims).clamp_min(1.0)).mean()
 
 
-def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfig) -> dict[str, torch.Tensor]:
-    """Per-head losses (unweighted) against the ``next_*`` targets of a window batch."""
+def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfig,
+                cont_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-head losses (unweighted) against the ``next_*`` targets of a window batch.
+
+    Continuous errors are divided by ``cont_scale`` (each field's typical per-frame change), so that a
+    one-unit position error weighs like a typical frame's movement, not like 1/std of the whole stage.
+    """
+    scale = cont_scale.float()
+    pred_cont, true_cont = pred["cont"].float() / scale, batch["next_cont"].float() / scale
     if config.continuous == "mse":
-        cont = F.mse_loss(pred["cont"].float(), batch["next_cont"].float(), reduction="none")
+        cont = F.mse_loss(pred_cont, true_cont, reduction="none")
     else:
-        cont = F.huber_loss(pred["cont"].float(), batch["next_cont"].float(), reduction="none",
-                            delta=config.huber_delta)
+        cont = F.huber_loss(pred_cont, true_cont, reduction="none", delta=config.huber_delta)
     losses = {"cont": _per_sample_mean(cont, batch["next_cont_mask"])}
     bce = F.binary_cross_entropy_with_logits(pred["bin_logits"].float(), batch["next_bin"].float(), reduction="none")
     losses["binary"] = _per_sample_mean(bce, batch["next_bin_mask"])

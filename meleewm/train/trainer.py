@@ -24,7 +24,7 @@ from meleewm.data.encoding import EncodingSpec
 from meleewm.data.windows import WindowDataset, split_games
 from meleewm.model.world import MASK_KEYS, WorldModel, next_inputs
 from meleewm.replay.dataset import Dataset
-from meleewm.train.checkpoint import load_model, read_checkpoint, save_checkpoint, set_rng_state
+from meleewm.train.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint, set_rng_state
 from meleewm.train.config import ConfigError, TrainConfig, config_to_dict
 from meleewm.train.losses import head_losses, total_loss
 from meleewm.train.validation import rollout_metric, rollout_starts, teacher_forced_metrics, to_device
@@ -88,7 +88,27 @@ def _schedule(optim_config, total_steps: int):
     return factor
 
 
-def _filters(config: TrainConfig) -> list[str]:
+def cont_delta_scale(cache, max_frames: int = 500_000) -> torch.Tensor:
+    """Per continuous field, the RMS of its change from one frame to the next (normalised units), over up to
+    ``max_frames`` frames of the cache; the scale of the world model's continuous head and loss."""
+    arrays, total, count = cache.arrays, None, None
+    for game in range(len(cache)):
+        start, length = int(cache.offsets[game]), int(cache.lengths[game])
+        cont = np.asarray(arrays["cont"][start:start + length], np.float64)
+        mask = np.asarray(arrays["cont_mask"][start:start + length])
+        valid = mask[1:] & mask[:-1]
+        delta = np.where(valid, np.diff(cont, axis=0), 0.0)
+        sums, counts = np.square(delta).sum(axis=(0, 1)), valid.sum(axis=(0, 1))
+        total = sums if total is None else total + sums
+        count = counts if count is None else count + counts
+        max_frames -= length
+        if max_frames <= 0:
+            break
+    rms = np.sqrt(total / np.maximum(count, 1))
+    return torch.tensor(np.where(count > 0, np.maximum(rms, 1e-3), 1.0), dtype=torch.float32)
+
+
+def filters_for(config: TrainConfig) -> list[str]:
     names = ["two_players"]
     names += [f for f in ("two_humans", "completed", "legal_stage", "long_enough") if getattr(config.data, f)]
     return names
@@ -139,12 +159,12 @@ class Trainer:
         config = self.config
         self.dataset = Dataset(data)
         train_ids, val_ids = split_games(self.dataset.games, config.data.val_fraction, config.data.split_seed,
-                                         filters=_filters(config))
+                                         filters=filters_for(config))
         if config.data.max_games:
             train_ids = train_ids[:config.data.max_games]
         if not train_ids:
             raise TrainError(f"{data}: no training games (it has {len(self.dataset.games)} games; filters "
-                             f"{', '.join(_filters(config))} leave none for training)")
+                             f"{', '.join(filters_for(config))} leave none for training)")
         if not val_ids:  # tiny datasets: validate on training games rather than not at all
             val_ids = train_ids[:1]
         self.train_ids, self.val_ids = train_ids, val_ids
@@ -177,7 +197,9 @@ class Trainer:
 
     def _setup_model(self) -> None:
         config = self.config
-        self.model = WorldModel(self.spec, config.model).to(self.device)
+        self.model = WorldModel(self.spec, config.model)
+        self.model.cont_delta_scale.copy_(cont_delta_scale(self.train_cache))
+        self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.optim.weight_decay), lr=config.optim.lr,
                                            betas=config.optim.betas)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config.optim, self.total_steps))
@@ -186,7 +208,11 @@ class Trainer:
         self.history: list[dict] = []
         if self.resume_payload is not None:
             payload = self.resume_payload
-            self.model.load_state_dict(payload["model"])
+            try:
+                self.model.load_state_dict(payload["model"])
+            except RuntimeError as error:  # another model config, or an encoding edited out of step with it
+                raise CheckpointError(f"--resume: the weights of {self.out_dir / 'last.pt'} do not fit the model "
+                                      f"that this config and the checkpoint's encoding describe: {error}") from None
             self.optimizer.load_state_dict(payload["optimizer"])
             self.scheduler.load_state_dict(payload["scheduler"])
             position = payload["position"]
@@ -239,7 +265,7 @@ class Trainer:
         with self._autocast():
             inputs = _self_forced(self.train_model, batch, unroll) if unroll else batch
             pred = self.train_model(inputs)
-        losses = head_losses(pred, batch, self.model.cat_names, self.config.loss)
+        losses = head_losses(pred, batch, self.model.cat_names, self.config.loss, self.model.cont_delta_scale)
         loss = total_loss(losses, self.config.loss)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -247,8 +273,8 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.step += 1
-        return {"loss": float(loss), "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0],
-                "self_forcing_unroll": unroll, **{f"loss/{k}": float(v) for k, v in losses.items()}}
+        return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": self.scheduler.get_last_lr()[0],
+                "self_forcing_unroll": unroll, **{f"loss/{k}": v.item() for k, v in losses.items()}}
 
     def validate(self) -> dict[str, float]:
         config = self.config
@@ -306,11 +332,13 @@ class Trainer:
                            self.history, time.perf_counter() - started, self.model.num_params())
 
     def _end_epoch(self, logger) -> dict:
-        metrics = {}
+        metrics, improved = {}, False
         if self.is_main:
             metrics = self.validate()
             metric = metrics["rollout_position_error"]
-            improved = self.best_metric is None or (not math.isnan(metric) and metric < self.best_metric)
+            # NaN (no validation game long enough for a rollout) never blocks a later real value.
+            improved = (self.best_metric is None or math.isnan(self.best_metric)
+                        or (not math.isnan(metric) and metric < self.best_metric))
             if improved:
                 self.best_metric = metric
             self.history.append({"epoch": self.epoch, "step": self.step, **metrics})
@@ -319,7 +347,7 @@ class Trainer:
         self.batch_in_epoch = 0
         if self.is_main:
             self.save("last.pt", metrics)
-            if self.history and self.history[-1]["rollout_position_error"] == self.best_metric:
+            if improved:
                 self.save("best.pt", metrics)
         if self.on_epoch:
             self.on_epoch(self, metrics)

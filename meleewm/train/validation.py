@@ -48,7 +48,7 @@ def teacher_forced_metrics(model: WorldModel, windows: WindowDataset, *, batch_s
                           device)
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
             pred = model(batch)
-        losses = head_losses(pred, batch, model.cat_names, loss_config)
+        losses = head_losses(pred, batch, model.cat_names, loss_config, model.cont_delta_scale)
         losses["total"] = total_loss(losses, loss_config)
         for name, value in losses.items():
             sums[name] = sums.get(name, 0.0) + float(value)

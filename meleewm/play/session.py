@@ -1,0 +1,780 @@
+"""The play session: a checkpoint, its recurrent state, and one ``model.step()`` per tick.
+
+Each :meth:`Session.tick` reads both controllers (``meleewm.play.controllers``), encodes them in one place
+(``encode_controllers`` → ``spec.encode_ctrl_columns``), calls ``WorldModel.step`` once, turns the prediction into
+the next inputs with ``next_inputs`` (argmax, or sampled at ``temperature``) and decodes the whole state with
+``spec.decode_state`` (``post_state_age`` by ``apply_state_age_rule``). Those are the functions training rollouts,
+evaluation (``meleewm.model.rollout.rollout``) and ``dream`` use: one step function.
+
+Starts:
+
+* **from a real replay** (:meth:`Session.start_replay`, frame id ``F``): the model's chunked forward runs over
+  the ``warmup`` real frames before ``F`` (states of frames F−W..F−1, controllers of F−W+1..F) with
+  ``return_state=True``, exactly as ``rollout`` does; the session's first state is the model's prediction of
+  frame ``F`` and every tick after it runs on the model's own predictions. ``warmup`` defaults to
+  :data:`DEFAULT_WARMUP` frames (0 = the whole prefix).
+* **synthesized** (:meth:`Session.start_synthetic`): the state of a game start, built from raw columns with
+  ``spec.encode_state_columns``: two characters on a legal stage at its player-1/player-2 spawn points, facing
+  inward, 4 stocks, 0 %, full shield. ``mode="entry"`` is the state every recorded game starts in on frame −123
+  (the entry animation above the spawn point: action 322, airborne, no ground, the values real replays show);
+  ``mode="standing"`` puts both on the main stage (action 14 STANDING, grounded on the stage's main ground id).
+  The first state is frame −123 either way, so the timer starts at frame 0 as in Melee.
+
+Rule guards (``guards=True``; off by default): positions clamped into the blast zones, stocks kept in 0..4 (an
+UNKNOWN or larger value is replaced by the last value, or 4). When a guard acts, the model's next input is the
+guarded state, the decoded state says so, and the count is shown in every state message; nothing is hidden.
+
+Pacing (60 fps, or as fast as possible for scripts) is the caller's business: the web server runs one asyncio
+task per session, ``dream`` runs ticks back to back.
+
+Export: :meth:`Session.slp_game` / :meth:`Session.export_slp` write the session as a real Slippi replay with
+``meleewm.play.slp_writer``: a replay start keeps the real frames −123..F−1 as they were recorded (the warm-up
+prefix), then the session's frames F.. (post_* from the decoded states, pre_* controller columns from the inputs
+used, pre_state/position/direction/percent from the previous frame's post state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+
+from meleewm.data.encoding import STATE_COLUMNS, EncodingSpec
+from meleewm.melee.actions import DAMAGE_STATES, SHIELD_STATES, action_name
+from meleewm.melee.characters import EXTERNAL_NAMES, character_name, external_to_internal
+from meleewm.melee.stages import (
+    BATTLEFIELD,
+    DREAM_LAND,
+    FINAL_DESTINATION,
+    FOUNTAIN_OF_DREAMS,
+    LEGAL_STAGES,
+    POKEMON_STADIUM,
+    YOSHIS_STORY,
+    geometry,
+    stage_name,
+)
+from meleewm.model.world import WorldModel, last_step, next_inputs
+from meleewm.play.controllers import (
+    NEUTRAL,
+    Controller,
+    ControllerState,
+    IdleController,
+    ReplayController,
+    TickView,
+    encode_controllers,
+)
+from meleewm.play.slp_writer import SlpGame, SlpPlayer, game_from_dataset, write_slp
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = REPO_ROOT / "models" / "meleewm-small.pt"
+FPS = 60
+FIRST_FRAME = -123          # the first frame Slippi records; game time starts at frame 0
+DEFAULT_WARMUP = 256        # real frames a replay start warms up on (the small model's training window)
+DEFAULT_TIMER = 480         # seconds (8 minutes), as in recorded local games
+MAX_HISTORY = 60 * 60 * FPS  # frames kept for export (one hour); later frames are played but not recorded
+
+CONSTANT_KEYS = ("stage", "chars")
+
+# Synthesized starts. Spawn points of ports 1 and 2 and the states of frame -123, as every recorded game in
+# games-1 has them (the entry animation: action 322, airborne, ground 65535, 1 jump left (5 for Kirby and
+# Jigglypuff), flags byte 4 = 0x40). Main-stage ground ids are where characters stand near the centre.
+SPAWN_POINTS: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {
+    FINAL_DESTINATION: ((-60.0, 10.0), (60.0, 10.0)),
+    BATTLEFIELD: ((-38.8, 35.2), (38.8, 35.2)),
+    YOSHIS_STORY: ((-42.0, 26.6), (42.0, 28.0)),
+    DREAM_LAND: ((-46.6, 37.2), (47.4, 37.3)),
+    POKEMON_STADIUM: ((-40.0, 32.0), (40.0, 32.0)),
+    FOUNTAIN_OF_DREAMS: ((-41.25, 21.0), (41.25, 27.0)),
+}
+MAIN_GROUND: dict[int, int] = {FINAL_DESTINATION: 1, BATTLEFIELD: 1, YOSHIS_STORY: 3, DREAM_LAND: 4,
+                               POKEMON_STADIUM: 34, FOUNTAIN_OF_DREAMS: 5}
+ENTRY_ACTION, STANDING_ACTION = 322, 14
+MULTI_JUMPERS = frozenset({4, 15})   # external ids: Kirby, Jigglypuff
+START_MODES = ("entry", "standing")
+GROUND_Y = 1e-4                       # y of a character standing on the main stage, as recorded
+
+# Slippi post-frame state flags (byte, bit), as peppi names them; checked against games-1 (hitstun is set on
+# 85 % of DAMAGE_* frames, hitlag on every frame with post_hitlag > 0, shield on 80 % of SHIELD_* frames).
+FLAG_HITLAG = (1, 5)
+FLAG_SHIELD = (2, 7)
+FLAG_HITSTUN = (3, 1)
+
+
+class SessionError(ValueError):
+    """A start, replay or model that a session cannot use; the message says why."""
+
+
+class ModelNotFound(SessionError, FileNotFoundError):
+    """No checkpoint where one was expected."""
+
+
+def resolve_model(path: str | Path | None = None) -> Path:
+    """``path``, or :data:`DEFAULT_MODEL` when None; a clear error when the file is missing."""
+    if path is None:
+        if not DEFAULT_MODEL.is_file():
+            raise ModelNotFound(f"no model given and the default model {DEFAULT_MODEL} is missing: pass --model "
+                                f"RUN/best.pt (a checkpoint from `meleewm train`) or put the bundled model there")
+        return DEFAULT_MODEL
+    path = Path(path)
+    if not path.is_file():
+        raise ModelNotFound(f"no model at {path}")
+    return path
+
+
+def use_play_threads(threads: int = 1) -> None:
+    """Batch-1 steps of a small model gain nothing from intra-op threads, and on a busy 2-core machine extra
+    threads cost a lot (p50 tick 1.5 ms with 1 thread, 23 ms with 2 under load): play and dream use one."""
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
+def load_play_model(path: str | Path | None = None, device: str = "cpu"):
+    """(model in eval mode, its TrainConfig) of a checkpoint (default :data:`DEFAULT_MODEL`)."""
+    from meleewm.train.checkpoint import load_model
+
+    model, config, _ = load_model(resolve_model(path), device=device)
+    return model, config
+
+
+# -- synthesized starts -------------------------------------------------------------------------------------------
+
+def synthetic_columns(stage: int, chars, mode: str = "entry") -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Raw post-frame columns ``{column: [2]}`` of a game start, and its ``post_state_age [2]``."""
+    stage = int(stage)
+    if stage not in SPAWN_POINTS:
+        legal = ", ".join(f"{s} {stage_name(s)}" for s in LEGAL_STAGES)
+        raise SessionError(f"synthesized starts need a legal stage ({legal}), not {stage} ({stage_name(stage)})")
+    if mode not in START_MODES:
+        raise SessionError(f"start mode must be one of {', '.join(START_MODES)}, not {mode!r}")
+    chars = [int(c) for c in chars]
+    if len(chars) != 2:
+        raise SessionError(f"a game needs two characters, got {len(chars)}")
+    for c in chars:
+        if c not in EXTERNAL_NAMES or c > 25:
+            raise SessionError(f"unknown or unplayable character id {c}")
+    (x0, y0), (x1, y1) = SPAWN_POINTS[stage]
+    entry = mode == "entry"
+    multi = np.array([c in MULTI_JUMPERS for c in chars])
+    zeros = np.zeros(2, np.float32)
+    v: dict[str, np.ndarray] = {
+        "post_position_x": np.array([x0, x1], np.float32),
+        "post_position_y": np.array([y0, y1] if entry else [GROUND_Y, GROUND_Y], np.float32),
+        "post_percent": zeros, "post_shield": np.full(2, 60.0, np.float32), "post_hitlag": zeros,
+        "post_misc_as": zeros, "post_combo_count": zeros,
+        "post_direction": np.array([1.0, -1.0], np.float32),   # player 0 on the left faces right
+        "post_airborne": np.full(2, 1 if entry else 0, np.int64),
+        "post_hurtbox_state": np.zeros(2, np.int64),
+        "post_state": np.full(2, ENTRY_ACTION if entry else STANDING_ACTION, np.int64),
+        "post_jumps": np.where(multi, 5 if entry else 6, 1 if entry else 2).astype(np.int64),
+        "post_stocks": np.full(2, 4, np.int64),
+        "post_l_cancel": np.zeros(2, np.int64),
+        "post_ground": np.full(2, 65535 if entry else MAIN_GROUND[stage], np.int64),
+        "post_last_attack_landed": np.zeros(2, np.int64),
+        "post_character": np.array([external_to_internal(c) for c in chars], np.int64),
+    }
+    for name in ("post_velocities_self_x_air", "post_velocities_self_y", "post_velocities_knockback_x",
+                 "post_velocities_knockback_y", "post_velocities_self_x_ground"):
+        v[name] = zeros
+    for j in range(5):
+        v[f"post_state_flags_{j}"] = np.full(2, 0x40 if (entry and j == 4) else 0, np.int64)
+    missing = set(STATE_COLUMNS) - set(v) - {"post_state_age"}
+    assert not missing, missing
+    age = np.full(2, -1.0 if entry else 0.0, np.float32)
+    return v, age
+
+
+# -- replays ------------------------------------------------------------------------------------------------------
+
+class _ParsedDataset:
+    """One parsed ``.slp`` behind the few Dataset methods encoding and export read."""
+
+    def __init__(self, parsed):
+        self._parsed = parsed
+
+    def game(self, game_id: str) -> dict:
+        return self._parsed.record
+
+    def frames(self, game_id: str, columns=None) -> pa.Table:
+        table = self._parsed.frames
+        return table.select(list(columns)) if columns else table
+
+    def items(self, game_id: str, columns=None) -> pa.Table:
+        table = self._parsed.items
+        return table.select(list(columns)) if columns else table
+
+
+class ReplayGame:
+    """A real 2-player game to start from or to take inputs from: its encoding, raw controller columns, record.
+
+    Open one with :meth:`open` (a ``.slp`` file, or a game id of a dataset).
+    """
+
+    def __init__(self, dataset, game_id: str, spec: EncodingSpec, source: str | None = None):
+        self.dataset, self.game_id, self.spec = dataset, game_id, spec
+        self.source = source or game_id
+        self.record = dataset.game(game_id)
+        try:
+            self.encoded = spec.encode_game(dataset, game_id)
+        except ValueError as error:
+            raise SessionError(f"replay {self.source}: {error}") from None
+        self.frame_ids = np.asarray(self.encoded.frame_ids)
+        leaders = dataset.frames(game_id, columns=["port", "follower"])
+        leaders = leaders.filter(pc.invert(leaders.column("follower")))
+        self.ports = tuple(sorted(set(leaders.column("port").to_pylist())))
+        by_port = {p["port"]: p["character"] for p in self.record["players"]}
+        self.chars = tuple(int(by_port.get(p, -1)) for p in self.ports)
+        self.stage = int(self.record["stage"])
+        self.ctrl_columns = spec.decode_ctrl(self.encoded.ctrl)
+
+    @classmethod
+    def open(cls, source: str | Path, spec: EncodingSpec, data: str | Path | None = None) -> ReplayGame:
+        """``source``: a ``.slp`` file, or (with ``data``, a dataset folder) a game id or a unique prefix of one."""
+        path = Path(source)
+        if path.is_file():
+            from meleewm.replay.reader import ReplayError, parse_replay
+
+            try:
+                parsed = parse_replay(path.read_bytes(), str(path))
+            except ReplayError as error:
+                raise SessionError(f"{path}: {error}") from None
+            return cls(_ParsedDataset(parsed), parsed.record["game_id"], spec, source=path.name)
+        if data is None:
+            raise SessionError(f"replay {source!r} is not a file; to name a dataset game, also give --data DATASET")
+        from meleewm.replay.dataset import Dataset, DatasetError
+
+        try:
+            dataset = Dataset(data)
+        except DatasetError as error:
+            raise SessionError(str(error)) from None
+        game_id = resolve_game_id(dataset, str(source))
+        return cls(dataset, game_id, spec, source=game_id[:12])
+
+    @property
+    def first_frame(self) -> int:
+        return int(self.frame_ids[0])
+
+    @property
+    def last_frame(self) -> int:
+        return int(self.frame_ids[-1])
+
+    def index_of(self, frame: int) -> int:
+        i = int(np.searchsorted(self.frame_ids, int(frame)))
+        if i >= len(self.frame_ids) or int(self.frame_ids[i]) != int(frame):
+            raise SessionError(f"frame {frame} is not in replay {self.source} (frames {self.first_frame}.."
+                               f"{self.last_frame})")
+        return i
+
+    def controller(self, player: int) -> ReplayController:
+        """The recorded inputs of player ``player`` (0 = the lower port)."""
+        return ReplayController(self.frame_ids, self.ctrl_columns, player)
+
+    def prefix(self, last_frame: int) -> SlpGame:
+        """The real game up to ``last_frame`` (inclusive), as an SlpGame (players, stage, frames)."""
+        return game_from_dataset(self.dataset, self.game_id, last_frame=last_frame)
+
+    def describe(self) -> dict:
+        return {"id": self.game_id, "source": self.source, "stage": self.stage, "stage_name": stage_name(self.stage),
+                "chars": list(self.chars), "char_names": [character_name(c) for c in self.chars],
+                "ports": list(self.ports), "first_frame": self.first_frame, "last_frame": self.last_frame}
+
+
+def resolve_game_id(dataset, text: str) -> str:
+    ids = sorted(dataset.game_ids())
+    if text in ids:
+        return text
+    matches = [g for g in ids if g.startswith(text)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise SessionError(f"no game {text!r} in {getattr(dataset, 'root', 'the dataset')}")
+    raise SessionError(f"game id prefix {text!r} matches {len(matches)} games; give more of it")
+
+
+# -- the session --------------------------------------------------------------------------------------------------
+
+@dataclass
+class GuardCounts:
+    blast_zone: int = 0
+    stocks: int = 0
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class _History:
+    """Per-frame records of a session (the encoded state after guards, its state_age, the controller input)."""
+
+    spec: EncodingSpec
+    capacity: int = 1024
+    n: int = 0
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __post_init__(self):
+        s = self.spec
+        self._shapes = {"frame": ((), np.int32), "cont": ((2, s.n_cont), np.float32),
+                        "binary": ((2, s.n_bin), np.float32), "cat": ((2, s.n_cat), np.int64),
+                        "age": ((2,), np.float32), "stick": ((2, 4), np.float32), "trig": ((2, 2), np.float32),
+                        "buttons": ((2,), np.int64)}
+        self.arrays = {k: np.zeros((self.capacity, *shape), dt) for k, (shape, dt) in self._shapes.items()}
+
+    def append(self, frame, cont, binary, cat, age, inputs) -> bool:
+        if self.n >= MAX_HISTORY:
+            return False
+        if self.n == self.capacity:
+            self.capacity *= 2
+            for k, a in self.arrays.items():
+                grown = np.zeros((self.capacity, *a.shape[1:]), a.dtype)
+                grown[:self.n] = a[:self.n]
+                self.arrays[k] = grown
+        a, i = self.arrays, self.n
+        a["frame"][i] = frame
+        a["cont"][i], a["binary"][i], a["cat"][i], a["age"][i] = cont, binary, cat, age
+        for p, s in enumerate(inputs):
+            a["stick"][i, p] = (s.stick_x, s.stick_y, s.cstick_x, s.cstick_y)
+            a["trig"][i, p] = (s.l, s.r)
+            a["buttons"][i, p] = s.buttons
+        self.n += 1
+        return True
+
+    def view(self) -> dict[str, np.ndarray]:
+        return {k: a[:self.n] for k, a in self.arrays.items()}
+
+
+def _num(value, digits: int):
+    """A JSON-safe rounded float (None for NaN or infinity, which JSON cannot carry)."""
+    value = float(value)
+    return round(value, digits) if np.isfinite(value) else None
+
+
+_NUMPY_OF = {pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32, pa.int8(): np.int8,
+             pa.int32(): np.int32, pa.float32(): np.float32}
+
+
+def _to_input(array: np.ndarray, dtype=None) -> torch.Tensor:
+    a = np.asarray(array, dtype=dtype) if dtype is not None else np.asarray(array)
+    return torch.from_numpy(np.array(a, copy=True)).unsqueeze(0)
+
+
+class Session:
+    """One game in progress: the model, its recurrent state, the two controllers and the decoded state.
+
+    ``temperature`` 0 decodes categorical and binary heads by argmax/threshold; above 0 it samples (seeded by
+    ``seed``). ``guards`` switches the rule guards on. After a start, ``state`` holds the decoded state of the
+    current frame ``frame`` (``{dataset column: [2]}``).
+    """
+
+    def __init__(self, model: WorldModel, *, temperature: float = 0.0, seed: int = 0, guards: bool = False,
+                 warmup: int | None = None, timer_seconds: int = DEFAULT_TIMER):
+        self.model = model.eval()
+        self.spec: EncodingSpec = model.spec
+        self.temperature = float(temperature)
+        self.seed = int(seed)
+        self.guards = bool(guards)
+        self.warmup = DEFAULT_WARMUP if warmup is None else int(warmup)
+        self.timer_seconds = int(timer_seconds)
+        self.controllers: list[Controller] = [IdleController(), IdleController()]
+        self.replay: ReplayGame | None = None
+        self.start_info: dict | None = None
+        self.frame: int | None = None
+        self.state: dict[str, np.ndarray] | None = None
+        self.guard_counts = GuardCounts()
+        self.last_inputs: tuple[ControllerState, ControllerState] = (NEUTRAL, NEUTRAL)
+        self.step_ms = 0.0     # model.step + next_inputs of the last tick
+        self.tick_ms = 0.0     # the whole last tick (controllers, step, decode, guards, record)
+        self.ticks = 0
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self._ctrl_cache: tuple = (None, None)
+        self._pos_idx = (self.spec.cont_index("post_position_x"), self.spec.cont_index("post_position_y"))
+        self._stock_idx = self.spec.cat_index("post_stocks")
+
+    # -- starting -------------------------------------------------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        return self.state is not None
+
+    def set_controller(self, player: int, controller: Controller) -> None:
+        if player not in (0, 1):
+            raise SessionError(f"player must be 0 or 1, not {player}")
+        self.controllers[player] = controller
+
+    def set_temperature(self, temperature: float) -> None:
+        if not 0.0 <= float(temperature) <= 5.0:
+            raise SessionError("temperature must lie in [0, 5]")
+        self.temperature = float(temperature)
+
+    def _reset_common(self, stage: int, chars) -> None:
+        self.stage = int(stage)
+        self.chars = tuple(int(c) for c in chars)
+        self.guard_counts = GuardCounts()
+        self._generator = torch.Generator().manual_seed(self.seed)
+        self._history = _History(self.spec)
+        self._stage_geometry = geometry(self.stage)
+        self.ticks = 0
+        for c in self.controllers:
+            c.reset()
+
+    def _item_zeros(self) -> dict[str, torch.Tensor]:
+        if not self.spec.items:
+            return {}
+        S = self.spec.item_slots
+        return {"state_item_present": torch.zeros(1, S), "state_item_type": torch.zeros(1, S, dtype=torch.long),
+                "state_item_owner": torch.zeros(1, S, dtype=torch.long),
+                "state_item_cont": torch.zeros(1, S, self.spec.n_item_cont)}
+
+    def start_synthetic(self, stage: int = BATTLEFIELD, chars=(20, 2), mode: str = "entry") -> None:
+        """A new game on ``stage`` (Slippi id) with two characters (select-screen ids), from frame −123."""
+        values, age = synthetic_columns(stage, chars, mode)
+        enc = self.spec.encode_state_columns(values)
+        stage_idx, char_idx = self.spec.encode_constants(stage, chars)
+        self._reset_common(stage, chars)
+        self.replay = None
+        self.ports = (1, 2)
+        self.start_info = {"kind": "synthetic", "stage": int(stage), "chars": [int(c) for c in chars], "mode": mode}
+        self._last = {"cont_mask": _to_input(enc["cont_mask"]), "bin_mask": _to_input(enc["bin_mask"]),
+                      "cat_mask": _to_input(enc["cat_mask"]),
+                      "stage": torch.tensor([stage_idx], dtype=torch.long),
+                      "chars": torch.from_numpy(np.asarray(char_idx, np.int64)).unsqueeze(0)}
+        self._cur = {"state_cont": _to_input(enc["cont"], np.float32),
+                     "state_bin": _to_input(enc["binary"], np.float32),
+                     "state_cat": _to_input(enc["cat"], np.int64), **self._item_zeros()}
+        self._body = self.model.init_state(1)
+        self.frame = FIRST_FRAME
+        self.first_frame = FIRST_FRAME
+        self._prev_raw = None
+        self.state = self.spec.decode_state(self._cur["state_cont"][0], self._cur["state_bin"][0],
+                                            self._cur["state_cat"][0])
+        self.state["post_state_age"] = age
+        self.last_inputs = (NEUTRAL, NEUTRAL)
+        self._record()
+
+    def start_replay(self, replay: ReplayGame, frame: int, warmup: int | None = None) -> None:
+        """Warm up on the real frames before ``frame`` (a frame id of the replay), then take over from it."""
+        i = replay.index_of(frame)
+        if i < 1:
+            raise SessionError(f"frame {frame} is the replay's first frame; a replay start needs at least one real "
+                               f"frame before it (frames {replay.first_frame + 1}..{replay.last_frame})")
+        W = self.warmup if warmup is None else int(warmup)
+        W = i if W <= 0 else min(W, i)
+        g = replay.encoded
+        s = i - W
+        stage_idx, char_idx = int(g.const_stage), np.asarray(g.const_chars, np.int64)
+        warm = {
+            "state_cont": _to_input(g.cont[s:i], np.float32), "cont_mask": _to_input(g.cont_mask[s:i], bool),
+            "state_bin": _to_input(g.binary[s:i], np.float32), "bin_mask": _to_input(g.bin_mask[s:i], bool),
+            "state_cat": _to_input(g.cat[s:i], np.int64), "cat_mask": _to_input(g.cat_mask[s:i], bool),
+            "ctrl": _to_input(g.ctrl[s + 1:i + 1], np.float32),
+            "stage": torch.tensor([stage_idx], dtype=torch.long),
+            "chars": torch.from_numpy(char_idx.copy()).unsqueeze(0),
+        }
+        if self.spec.items:
+            warm["state_item_present"] = _to_input(g.item_present[s:i], np.float32)
+            warm["state_item_type"] = _to_input(g.item_type[s:i], np.int64)
+            warm["state_item_owner"] = _to_input(g.item_owner[s:i], np.int64)
+            warm["state_item_cont"] = _to_input(g.item_cont[s:i], np.float32)
+        self._reset_common(replay.stage, replay.chars)
+        self.replay = replay
+        self.ports = replay.ports
+        self.start_info = {"kind": "replay", "replay": replay.game_id, "source": replay.source,
+                           "frame": int(frame), "warmup": W}
+        with torch.inference_mode():
+            pred, self._body = self.model(warm, return_state=True)
+            last = {k: (v if k in CONSTANT_KEYS else v[:, -1]) for k, v in warm.items()}
+            self._cur = next_inputs(last_step(pred), last, temperature=self.temperature, generator=self._generator)
+        self._last = last
+        self.frame = int(frame)
+        self.first_frame = int(frame)
+        prev = self.spec.decode_state(g.cont[i - 1], g.binary[i - 1], g.cat[i - 1])
+        prev["post_state_age"] = np.nan_to_num(np.asarray(g.state_age[i - 1], np.float32), nan=0.0)
+        self._prev_raw = prev
+        self.state = self._decode(prev)
+        self.last_inputs = tuple(replay.controller(p).read(TickView(int(frame), p, prev)) for p in range(2))
+        self._apply_guards()
+        self._record()
+
+    def restart(self) -> None:
+        """Start again the way the session last started (same start, same seed)."""
+        info = self.start_info
+        if info is None:
+            raise SessionError("the session has not started")
+        if info["kind"] == "synthetic":
+            self.start_synthetic(info["stage"], info["chars"], info["mode"])
+        else:
+            self.start_replay(self.replay, info["frame"], info["warmup"])
+
+    def replay_controller(self, player: int) -> ReplayController:
+        if self.replay is None:
+            raise SessionError("replay inputs need a session started from a replay")
+        return self.replay.controller(player)
+
+    # -- ticking --------------------------------------------------------------------------------------------------
+
+    def read_controllers(self) -> tuple[ControllerState, ControllerState]:
+        frame = self.frame + 1
+        return tuple(c.read(TickView(frame, p, self.state)) for p, c in enumerate(self.controllers))
+
+    def tick(self, inputs=None) -> dict[str, np.ndarray]:
+        """Advance one frame: read both controllers (or use ``inputs``), one ``model.step()``, decode."""
+        if self.state is None:
+            raise SessionError("start the session first")
+        t0 = time.perf_counter()
+        inputs = tuple(inputs) if inputs is not None else self.read_controllers()
+        if inputs != self._ctrl_cache[0]:   # controllers often hold still: encode only when they change
+            self._ctrl_cache = (inputs, torch.from_numpy(encode_controllers(self.spec, inputs)).unsqueeze(0))
+        ctrl = self._ctrl_cache[1]
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            x = {**self._last, **self._cur, "ctrl": ctrl}
+            pred, self._body = self.model.step(x, self._body)
+            self._cur = next_inputs(pred, x, temperature=self.temperature, generator=self._generator)
+        self._last = x
+        t2 = time.perf_counter()
+        self.frame += 1
+        self.last_inputs = inputs
+        self.state = self._decode(self.state)
+        self._apply_guards()
+        self._record()
+        self.ticks += 1
+        t3 = time.perf_counter()
+        self.step_ms = (t2 - t1) * 1e3
+        self.tick_ms = (t3 - t0) * 1e3
+        return self.state
+
+    def run(self, n: int, realtime: bool = False) -> None:
+        """``n`` ticks: back to back (scripts, ``dream``), or paced at 60 fps with ``realtime`` (a late tick is not
+        made up with a burst)."""
+        period = 1.0 / FPS
+        next_time = time.perf_counter()
+        for _ in range(int(n)):
+            self.tick()
+            if realtime:
+                next_time += period
+                delay = next_time - time.perf_counter()
+                if delay > 0:
+                    time.sleep(delay)
+                elif delay < -0.1:
+                    next_time = time.perf_counter()
+
+    def _decode(self, prev: dict) -> dict[str, np.ndarray]:
+        cur = self._cur
+        return self.spec.decode_state(cur["state_cont"][0], cur["state_bin"][0], cur["state_cat"][0],
+                                      prev_state=prev)
+
+    def _apply_guards(self) -> None:
+        """Rule guards (when on): clamp positions into the blast zones, keep stocks in 0..4. Counted, never hidden."""
+        if not self.guards:
+            return
+        st, spec = self.state, self.spec
+        acted = False
+        g = self._stage_geometry
+        if g is not None:
+            x, y = st["post_position_x"], st["post_position_y"]
+            cx = np.clip(x, g.blast_left, g.blast_right).astype(np.float32)
+            cy = np.clip(y, g.blast_bottom, g.blast_top).astype(np.float32)
+            moved = (cx != x) | (cy != y)
+            if moved.any():
+                self.guard_counts.blast_zone += int(moved.sum())
+                (mx, sx), (my, sy) = spec.cont_stats["post_position_x"], spec.cont_stats["post_position_y"]
+                ix, iy = self._pos_idx
+                with torch.inference_mode():
+                    cont = self._cur["state_cont"]
+                    for p in np.nonzero(moved)[0]:
+                        cont[0, p, ix] = float((cx[p] - mx) / sx)
+                        cont[0, p, iy] = float((cy[p] - my) / sy)
+                acted = True
+        stocks = st["post_stocks"]
+        bad = (stocks < 0) | (stocks > 4)
+        if bad.any():
+            n = self._history.n
+            last = self._history.arrays["cat"][n - 1, :, self._stock_idx] if n else None
+            vocab = spec.vocab("post_stocks")
+            four = vocab.index(4) + 1 if 4 in vocab else 0
+            with torch.inference_mode():
+                for p in np.nonzero(bad)[0]:
+                    # UNKNOWN (-1) keeps the last frame's value; more than 4 (or no last frame) becomes 4
+                    idx = int(last[p]) if stocks[p] < 0 and last is not None else four
+                    self._cur["state_cat"][0, p, self._stock_idx] = idx
+            self.guard_counts.stocks += int(bad.sum())
+            acted = True
+        if acted:  # decode the guarded state again, so display and export match the model's next input
+            self.state = self._decode(self._prev_for_redecode())
+
+    def _prev_for_redecode(self) -> dict | None:
+        if self._history.n == 0:
+            return self._prev_raw
+        return {"post_state": self._last_action, "post_state_age": self._last_age}
+
+    def _record(self) -> None:
+        cur = self._cur
+        if "post_state_age" not in self.state:
+            self.state["post_state_age"] = np.zeros(2, np.float32)
+        self._history.append(self.frame, cur["state_cont"][0].numpy(), cur["state_bin"][0].numpy(),
+                             cur["state_cat"][0].numpy(), self.state["post_state_age"], self.last_inputs)
+        self._last_action = self.state["post_state"]
+        self._last_age = self.state["post_state_age"]
+
+    # -- messages -------------------------------------------------------------------------------------------------
+
+    def timer(self) -> float:
+        """Seconds left on the game clock (it runs from frame 0)."""
+        return max(self.timer_seconds - max(self.frame, 0) / FPS, 0.0)
+
+    def players(self) -> list[dict]:
+        """The per-player fields a client draws (from the decoded state of the current frame)."""
+        st = self.state
+        out = []
+        for p in range(2):
+            flags = [int(st[f"post_state_flags_{j}"][p]) for j in range(5)]
+            action = int(st["post_state"][p])
+            internal = int(st["post_character"][p])
+            hitlag = float(st["post_hitlag"][p])
+            inp = self.last_inputs[p]
+            out.append({
+                "port": int(self.ports[p]),
+                "character": self.chars[p],
+                "character_name": character_name(self.chars[p]),
+                "x": _num(st["post_position_x"][p], 3),
+                "y": _num(st["post_position_y"][p], 3),
+                "action": action,
+                "action_name": action_name(action, internal if internal >= 0 else None) if action >= 0 else "UNKNOWN",
+                "percent": _num(st["post_percent"][p], 2),
+                "stocks": int(st["post_stocks"][p]),
+                "facing": 1 if float(st["post_direction"][p]) > 0 else -1,
+                "shield": _num(st["post_shield"][p], 2),
+                "shielding": bool(action in SHIELD_STATES or flags[FLAG_SHIELD[0]] >> FLAG_SHIELD[1] & 1),
+                "hitlag": _num(max(hitlag, 0.0), 2),
+                "in_hitlag": bool(hitlag > 0.5 or flags[FLAG_HITLAG[0]] >> FLAG_HITLAG[1] & 1),
+                "hitstun": bool(action in DAMAGE_STATES or flags[FLAG_HITSTUN[0]] >> FLAG_HITSTUN[1] & 1),
+                "airborne": bool(st["post_airborne"][p]),
+                "jumps": int(st["post_jumps"][p]),
+                "invulnerable": bool(int(st["post_hurtbox_state"][p]) != 0),
+                "input": {"stick": [inp.stick_x, inp.stick_y], "cstick": [inp.cstick_x, inp.cstick_y],
+                          "l": inp.l, "r": inp.r, "buttons": inp.buttons},
+            })
+        return out
+
+    def message(self, **extra) -> dict:
+        """The state message a client receives every tick (JSON-ready)."""
+        return {"type": "state", "frame": int(self.frame), "stage": self.stage, "timer": round(self.timer(), 3),
+                "players": self.players(), "step_ms": round(self.step_ms, 3), "tick_ms": round(self.tick_ms, 3),
+                "guards": self.guard_counts.as_dict(), "guards_on": self.guards,
+                "temperature": self.temperature, **extra}
+
+    def message_json(self, **extra) -> str:
+        return json.dumps(self.message(**extra), separators=(",", ":"))
+
+    # -- export ---------------------------------------------------------------------------------------------------
+
+    def decoded_history(self) -> dict[str, np.ndarray]:
+        """Every recorded frame decoded (``{column: [N, 2]}`` plus ``frame [N]``): the same decode as each tick."""
+        h = self._history.view()
+        out = self.spec.decode_state(h["cont"], h["binary"], h["cat"])
+        out["post_state_age"] = h["age"].copy()
+        out["frame"] = h["frame"].copy()
+        out["pre_joystick_x"], out["pre_joystick_y"] = h["stick"][..., 0], h["stick"][..., 1]
+        out["pre_cstick_x"], out["pre_cstick_y"] = h["stick"][..., 2], h["stick"][..., 3]
+        out["pre_triggers_physical_l"], out["pre_triggers_physical_r"] = h["trig"][..., 0], h["trig"][..., 1]
+        out["pre_buttons_physical"] = h["buttons"]
+        return out
+
+    def frames_table(self) -> pa.Table:
+        """The session's frames as dataset rows (``frame``, ``port``, ``follower``, ``pre_*``, ``post_*``)."""
+        from meleewm.replay.schema import FRAME_SCHEMA
+
+        d = self.decoded_history()
+        N = len(d["frame"])
+        if N == 0:
+            raise SessionError("nothing to export")
+        cols: dict[str, np.ndarray] = {}
+        masks: dict[str, np.ndarray] = {}
+        post_names = [k for k in d if k.startswith("post_")]
+        for name in post_names:
+            cols[name] = np.asarray(d[name])
+        for name in ("pre_joystick_x", "pre_joystick_y", "pre_cstick_x", "pre_cstick_y", "pre_triggers_physical_l",
+                     "pre_triggers_physical_r", "pre_buttons_physical"):
+            cols[name] = np.asarray(d[name])
+        cols["pre_triggers"] = np.maximum(cols["pre_triggers_physical_l"], cols["pre_triggers_physical_r"])
+        # pre_state / position / direction / percent: the state the frame starts from (the previous post state).
+        first = self._prev_raw if self._prev_raw is not None else {k: d[k][0] for k in post_names}
+        for pre, post in (("pre_state", "post_state"), ("pre_position_x", "post_position_x"),
+                          ("pre_position_y", "post_position_y"), ("pre_direction", "post_direction"),
+                          ("pre_percent", "post_percent")):
+            start = np.asarray(first[post])[None]
+            cols[pre] = np.concatenate([start.astype(d[post].dtype), d[post][:-1]])
+        # Categorical UNKNOWN decodes to -1: written as null (the writer's defaults fill it).
+        for name, values in cols.items():
+            if values.dtype.kind in "iu":
+                masks[name] = values < 0
+        fields = {f.name: f.type for f in FRAME_SCHEMA}
+        arrays = {"frame": pa.array(np.tile(d["frame"], 2), pa.int32()),
+                  "port": pa.array(np.repeat(np.asarray(self.ports, np.int64), N), pa.uint8()),
+                  "follower": pa.array(np.zeros(2 * N, bool))}
+        for name, values in cols.items():
+            flat = np.concatenate([values[:, 0], values[:, 1]])   # rows: player 0's frames, then player 1's
+            target = fields[name]
+            mask = np.concatenate([masks[name][:, 0], masks[name][:, 1]]) if name in masks else None
+            dtype = _NUMPY_OF[target]
+            if pa.types.is_integer(target):
+                info = np.iinfo(dtype)
+                flat = np.clip(flat, info.min, info.max)
+            arrays[name] = pa.array(flat.astype(dtype), target, mask=mask)
+        return pa.table(arrays)
+
+    def slp_game(self) -> SlpGame:
+        """The session as an :class:`SlpGame` (a replay start keeps the real frames before the start)."""
+        table = self.frames_table()
+        if self.replay is None:
+            players = [SlpPlayer(port=port, character=char) for port, char in zip(self.ports, self.chars)]
+            return SlpGame(stage=self.stage, players=players, frames=table, timer_seconds=self.timer_seconds)
+        prefix = self.replay.prefix(self.first_frame - 1)
+        real = prefix.frames
+        if not isinstance(real, pa.Table):
+            raise SessionError("replay prefix is not a table")
+        keep = [n for n in real.column_names if n != "game_id"]
+        real = real.select(keep)
+        table = table.cast(pa.schema([real.schema.field(n) if n in real.column_names else table.schema.field(n)
+                                      for n in table.column_names]))
+        frames = pa.concat_tables([real, table], promote_options="default")
+        return dataclasses.replace(prefix, frames=frames, end_method="NO_CONTEST", placements=None,
+                                   lras_initiator=None)
+
+    def export_slp(self, path: str | Path) -> Path:
+        return write_slp(self.slp_game(), path)
+
+    def slp_bytes(self) -> bytes:
+        from meleewm.play.slp_writer import encode_slp
+
+        return encode_slp(self.slp_game())
+
+    def describe(self) -> dict:
+        return {"start": self.start_info, "frame": self.frame, "stage": getattr(self, "stage", None),
+                "chars": list(getattr(self, "chars", ())), "ports": list(getattr(self, "ports", ())),
+                "temperature": self.temperature, "guards": self.guards,
+                "controllers": [c.describe() for c in self.controllers]}
+
+
+def stage_geometry_message() -> dict[str, Any]:
+    """Geometry of the six legal stages, for clients to draw (Slippi stage id → blast zones, ledges, platforms)."""
+    out = {}
+    for s in LEGAL_STAGES:
+        g = geometry(s)
+        out[str(s)] = {"id": s, "name": g.name, "blast": [g.blast_left, g.blast_right, g.blast_top, g.blast_bottom],
+                       "ledge_x": g.ledge_x, "main_y": g.main_y, "platforms": [list(p) for p in g.platforms],
+                       "spawn": [list(p) for p in SPAWN_POINTS[s]]}
+    return out
+
+
+__all__ = [
+    "DEFAULT_MODEL", "DEFAULT_WARMUP", "FIRST_FRAME", "FPS", "GuardCounts", "ModelNotFound",
+    "ReplayGame", "Session", "SessionError", "load_play_model", "resolve_model", "stage_geometry_message",
+    "synthetic_columns", "use_play_threads",
+]

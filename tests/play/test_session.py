@@ -1,0 +1,288 @@
+"""The play session engine on real replays: the same step as ``rollout``, synthesized starts, guards, export, dream.
+
+The model is a tiny Mamba-2 world model (configs/tiny.yaml) with the encoding fitted on two real games of
+games-1.zip. Its weights are not trained (training belongs to tests/train); the continuous head gets small random
+weights so that positions move and depend on the controllers. What these tests check is the machinery: that a
+session computes exactly what the model's rollout computes, and what it exports is what it decoded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import peppi_py
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from meleewm.cli import app
+from meleewm.data.cache import build_cache
+from meleewm.data.encoding import EncodingSpec
+from meleewm.data.windows import WindowDataset
+from meleewm.model.rollout import rollout
+from meleewm.model.world import WorldModel
+from meleewm.play import session as session_module
+from meleewm.play.controllers import (
+    ApproachController,
+    ControllerError,
+    ControllerState,
+    RandomController,
+    encode_controllers,
+)
+from meleewm.play.dream import dream_session
+from meleewm.play.session import (
+    FIRST_FRAME,
+    SPAWN_POINTS,
+    ModelNotFound,
+    ReplayGame,
+    Session,
+    SessionError,
+    load_play_model,
+    resolve_model,
+    use_play_threads,
+)
+from meleewm.replay.dataset import Dataset
+from meleewm.train.checkpoint import save_checkpoint
+from tests.train.realdata import real_dataset, tiny_config
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Play runs torch on one intra-op thread (``use_play_threads``, as ``meleewm play`` and ``dream`` do): on a busy
+    2-core machine two OpenMP threads make a batch-1 softmax take milliseconds. Restored afterwards."""
+    threads = torch.get_num_threads()
+    use_play_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def play_checkpoint(replays, manifest, tmp_path_factory):
+    """(checkpoint path, dataset folder): built once per test session (shared by tests/play through the disk)."""
+    data = real_dataset(replays, manifest, tmp_path_factory, count=2)
+    path = tmp_path_factory.getbasetemp() / "play_model" / "tiny.pt"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        dataset = Dataset(data)
+        spec = EncodingSpec.fit(dataset, sorted(dataset.game_ids()))
+        config = tiny_config()
+        torch.manual_seed(0)
+        model = WorldModel(spec, config.model)
+        with torch.no_grad():  # untrained heads predict "nothing moves": give the continuous head some motion
+            model.cont_head.weight.normal_(0.0, 0.05)
+        save_checkpoint(path, model=model, config=config)
+    return path, data
+
+
+@pytest.fixture(scope="session")
+def play_files(replays, manifest, tmp_path_factory):
+    return play_checkpoint(replays, manifest, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def model(play_files):
+    return load_play_model(play_files[0])[0]
+
+
+@pytest.fixture(scope="module")
+def dataset(play_files):
+    return Dataset(play_files[1])
+
+
+@pytest.fixture(scope="module")
+def game_id(dataset):
+    return sorted(dataset.game_ids())[0]
+
+
+@pytest.fixture(scope="module")
+def replay(model, dataset, game_id):
+    return ReplayGame(dataset, game_id, model.spec)
+
+
+def history_tensors(session: Session) -> dict[str, torch.Tensor]:
+    h = session._history.view()
+    return {"state_cont": torch.from_numpy(h["cont"]), "state_bin": torch.from_numpy(h["binary"]),
+            "state_cat": torch.from_numpy(h["cat"])}
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.8])
+def test_replay_inputs_reproduce_rollout_exactly(model, dataset, game_id, replay, tmp_path, temperature):
+    """Session with replay controllers on both ports == meleewm.model.rollout.rollout, bit for bit."""
+    cache = build_cache(dataset, model.spec, [game_id], cache_dir=tmp_path / "cache", progress=False)
+    windows = WindowDataset(cache, 8)
+    W, H, start = 40, 90, 500
+    warm = windows.sample_at(0, start, W)
+    ctrl = windows.sample_at(0, start + W, H - 1)["ctrl"]
+    keys = ("state_cont", "cont_mask", "state_bin", "bin_mask", "state_cat", "cat_mask", "ctrl", "stage", "chars")
+    warmup = {k: warm[k].unsqueeze(0) for k in keys}
+    expected = rollout(model, warmup, ctrl.unsqueeze(0), temperature=temperature,
+                       generator=torch.Generator().manual_seed(7))
+
+    session = Session(model, temperature=temperature, seed=7)
+    session.set_controller(0, replay.controller(0))
+    session.set_controller(1, replay.controller(1))
+    frame = int(replay.frame_ids[start + W])
+    session.start_replay(replay, frame, warmup=W)
+    session.run(H - 1)
+    got = history_tensors(session)
+    assert session.frame == frame + H - 1
+    for key in ("state_cont", "state_bin", "state_cat"):
+        assert got[key].shape == expected[key][0].shape, key
+        assert torch.equal(got[key], expected[key][0].to(got[key].dtype)), key
+    # the controllers the session encoded are the replay's, exactly as the cache holds them
+    inputs = session._history.view()
+    enc = np.stack([encode_controllers(model.spec, [ControllerState(*inputs["stick"][i, p], *inputs["trig"][i, p],
+                                                                    int(inputs["buttons"][i, p]))
+                                                    for p in range(2)]) for i in range(1, H)])
+    assert np.array_equal(enc, ctrl.numpy())
+
+
+def test_replay_start_needs_a_real_frame_before(model, replay):
+    session = Session(model)
+    with pytest.raises(SessionError, match="first frame"):
+        session.start_replay(replay, replay.first_frame)
+    with pytest.raises(SessionError, match="not in replay"):
+        session.start_replay(replay, replay.last_frame + 10)
+    session.start_replay(replay, replay.first_frame + 1)   # one warm-up frame is enough
+    assert session.start_info["warmup"] == 1
+
+
+@pytest.mark.parametrize("mode", ["entry", "standing"])
+def test_synthesized_start(model, mode):
+    session = Session(model)
+    session.start_synthetic(31, (20, 2), mode=mode)
+    st = session.state
+    (x0, y0), (x1, y1) = SPAWN_POINTS[31]
+    assert session.frame == FIRST_FRAME
+    assert np.allclose(st["post_position_x"], [x0, x1], atol=1e-3)
+    assert list(st["post_stocks"]) == [4, 4] and np.allclose(st["post_percent"], 0, atol=1e-4)
+    assert list(st["post_direction"]) == [1.0, -1.0]                   # facing inward
+    assert list(st["post_state"]) == ([322, 322] if mode == "entry" else [14, 14])
+    assert list(st["post_airborne"]) == ([1, 1] if mode == "entry" else [0, 0])
+    if mode == "standing":
+        assert np.allclose(st["post_position_y"], 0, atol=1e-3)
+        assert list(st["post_ground"]) == [1, 1]                           # Battlefield's main stage
+    masks = session._last
+    assert bool(masks["cont_mask"].all()) and bool(masks["bin_mask"].all()) and bool(masks["cat_mask"].all())
+    session.set_controller(0, ApproachController())
+    session.set_controller(1, RandomController(seed=3))
+    session.run(30)
+    assert session.frame == FIRST_FRAME + 30
+    with pytest.raises(SessionError, match="legal stage"):
+        session.start_synthetic(4, (20, 2))
+    with pytest.raises(SessionError, match="character"):
+        session.start_synthetic(31, (20, 99))
+
+
+def test_state_age_follows_the_rule(model, replay):
+    session = Session(model)
+    session.start_replay(replay, 300)
+    for _ in range(40):
+        prev_action, prev_age = session.state["post_state"].copy(), session.state["post_state_age"].copy()
+        st = session.tick()
+        same = st["post_state"] == prev_action
+        assert np.array_equal(st["post_state_age"], np.where(same, prev_age + 1, 0))
+
+
+def test_sampling_is_seeded(model):
+    def run(seed):
+        s = Session(model, temperature=1.0, seed=seed)
+        s.start_synthetic(32, (2, 20))
+        s.run(40)
+        return history_tensors(s)["state_cat"]
+
+    assert torch.equal(run(1), run(1))
+    assert not torch.equal(run(1), run(2))
+
+
+def test_guards_act_visibly_and_only_when_on(model):
+    for on in (False, True):
+        session = Session(model, guards=on)
+        session.start_synthetic(31, (20, 2))
+        session.run(2)
+        before = session.guard_counts.as_dict()
+        mean, std = model.spec.cont_stats["post_position_x"]
+        with torch.inference_mode():
+            session._cur["state_cont"][0, 0, model.spec.cont_index("post_position_x")] = (1000.0 - mean) / std
+            session._cur["state_cat"][0, 1, model.spec.cat_index("post_stocks")] = 0   # UNKNOWN → -1
+        session.state = session._decode(session._prev_for_redecode())
+        session._apply_guards()
+        counts = session.guard_counts.as_dict()
+        msg = session.message()
+        assert msg["guards"] == counts and msg["guards_on"] is on
+        if on:
+            assert {k: counts[k] - before[k] for k in counts} == {"blast_zone": 1, "stocks": 1}
+            assert session.state["post_position_x"][0] <= 224.01
+            assert session.state["post_stocks"][1] == 4
+        else:
+            assert counts == {"blast_zone": 0, "stocks": 0}
+            assert session.state["post_position_x"][0] > 999
+
+
+def test_controller_state_messages():
+    s = ControllerState.from_message({"stick": [1, -0.5], "cstick": [0, 0], "l": 0.3, "buttons": ["A", "Z"]})
+    assert s.stick_x == 1.0 and s.stick_y == -0.5 and s.l == 0.3 and s.pressed == ["A", "Z"]
+    assert ControllerState.from_message({"stick": [5, 0]}).stick_x == 1.0   # clamped
+    for bad in ([1, 2], {"stick": [1]}, {"buttons": ["Q"]}, {"l": "x"}, {"stick": [float("nan"), 0]},
+                {"jump": True}):
+        with pytest.raises(ControllerError):
+            ControllerState.from_message(bad)
+
+
+def test_export_is_a_real_replay_of_the_decoded_states(model, tmp_path):
+    session = Session(model)
+    session.set_controller(0, ApproachController())
+    session.set_controller(1, RandomController(seed=5))
+    session.start_synthetic(8, (9, 15))
+    session.run(150)
+    path = session.export_slp(tmp_path / "synth.slp")
+    game = peppi_py.read_slippi(str(path))
+    assert game.start.stage == 8
+    assert [p.character for p in game.start.players] == [9, 15]
+    ids = np.asarray(game.frames.id)
+    assert ids[0] == FIRST_FRAME and len(ids) == 151
+    d = session.decoded_history()
+    for p, port in enumerate(game.frames.ports):
+        post, pre = port.leader.post, port.leader.pre
+        assert np.array_equal(np.asarray(post.position.x), d["post_position_x"][:, p])
+        assert np.array_equal(np.asarray(post.position.y), d["post_position_y"][:, p])
+        assert np.array_equal(np.asarray(pre.joystick.x), d["pre_joystick_x"][:, p])
+        known = d["post_state"][:, p] >= 0    # UNKNOWN (-1) is written as null and filled by the writer
+        assert np.array_equal(np.asarray(post.state)[known], d["post_state"][known, p])
+        assert np.array_equal(np.asarray(pre.state)[1:], np.asarray(post.state)[:-1])  # starts from the last post
+
+
+def test_dream_cli_writes_prefix_plus_model_frames(model, play_files, replay, game_id, tmp_path):
+    checkpoint, data = play_files
+    out = tmp_path / "dream.slp"
+    frame, frames = 300, 120
+    result = CliRunner().invoke(app, ["dream", "--model", str(checkpoint), "--data", str(data), "--replay",
+                                      game_id[:10], "--frame", str(frame), "--frames", str(frames),
+                                      "--export", str(out)])
+    assert result.exit_code == 0, result.output
+    game = peppi_py.read_slippi(str(out))
+    ids = np.asarray(game.frames.id)
+    prefix = frame - replay.first_frame
+    assert len(ids) == prefix + frames and ids[0] == replay.first_frame and ids[-1] == frame + frames - 1
+    assert game.start.stage == replay.stage
+    assert tuple(p.character for p in game.start.players) == replay.chars
+    # the same session, run again, decodes exactly what the file holds after the prefix
+    session = dream_session(model, replay, frame, frames)
+    d = session.decoded_history()
+    for p, port in enumerate(game.frames.ports):
+        post = port.leader.post
+        assert np.array_equal(np.asarray(post.position.x)[prefix:], d["post_position_x"][:, p])
+        assert np.array_equal(np.asarray(post.position.y)[prefix:], d["post_position_y"][:, p])
+        real = replay.spec.decode_state(replay.encoded.cont[:prefix], replay.encoded.binary[:prefix],
+                                        replay.encoded.cat[:prefix])
+        assert np.allclose(np.asarray(post.position.x)[:prefix], real["post_position_x"][:, p], atol=1e-3)
+
+
+def test_missing_default_model_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setattr(session_module, "DEFAULT_MODEL", tmp_path / "models" / "meleewm-small.pt")
+    with pytest.raises(ModelNotFound, match="--model"):
+        resolve_model(None)
+    with pytest.raises(ModelNotFound, match="no model at"):
+        resolve_model(tmp_path / "nope.pt")
+    result = CliRunner().invoke(app, ["play"])
+    assert result.exit_code == 2 and "meleewm-small.pt" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["dream", "--replay", "x.slp", "--frame", "1", "--export", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--model" in result.output
