@@ -26,6 +26,7 @@ from meleewm.model.world import MASK_KEYS, WorldModel, next_inputs
 from meleewm.replay.dataset import Dataset
 from meleewm.train.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint, set_rng_state
 from meleewm.train.config import ConfigError, TrainConfig, config_to_dict
+from meleewm.train.kill import KillSwitch
 from meleewm.train.losses import head_losses, total_loss
 from meleewm.train.validation import rollout_metric, rollout_starts, teacher_forced_metrics, to_device
 
@@ -134,9 +135,9 @@ def _self_forced(model, batch: dict, unroll: int) -> dict:
 
 class Trainer:
     def __init__(self, data: str | Path, config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
-                 progress: bool = True, on_epoch=None):
+                 progress: bool = True, on_epoch=None, on_step=None):
         self.config, self.out_dir, self.progress = config, Path(out_dir), progress
-        self.on_epoch = on_epoch
+        self.on_epoch, self.on_step = on_epoch, on_step  # callbacks (trainer, values): run cards use them
         self.rank, self.world = _distributed()
         self.device = _device(config, self.rank)
         self.is_main = self.rank == 0
@@ -151,6 +152,7 @@ class Trainer:
             self.resume_payload = read_checkpoint(last)
         _seed_everything(config.seed)
         self._setup_data(Path(data))
+        self.kill = KillSwitch(config.kill, self.steps_per_epoch, self.world)
         self._setup_model()
 
     # -- setup --------------------------------------------------------------------------------------------------
@@ -267,6 +269,8 @@ class Trainer:
             pred = self.train_model(inputs)
         losses = head_losses(pred, batch, self.model.cat_names, self.config.loss, self.model.cont_delta_scale)
         loss = total_loss(losses, self.config.loss)
+        if self.kill.nonfinite(loss):  # NaN/inf here or on any rank: no update; run() stops with the reason
+            return {"loss": loss.item(), "nonfinite": 1.0}
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.optim.grad_clip)
@@ -306,6 +310,7 @@ class Trainer:
                            total_steps=min(self.total_steps, config.optim.max_steps or self.total_steps),
                            initial_step=self.step)
         stop_reason, last_metrics = "finished", {}
+        self.kill.install_signal_handlers()  # SIGINT/SIGTERM: stop after this step, save last.pt
         try:
             while self.epoch < config.optim.epochs:
                 batches = self._epoch_batches(self.epoch)
@@ -316,15 +321,26 @@ class Trainer:
                     values = self.train_step(batch)
                     self.batch_in_epoch += 1
                     logger.train(self.step, self.epoch, values)
+                    if self.on_step:
+                        self.on_step(self, values)
+                    reason = self.kill.after_step(self.step, self.epoch, self.batch_in_epoch, values)
+                    if reason:
+                        stop_reason = reason
+                        break
                     if config.optim.max_steps and self.step >= config.optim.max_steps:
                         stop_reason = f"max_steps ({config.optim.max_steps}) reached"
                         break
                 if stop_reason != "finished":
                     break
                 last_metrics = self._end_epoch(logger)
+                reason = self.kill.after_epoch(self.epoch, last_metrics)
+                if reason:
+                    stop_reason = reason
+                    break
             if stop_reason != "finished":
                 self.save("last.pt", last_metrics)
         finally:
+            self.kill.restore_signal_handlers()
             logger.close()
         if self.world > 1:
             dist.barrier()

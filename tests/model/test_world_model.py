@@ -1,0 +1,215 @@
+"""The world model on real data: step() equals the chunked forward, causality, and the window layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import default_collate
+
+from meleewm.model.rollout import rollout
+from meleewm.model.world import MASK_KEYS, WorldModel, WorldModelConfig, last_step, next_inputs
+from tests.train.realdata import real_dataset
+
+TOL = 1e-4
+T = 96
+BODIES = {
+    # chunk_size 32 < T: several chunks, and warm-up splits that fall inside a chunk.
+    "mamba2": dict(body="mamba2", d_model=32, n_layer=2, d_state=16, headdim=16, chunk_size=32,
+                   action_embed_dim=16, cat_embed_dim=4, const_embed_dim=8),
+    "mlp": dict(body="mlp", d_model=32, n_layer=2, context=10, hidden_mult=2,
+                action_embed_dim=16, cat_embed_dim=4, const_embed_dim=8),
+}
+CONSTANTS = ("stage", "chars")
+
+
+@pytest.fixture(scope="module")
+def real(replays, manifest, tmp_path_factory):
+    """(spec, WindowDataset) over the small real dataset, items on (so the item heads are exercised)."""
+    from meleewm.data.cache import build_cache
+    from meleewm.data.encoding import EncodingSpec
+    from meleewm.data.windows import WindowDataset
+    from meleewm.replay.dataset import Dataset
+
+    dataset = Dataset(real_dataset(replays, manifest, tmp_path_factory))
+    ids = sorted(dataset.games.column("game_id").to_pylist())
+    spec = EncodingSpec.fit(dataset, ids, items=True, item_slots=4)
+    cache = build_cache(dataset, spec, ids, progress=False)
+    return spec, WindowDataset(cache, T, seed=3, swap=True, mirror=True)
+
+
+def inputs(batch: dict) -> dict:
+    """The model inputs of a window batch (state_*, masks, ctrl, constants)."""
+    keep = ("ctrl", *MASK_KEYS, *CONSTANTS)
+    return {k: v for k, v in batch.items() if k.startswith("state_") or k in keep}
+
+
+@pytest.fixture(scope="module")
+def batch(real):
+    _, windows = real
+    # Windows from different games and places in them (the fixed stride puts game starts at index 0).
+    picks = [1, len(windows) // 3, 2 * len(windows) // 3 + 1]
+    return default_collate([windows[i] for i in picks])
+
+
+def make(spec, body: str, seed: int = 0) -> WorldModel:
+    torch.manual_seed(seed)
+    model = WorldModel(spec, WorldModelConfig(**BODIES[body])).eval()
+    # The continuous head starts at zero ("nothing moves"); give it weights so it is tested too.
+    with torch.no_grad():
+        model.cont_head.weight.normal_(0, 0.05)
+        model.cont_head.bias.normal_(0, 0.05)
+    return model
+
+
+def at(x: dict, t) -> dict:
+    """Inputs at time index ``t`` (an int or a slice), constants untouched."""
+    return {k: (v if k in CONSTANTS else v[:, t]) for k, v in x.items()}
+
+
+def flat(pred: dict) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in pred.items():
+        if isinstance(v, list):
+            out.update({f"{k}[{i}]": t for i, t in enumerate(v)})
+        else:
+            out[k] = v
+    return out
+
+
+def max_diff(a: dict, b: dict) -> dict[str, float]:
+    fa, fb = flat(a), flat(b)
+    assert fa.keys() == fb.keys()
+    return {k: (fa[k].float() - fb[k].float()).abs().max().item() for k in fa}
+
+
+def run_steps(model, x: dict, state, start: int = 0):
+    outs = []
+    for t in range(start, x["ctrl"].shape[1]):
+        pred, state = model.step(at(x, t), state)
+        outs.append(pred)
+    stacked = {k: ([torch.stack([o[k][i] for o in outs], 1) for i in range(len(outs[0][k]))]
+                   if isinstance(outs[0][k], list) else torch.stack([o[k] for o in outs], 1)) for k in outs[0]}
+    return stacked, state
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_step_equals_chunked_forward(real, batch, body):
+    spec, _ = real
+    model = make(spec, body)
+    x = inputs(batch)
+    with torch.no_grad():
+        full = model(x)
+        stepped, _ = run_steps(model, x, model.init_state(x["ctrl"].shape[0]))
+    assert {"cont", "bin_logits", "cat_logits", "item_present_logits", "item_cont"} <= set(full)
+    assert flat(full)["cat_logits[0]"].shape[:2] == (3, T)
+    diffs = max_diff(full, stepped)
+    assert max(diffs.values()) < TOL, diffs
+
+
+@pytest.mark.parametrize("body", BODIES)
+@pytest.mark.parametrize("warm", [1, 31, 40])
+def test_warmup_state_then_step_equals_forward(real, batch, body, warm):
+    """forward(return_state) over a warm-up, then step() frame by frame, equals the full forward after it."""
+    spec, _ = real
+    model = make(spec, body, seed=1)
+    x = inputs(batch)
+    with torch.no_grad():
+        full = model(x)
+        head, state = model(at(x, slice(0, warm)), return_state=True)
+        tail, _ = run_steps(model, x, state, start=warm)
+        tail_fwd = model(at(x, slice(warm, None)), state=state)
+    later = {k: ([t[:, warm:] for t in v] if isinstance(v, list) else v[:, warm:]) for k, v in full.items()}
+    earlier = {k: ([t[:, :warm] for t in v] if isinstance(v, list) else v[:, :warm]) for k, v in full.items()}
+    for got, want in ((tail, later), (tail_fwd, later), (head, earlier)):
+        diffs = max_diff(got, want)
+        assert max(diffs.values()) < TOL, diffs
+
+
+@pytest.mark.parametrize("body", BODIES)
+def test_rollout_is_step_on_own_predictions(real, batch, body):
+    """rollout(): first frame from the warm-up forward, then step() on its own (argmax) predictions."""
+    spec, _ = real
+    model = make(spec, body, seed=2)
+    x = inputs(batch)
+    W, H = 40, 12
+    warm = at(x, slice(0, W))
+    controllers = x["ctrl"][:, W:W + H - 1]
+    out = rollout(model, warm, controllers)
+    assert out["state_cont"].shape[:2] == (3, H)
+    with torch.no_grad():
+        pred, state = model(warm, return_state=True)
+        last = at(warm, -1)
+        frames = [next_inputs(last_step(pred), last)]
+        for h in range(H - 1):
+            step_in = {**last, **frames[-1], "ctrl": controllers[:, h]}
+            current, state = model.step(step_in, state)
+            last = step_in
+            frames.append(next_inputs(current, step_in))
+    for key, value in out.items():
+        want = torch.stack([f[key] for f in frames], 1)
+        assert torch.allclose(value.float(), want.float(), atol=TOL), key
+    # Masks carry over: a field absent at the end of the warm-up stays absent.
+    assert not set(out) & set(MASK_KEYS)
+
+
+def _perturb(x: dict, key: str, t: int) -> dict:
+    y = dict(x)
+    v = x[key].clone()
+    if v.dtype.is_floating_point:
+        v[:, t] = v[:, t] + 0.7 + torch.rand_like(v[:, t])
+    else:  # categorical indices: move to another valid index
+        v[:, t] = v[:, t] % 3 + 1  # != v, and < 4 (the smallest vocabulary)
+    y[key] = v
+    return y
+
+
+@pytest.mark.parametrize("body", BODIES)
+@pytest.mark.parametrize("key", ["state_cont", "state_bin", "state_cat", "state_item_cont", "ctrl"])
+def test_causality(real, batch, body, key):
+    """Perturbing the inputs at position t (state of frame t, or the controllers of frame t+1) leaves the
+    predictions at positions < t bit-identical and changes position t."""
+    spec, _ = real
+    model = make(spec, body)
+    x = inputs(batch)
+    if key == "state_item_cont":
+        x = dict(x, state_item_present=torch.ones_like(x["state_item_present"]))
+    for k in MASK_KEYS:  # make every field present, so a perturbation can never be masked away
+        x[k] = torch.ones_like(x[k])
+    with torch.no_grad():
+        base = flat(model(x))
+        for t in (5, 33, T - 1):
+            moved = flat(model(_perturb(x, key, t)))
+            for name in base:
+                assert torch.equal(base[name][:, :t], moved[name][:, :t]), (name, t)
+            changed = max((base[n][:, t].float() - moved[n][:, t].float()).abs().max().item() for n in base)
+            assert changed > 1e-6, (key, t)
+
+
+def test_window_layout(real):
+    """next_*[i] == state_*[i + 1]; ctrl[i] and next_*[i] belong to frame[i]; consecutive frame ids."""
+    spec, windows = real
+    windows.set_epoch(1)
+    pairs = [("next_cont", "state_cont"), ("next_cont_mask", "cont_mask"), ("next_bin", "state_bin"),
+             ("next_bin_mask", "bin_mask"), ("next_cat", "state_cat"), ("next_cat_mask", "cat_mask"),
+             ("next_item_present", "state_item_present"), ("next_item_type", "state_item_type"),
+             ("next_item_owner", "state_item_owner"), ("next_item_cont", "state_item_cont")]
+    flags = set()
+    for i in range(0, len(windows), max(1, len(windows) // 12)):
+        s = windows[i]
+        flags.add((bool(s["swapped"]), bool(s["mirrored"])))
+        for nxt, cur in pairs:
+            assert torch.equal(s[nxt][:-1], s[cur][1:]), (i, nxt)
+        assert s["frame"].shape == (T,)
+        assert torch.equal(s["frame"][1:] - s["frame"][:-1], torch.ones(T - 1, dtype=s["frame"].dtype))
+        # The window starting at `start` reads state of frame index start and predicts start+1..start+T.
+        g, start = int(s["game"]), int(s["start"])
+        plain = windows.sample_at(g, start, T)
+        assert torch.equal(plain["frame"], s["frame"])
+        if not s["swapped"] and not s["mirrored"]:
+            assert torch.equal(plain["ctrl"], s["ctrl"]) and torch.equal(plain["next_cont"], s["next_cont"])
+        if start + T + 2 <= windows.cache.lengths[g]:  # the window one frame later reads what this one predicts
+            nxt = windows.sample_at(g, start + 1, T)
+            assert torch.equal(nxt["state_cont"], plain["next_cont"])
+            assert torch.equal(nxt["ctrl"][:-1], plain["ctrl"][1:])
+    assert len(flags) > 1  # augmentations were exercised
+    windows.set_epoch(0)

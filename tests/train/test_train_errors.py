@@ -1,0 +1,145 @@
+"""Clear errors: bad configs, checkpoints of another encoding or shape, a resume without a checkpoint, an empty
+dataset. Each is one exception type with a message that names the problem, and exit code 2 from the CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from meleewm.cli import app
+from meleewm.train.checkpoint import CheckpointError, load_model, read_checkpoint
+from meleewm.train.config import ConfigError, load_config
+from meleewm.train.trainer import Trainer, TrainError
+from tests.train.realdata import TINY, tiny_config
+
+FAST = ("data.batch_size=4", "optim.max_steps=1", "eval.rollout_starts=2", "eval.max_val_batches=1")
+
+
+def cli(*args: str):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.mark.parametrize("override, key, words", [
+    ("optim.lrr=0.1", "optim.lrr", "unknown config key"),
+    ("modle.d_model=8", "modle", "unknown config key"),
+    ("optim.lr=fast", "optim.lr", "expected a number"),
+    ("data.batch_size=2.5", "data.batch_size", "expected an integer"),
+    ("data.mirror=3", "data.mirror", "expected true or false"),
+    ("optim.betas=[0.9]", "optim.betas", "expected 2 values"),
+    ("model.body=transformer", "model.body", "must be"),
+    ("model.d_model=0", "model.d_model", "must be positive"),
+    ("loss.continuous=l1", "loss.continuous", "must be"),
+])
+def test_bad_config_names_the_key(override, key, words, tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_config(TINY, [override])
+    assert key in str(error.value) and words in str(error.value), str(error.value)
+    result = cli("train", "--data", tmp_path, "--config", TINY, "--out", tmp_path / "run", override)
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and key in one_line(result.output), result.output
+
+
+def test_bad_config_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: {d_model: 32, layers: 2}\n")
+    with pytest.raises(ConfigError, match=r"model\.layers"):
+        load_config(bad)
+    bad.write_text("model: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(TINY, ["optim.lr"])
+
+
+@pytest.fixture(scope="module")
+def checkpoint(train_data, tmp_path_factory):
+    """A one-step run folder with last.pt."""
+    out = tmp_path_factory.mktemp("ckpt") / "run"
+    Trainer(train_data, tiny_config(*FAST), out, progress=False).run()
+    assert (out / "last.pt").is_file()
+    return out / "last.pt"
+
+
+def _edited(checkpoint, dest, edit) -> None:
+    payload = torch.load(checkpoint, weights_only=False)
+    edit(payload)
+    dest.mkdir(parents=True, exist_ok=True)
+    torch.save(payload, dest / "last.pt")
+
+
+def test_checkpoint_of_another_encoding_version(train_data, checkpoint, tmp_path):
+    run = tmp_path / "run"
+    _edited(checkpoint, run, lambda p: p["encoding"].update(version=p["encoding"]["version"] + 1))
+    for call in (lambda: read_checkpoint(run / "last.pt"), lambda: load_model(run / "last.pt")):
+        with pytest.raises(CheckpointError, match="encoding version"):
+            call()
+    with pytest.raises(CheckpointError, match="encoding version"):
+        Trainer(train_data, tiny_config(*FAST, "optim.max_steps=2"), run, resume=True, progress=False)
+    result = cli("train", "--data", train_data, "--config", TINY, "--out", run, "--resume", *FAST)
+    assert result.exit_code == 2 and "encoding version" in one_line(result.output), result.output
+
+
+def test_checkpoint_of_another_vocabulary(train_data, checkpoint, tmp_path):
+    """A checkpoint whose encoding (action vocabulary) does not fit its weights: a clear error, no traceback."""
+    run = tmp_path / "run"
+    _edited(checkpoint, run, lambda p: p["encoding"]["vocabs"]["post_state"].pop())
+    with pytest.raises(CheckpointError, match="do not fit"):
+        load_model(run / "last.pt")
+    with pytest.raises(CheckpointError, match="do not fit"):
+        Trainer(train_data, tiny_config(*FAST, "optim.max_steps=2"), run, resume=True, progress=False)
+    result = cli("train", "--data", train_data, "--config", TINY, "--out", run, "--resume", *FAST,
+                 "optim.max_steps=2")
+    assert result.exit_code == 2 and "do not fit" in one_line(result.output), result.output
+
+
+def test_resume_with_another_model_shape(train_data, checkpoint, tmp_path):
+    run = tmp_path / "run"
+    _edited(checkpoint, run, lambda p: None)
+    result = cli("train", "--data", train_data, "--config", TINY, "--out", run, "--resume", *FAST,
+                 "optim.max_steps=2", "model.d_model=48")
+    assert result.exit_code == 2 and "do not fit" in one_line(result.output), result.output
+
+
+def test_not_a_checkpoint(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        load_model(tmp_path / "junk.pt")
+    torch.save({"weights": 1}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="not a meleewm checkpoint"):
+        load_model(tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_model(tmp_path / "missing.pt")
+
+
+def test_resume_without_last_checkpoint(train_data, tmp_path):
+    with pytest.raises(TrainError, match="no checkpoint at"):
+        Trainer(train_data, tiny_config(*FAST), tmp_path / "empty", resume=True, progress=False)
+    result = cli("train", "--data", train_data, "--config", TINY, "--out", tmp_path / "empty", "--resume", *FAST)
+    assert result.exit_code == 2 and "no checkpoint at" in one_line(result.output), result.output
+
+
+def test_empty_dataset(tmp_path):
+    from meleewm.replay.ingest import ingest
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "notes.slp").write_text("this is not a replay\n")
+    stats = ingest([tmp_path / "in"], tmp_path / "dataset", workers=1)
+    assert stats.ingested == 0 and sum(stats.quarantined.values()) == 1
+    with pytest.raises(TrainError, match="no training games"):
+        Trainer(tmp_path / "dataset", tiny_config(*FAST), tmp_path / "run", progress=False)
+    result = cli("train", "--data", tmp_path / "dataset", "--config", TINY, "--out", tmp_path / "run", *FAST)
+    assert result.exit_code == 2 and "no training games" in one_line(result.output), result.output
+    result = cli("train", "--data", tmp_path / "nowhere", "--config", TINY, "--out", tmp_path / "run2", *FAST)
+    assert result.exit_code == 2 and "error:" in result.output, result.output
+
+
+def test_too_few_windows(train_data, tmp_path):
+    with pytest.raises(TrainError, match="lower data.seq_len or data.batch_size"):
+        Trainer(train_data, tiny_config("data.seq_len=20000"), tmp_path / "run", progress=False)

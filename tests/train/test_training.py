@@ -1,0 +1,148 @@
+"""Training on real data: overfitting one game, exact resume, self-forcing, and a full CLI run."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import torch
+from torch.utils.data import default_collate
+from typer.testing import CliRunner
+
+from meleewm.train.losses import head_losses, total_loss
+from meleewm.train.trainer import Trainer, _self_forced
+from meleewm.model.world import MASK_KEYS, next_inputs
+from tests.train.realdata import TINY, tiny_config
+
+
+def fixed_loss(trainer: Trainer, batch: dict) -> float:
+    trainer.model.eval()
+    with torch.no_grad():
+        losses = head_losses(trainer.model(batch), batch, trainer.model.cat_names, trainer.config.loss,
+                             trainer.model.cont_delta_scale)
+    return float(total_loss(losses, trainer.config.loss))
+
+
+def test_overfit_one_real_game(train_data, tmp_path):
+    """A small model drives the training loss on a fixed batch of one real game down by more than 10x within a
+    minute on 2 CPU cores (teacher forcing, no augmentation, default loss settings).
+
+    The time limit is on this process's CPU time per torch thread, which equals the wall time on an idle
+    machine but does not grow when other jobs share the cores."""
+    max_steps = 400
+    config = tiny_config("data.max_games=1", "data.val_fraction=0", "data.swap_players=false",
+                         "data.mirror=false", "self_forcing.enabled=false", "optim.lr=5e-3",
+                         "optim.weight_decay=0", "optim.warmup_steps=10", f"optim.steps_per_epoch={max_steps}",
+                         "optim.epochs=1")
+    trainer = Trainer(train_data, config, tmp_path / "run", progress=False)
+    assert len(trainer.train_ids) == 1
+    windows = trainer.train_windows
+    windows.set_epoch(0)
+    picks = range(0, len(windows), max(1, len(windows) // 16))
+    fixed = default_collate([windows[i] for i in picks][:16])
+    before = fixed_loss(trainer, fixed)
+    started, cpu, after, steps = time.perf_counter(), time.process_time(), before, 0
+    for indices in trainer._epoch_batches(0):
+        trainer.train_step(default_collate([windows[i] for i in indices]))
+        steps += 1
+        if steps % 25 == 0:
+            after = fixed_loss(trainer, fixed)
+            if after < before / 10:
+                break
+    elapsed = time.perf_counter() - started
+    per_thread = (time.process_time() - cpu) / torch.get_num_threads()
+    print(f"overfit: loss {before:.3f} -> {after:.4f} ({before / after:.1f}x) in {steps} steps, {elapsed:.1f} s "
+          f"wall, {per_thread:.1f} s CPU per thread")
+    assert after < before / 10, (before, after, steps)
+    assert per_thread < 60, (elapsed, per_thread)
+
+
+def _run(data, out, *overrides, resume=False):
+    config = tiny_config(*overrides)
+    return Trainer(data, config, out, resume=resume, progress=False).run()
+
+
+RESUME = ("data.batch_size=4", "optim.steps_per_epoch=3", "optim.epochs=3", "self_forcing.prob=0.5",
+          "self_forcing.max_unroll=2", "data.swap_players=true", "data.mirror=true", "eval.rollout_starts=4",
+          "eval.max_val_batches=1", "log.every_steps=1")
+
+
+def test_resume_is_exact(train_data, tmp_path):
+    """N steps, stop, resume to 2N == 2N steps straight (self-forcing and augmentation on; the stop falls
+    mid-epoch, after an epoch end with validation)."""
+    n = 4
+    straight = _run(train_data, tmp_path / "straight", *RESUME, f"optim.max_steps={2 * n}")
+    first = _run(train_data, tmp_path / "split", *RESUME, f"optim.max_steps={n}")
+    assert (first.steps, first.epochs_done) == (n, 1)
+    resumed = _run(train_data, tmp_path / "split", *RESUME, f"optim.max_steps={2 * n}", resume=True)
+    assert straight.steps == resumed.steps == 2 * n
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    for name, value in a["model"].items():
+        assert torch.equal(value, b["model"][name]), name
+    assert a["position"]["step"] == b["position"]["step"] == 2 * n
+    assert a["position"]["best_metric"] == b["position"]["best_metric"]
+    assert len(a["position"]["history"]) == len(b["position"]["history"]) == 2
+    # The runs really used self-forcing and augmentation.
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    unrolls = [r["self_forcing_unroll"] for r in records if r["kind"] == "train"]
+    assert len(unrolls) == 2 * n and any(unrolls) and not all(unrolls), unrolls
+    # The split run's log continues where it stopped (steps 1..2N, each once).
+    records = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 2 * n + 1))
+
+
+def test_self_forced_feeds_predictions(train_data, tmp_path):
+    config = tiny_config("data.batch_size=4", "optim.max_steps=1")
+    trainer = Trainer(train_data, config, tmp_path / "sf", progress=False)
+    windows = trainer.train_windows
+    batch = default_collate([windows[i] for i in range(4)])
+    model = trainer.model.eval()
+    with torch.no_grad():
+        x = _self_forced(model, batch, 1)
+        own = next_inputs(model(batch), batch)
+    for key in ("state_cont", "state_bin", "state_cat"):
+        assert torch.equal(x[key][:, 0], batch[key][:, 0]), key            # position 0 keeps the truth
+        assert torch.equal(x[key][:, 1:], own[key][:, :-1]), key           # then the model's own frame
+    assert not torch.equal(x["state_cont"][:, 1:], batch["state_cont"][:, 1:])
+    assert not torch.equal(x["state_cat"][:, 1:], batch["state_cat"][:, 1:])
+    for key in (*MASK_KEYS, "ctrl", "stage", "chars", "next_cont"):
+        assert x[key] is batch[key], key                                   # masks, controllers, targets kept
+    with torch.no_grad():
+        x2 = _self_forced(model, batch, 2)
+        own2 = next_inputs(model(x), x)
+    assert torch.equal(x2["state_cat"][:, 1:], own2["state_cat"][:, :-1])   # pass 2 reads pass 1's inputs
+
+
+def test_cli_full_tiny_run(train_data, tmp_path):
+    from meleewm.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--data", str(train_data), "--config", str(TINY), "--out", str(out),
+                                      "optim.steps_per_epoch=4", "eval.rollout_starts=4",
+                                      "eval.max_val_batches=1", "log.every_steps=2"])
+    assert result.exit_code == 0, result.output
+    for name in ("last.pt", "best.pt", "config.yaml", "metrics.jsonl"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    kinds = [r["kind"] for r in records]
+    assert kinds.count("val") == 2 and kinds.count("train") >= 4
+    assert all(r["loss"] > 0 for r in records if r["kind"] == "train")
+    assert all("rollout_position_error" in r and "action_acc" in r for r in records if r["kind"] == "val")
+    assert "train →" in result.output and "stopped" in result.output and "finished" in result.output
+    assert "best rollout position error" in result.output
+    from meleewm.train.checkpoint import load_model
+    from meleewm.train.config import load_config
+
+    model, config, payload = load_model(out / "best.pt")
+    assert config.name == "tiny" and payload["position"]["step"] in (4, 8)
+    assert load_config(out / "config.yaml") == config
+
+
+def test_best_checkpoint_without_rollout_metric(train_data, tmp_path):
+    """Validation games too short for a rollout give a NaN rollout metric: best.pt is still written."""
+    out = tmp_path / "run"
+    result = Trainer(train_data, tiny_config("data.batch_size=4", "optim.steps_per_epoch=2", "eval.warmup=100000",
+                                             "eval.max_val_batches=1"), out, progress=False).run()
+    assert result.epochs_done == 2 and (out / "best.pt").is_file() and (out / "last.pt").is_file()
