@@ -2,17 +2,29 @@
 
 from __future__ import annotations
 
-import os
 import zipfile
 from pathlib import Path
 
 import pytest
+import torch
 
+from meleewm.play.session import use_play_threads
 from meleewm.replay.dataset import Dataset
 from meleewm.replay.ingest import ingest
 from meleewm.replay.reader import sha256_hex
+from tests.conftest import REPLAYS
 
-REPLAYS = Path(os.environ.get("MELEEWM_REPLAYS") or Path(__file__).resolve().parents[3] / "shared" / "replays")
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Play runs torch on one intra-op thread (``use_play_threads``, as ``meleewm play`` and ``dream`` do): on a busy
+    2-core machine two OpenMP threads make a batch-1 softmax take milliseconds. Restored afterwards."""
+    threads = torch.get_num_threads()
+    use_play_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 
 # fixtures.zip members used by the writer tests, by the label the tests use.
 MEMBERS = {

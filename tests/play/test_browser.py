@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from meleewm.play.server import ReplayCatalog, create_app
-from meleewm.play.session import load_play_model, use_play_threads
+from meleewm.play.session import load_play_model
 from tests.play.test_session import play_checkpoint
 
 CHROMIUM = os.environ.get("MELEEWM_CHROMIUM", "/usr/bin/chromium")
@@ -30,16 +29,6 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (pip) is not installed")
 if not (Path(CHROMIUM).is_file() or shutil.which(CHROMIUM)):
     pytest.skip(f"no Chromium at {CHROMIUM}", allow_module_level=True)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Play runs torch on one intra-op thread (``use_play_threads``, as ``meleewm play`` and ``dream`` do): on a busy
-    2-core machine two OpenMP threads make a batch-1 softmax take milliseconds. Restored afterwards."""
-    threads = torch.get_num_threads()
-    use_play_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def _free_port() -> int:

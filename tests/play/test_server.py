@@ -7,23 +7,12 @@ import json
 import numpy as np
 import peppi_py
 import pytest
-import torch
 from fastapi.testclient import TestClient
 
 from meleewm.play.server import MAX_MESSAGE_BYTES, ReplayCatalog, create_app
-from meleewm.play.session import load_play_model, use_play_threads
+from meleewm.play.session import load_play_model
 from meleewm.replay.dataset import Dataset
 from tests.play.test_session import play_checkpoint
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Play runs torch on one intra-op thread (``use_play_threads``, as ``meleewm play`` and ``dream`` do): on a busy
-    2-core machine two OpenMP threads make a batch-1 softmax take milliseconds. Restored afterwards."""
-    threads = torch.get_num_threads()
-    use_play_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

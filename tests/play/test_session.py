@@ -38,21 +38,10 @@ from meleewm.play.session import (
     SessionError,
     load_play_model,
     resolve_model,
-    use_play_threads,
 )
 from meleewm.replay.dataset import Dataset
 from meleewm.train.checkpoint import save_checkpoint
 from tests.train.realdata import real_dataset, tiny_config
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Play runs torch on one intra-op thread (``use_play_threads``, as ``meleewm play`` and ``dream`` do): on a busy
-    2-core machine two OpenMP threads make a batch-1 softmax take milliseconds. Restored afterwards."""
-    threads = torch.get_num_threads()
-    use_play_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def play_checkpoint(replays, manifest, tmp_path_factory):
