@@ -96,20 +96,36 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="run folder: checkpoints, metrics.jsonl, tensorboard/"),
     overrides: list[str] = typer.Argument(None, help="config overrides: section.key=value ..."),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    run_eval_after: bool = typer.Option(True, "--eval/--no-eval", help="evaluate best.pt into the run card at "
+                                                                        "the end (horizon 120)"),
 ) -> None:
-    """Train the world model. Under torchrun, each process trains its share of every batch (DDP)."""
+    """Train the world model. Under torchrun, each process trains its share of every batch (DDP).
+
+    Writes OUT/card.md at launch (the plan: data, model, estimate, kill thresholds), stops when a kill threshold
+    fires or on Ctrl-C/SIGTERM (saving last.pt), then evaluates best.pt and adds the results to the card."""
     from meleewm.data.encoding import EncodingMismatch
     from meleewm.replay.dataset import DatasetError
     from meleewm.train.checkpoint import CheckpointError
     from meleewm.train.config import ConfigError, load_config
-    from meleewm.train.trainer import TrainError
-    from meleewm.train.trainer import train as run_training
+    from meleewm.train.card import CardRecorder
+    from meleewm.train.trainer import Trainer, TrainError
 
+    card = CardRecorder(out, data=data, config_path=config, overrides=overrides or [], resume=resume)
     try:
         train_config = load_config(config, overrides or [])
-        result = run_training(data, train_config, out, resume=resume)
+        trainer = Trainer(data, train_config, out, resume=resume, on_step=card.on_step, on_epoch=card.on_epoch)
+        card.launch(trainer)  # card.md at launch: the plan, the baseline; results appended below
+        try:
+            result = trainer.run()
+        except BaseException as error:
+            card.fail(error)
+            raise
     except (ConfigError, TrainError, DatasetError, CheckpointError, EncodingMismatch) as error:
         _fail(str(error))
+    if card.active and run_eval_after:
+        _eval_into_card(card, trainer, result, data, out)
+    elif card.active:
+        card.finish(result, eval_error="skipped (--no-eval)")
     table = Table(title=f"train → {out}")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -124,7 +140,37 @@ def train(
         table.add_row("best rollout position error", f"{result.best_metric:.4f}")
     table.add_row("elapsed", f"{result.elapsed:.1f} s")
     table.add_row("checkpoints", f"{out}/last.pt, {out}/best.pt")
+    if card.active:
+        table.add_row("run card", f"{out}/card.md")
     console.print(table)
+
+
+def _eval_into_card(card, trainer, result, data: Path, out: Path) -> None:
+    """``meleewm eval`` of best.pt on the run's validation games (modest settings), into the card's results."""
+    from meleewm.eval.run import EvalError, EvalSettings, run_eval
+    from meleewm.replay.dataset import DatasetError
+    from meleewm.train.checkpoint import CheckpointError
+
+    config, best = trainer.config, out / "best.pt"
+    metrics, error, started = None, None, time.perf_counter()
+    if result.stop_reason.startswith("interrupted"):
+        error = "skipped: the run was interrupted"
+    elif not best.is_file():
+        error = "skipped: no best.pt (the run stopped before its first validation)"
+    else:
+        settings = EvalSettings(starts=config.eval.rollout_starts, horizon=120, warmup=config.eval.warmup,
+                                seed=config.eval.seed)
+        console.print(f"eval of {best}: {settings.starts} starts, horizon {settings.horizon}")
+        try:
+            metrics = run_eval(best, data, out / "eval", games=list(trainer.val_ids), settings=settings,
+                               command=f"meleewm eval {best} --data {data} --starts {settings.starts} "
+                                       f"--horizon {settings.horizon} --warmup {settings.warmup}")
+        except (EvalError, DatasetError, CheckpointError) as failure:
+            error = f"eval failed: {failure}"
+    card.finish(result, eval_metrics=metrics, eval_error=error, eval_dir=out / "eval",
+                eval_seconds=time.perf_counter() - started if metrics is not None else None)
+    if metrics is not None:
+        _print_rollout_table(metrics)
 
 
 @app.command("eval")
@@ -167,6 +213,22 @@ def eval_command(
     console.print(f"[bold]{judged['headline']}[/]", soft_wrap=True)
     _print_rollout_table(metrics)
     console.print(f"report: {out / 'report.html'}   metrics: {out / 'metrics.json'}")
+
+
+@app.command()
+def export(
+    run: Path = typer.Argument(..., help="run folder (its best.pt) or checkpoint"),
+    out: Path = typer.Option(..., "--out", "-o", help="destination, e.g. models/meleewm-small.pt"),
+) -> None:
+    """Write a play/eval-only copy of a checkpoint (no optimizer state): what gets bundled."""
+    from meleewm.train.checkpoint import CheckpointError, export_checkpoint
+
+    source = _resolve_model(run)
+    try:
+        path = export_checkpoint(source, out)
+    except CheckpointError as error:
+        _fail(str(error))
+    console.print(f"{source} → {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 def _resolve_model(model: Path | None) -> Path:
@@ -267,6 +329,89 @@ def dream(
     console.print(f"dream → {result.path}: {result.prefix_frames} real frames (warm-up on the last "
                   f"{result.warmup}), then {result.model_frames} model frames from frame {result.start_frame}; "
                   f"{result.total_frames} in all ({result.elapsed:.1f} s)")
+
+
+@app.command()
+def plan(
+    data: Path = typer.Option(..., "--data", "-d", help="dataset folder (from `meleewm ingest`)"),
+    config: Path = typer.Option(None, "--config", "-c", help="YAML config (configs/tiny.yaml, small, base, mlp)"),
+    out: Path = typer.Option(None, "--out", "-o", help="run folder (default: runs/<config name>)"),
+    overrides: list[str] = typer.Argument(None, help="config overrides: section.key=value ..."),
+    gpu_hourly_cost: float = typer.Option(None, "--gpu-hourly-cost", min=0.0,
+                                          help="cost per hour of the machine, for the cost estimate"),
+    probe_steps: int = typer.Option(3, "--probe-steps", min=0,
+                                    help="training steps timed for the estimate (0: no probe, no baseline)"),
+) -> None:
+    """Plan a run without training it: write OUT/card.md (data, model, encoding, estimate, kill thresholds,
+    launch and resume commands, prior comparable runs)."""
+    from meleewm.data.encoding import EncodingMismatch
+    from meleewm.replay.dataset import DatasetError
+    from meleewm.train.card import CardError
+    from meleewm.train.card import plan as plan_run
+    from meleewm.train.checkpoint import CheckpointError
+    from meleewm.train.config import ConfigError, load_config
+    from meleewm.train.trainer import TrainError
+
+    overrides = list(overrides or [])
+    if gpu_hourly_cost is not None:
+        overrides.append(f"card.hourly_cost={gpu_hourly_cost}")
+    try:
+        train_config = load_config(config, overrides)
+        out = out or Path("runs") / train_config.name
+        facts = plan_run(data, train_config, out, config_path=config, overrides=overrides, probe_steps=probe_steps,
+                         progress=True)
+    except (ConfigError, TrainError, DatasetError, CheckpointError, EncodingMismatch, CardError) as error:
+        _fail(str(error))
+    split, est = facts["split"], facts["estimate"]
+    table = Table(title=f"plan → {out}/card.md")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("parameters", f"{facts['model']['params']:,}")
+    for side in ("train", "val"):
+        table.add_row(side, f"{split[side]['games']:,} games, {split[side]['frames']:,} frames, "
+                            f"{split[side]['windows']:,} windows")
+    if est:
+        table.add_row("seconds per batch", f"{est['seconds_per_batch']:.3f}")
+        table.add_row("estimated wall time", f"{est['total_seconds'] / 3600:.3g} h")
+        if est.get("cost") is not None:
+            table.add_row("estimated cost", f"{est['cost']:.3g}")
+    table.add_row("launch", facts["commands"]["launch"])
+    console.print(table)
+
+
+@app.command()
+def runs(
+    root: Path = typer.Argument(Path("runs"), help="folder of run folders"),
+    sort: str = typer.Option(None, "--sort", help="column or metric to sort by (change_acc, "
+                                                  "rollout_position_error, eval_pos@20, params, date ...)"),
+    desc: bool = typer.Option(False, "--desc", help="sort descending"),
+    as_json: bool = typer.Option(False, "--json", help="print the rows as JSON"),
+) -> None:
+    """List the runs of a folder from their cards: params, data, status, key metrics, time."""
+    import json
+
+    from meleewm.train.card import format_duration, list_runs
+
+    rows = list_runs(root, sort=sort, descending=desc)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=1, default=str))
+        return
+    if not rows:
+        console.print(f"no runs in {root}")
+        return
+    metric_names = list(dict.fromkeys(k for row in rows for k in row["metrics"] if k != "loss/total"))
+    table = Table(title=f"runs in {root}" + (f" by {sort}{' (desc)' if desc else ''}" if sort else ""))
+    for column in ("run", "date", "params", "data", "status", *metric_names, "time"):
+        table.add_column(column, justify="right" if column in ("params", *metric_names, "time") else "left")
+    for row in rows:
+        data_cell = Path(row["dataset"]).name if row.get("dataset") else "?"
+        if row.get("train_games") is not None:
+            data_cell += f" ({row['train_games']} games)"
+        table.add_row(row["run"], (row.get("date") or "")[:16].replace("T", " "),
+                      f"{row['params']:,}" if row.get("params") else "?", data_cell, row.get("status") or "?",
+                      *[_fmt(row["metrics"].get(m), 3) for m in metric_names], format_duration(row.get("wall_seconds")))
+    # Wide enough for every column when the output is a file or a pipe (rich assumes 80 columns there).
+    (console if console.is_terminal else Console(width=240)).print(table)
 
 
 if __name__ == "__main__":

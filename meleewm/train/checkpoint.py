@@ -94,6 +94,22 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Wo
     return model.to(device).eval(), config, payload
 
 
+def export_checkpoint(source: str | Path, destination: str | Path) -> Path:
+    """A play/eval-only copy of a checkpoint: weights, config, encoding and metrics, without the optimizer,
+    scheduler and RNG state that only resuming needs (a third of the size)."""
+    payload = read_checkpoint(source)
+    for key in ("optimizer", "scheduler", "rng"):
+        payload[key] = None
+    payload["position"] = {k: v for k, v in payload["position"].items() if k != "history"} | {
+        "exported_from": str(source)}
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, destination)
+    return destination
+
+
 def file_hash(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

@@ -76,6 +76,56 @@ class LogConfig:
     every_steps: int = 10
 
 
+# Validation metrics a kill threshold or a card target may name (besides any "loss/<head>").
+KNOWN_METRICS = ("action_acc", "change_acc", "position_error", "rollout_position_error",
+                 "rollout_position_error_last")
+
+
+def _check_metric(key: str, name: str) -> None:
+    if name not in KNOWN_METRICS and not name.startswith("loss/"):
+        raise ValueError(f"{key}.{name}: unknown metric; known: {', '.join(KNOWN_METRICS)}, loss/<head>")
+
+
+@dataclass
+class KillConfig:
+    """Kill thresholds: the run stops (last.pt saved, the reason recorded) when one fires."""
+    nonfinite_loss: bool = True        # a NaN/inf training loss: the update is skipped and the run stops
+    no_decrease_fraction: float = 0.0  # 0 = off; else at this fraction of epoch 1, the smoothed training loss
+    min_decrease: float = 0.0          # must be below its start value times (1 - min_decrease)
+    smoothing: int = 0                 # steps averaged at each end of that comparison (0 = a quarter of them)
+    after_epoch: int = 1               # metric bounds are checked once this many epochs are done
+    min: dict[str, float] = field(default_factory=dict)   # validation metric -> lowest allowed value
+    max: dict[str, float] = field(default_factory=dict)   # validation metric -> highest allowed value
+
+    def __post_init__(self):
+        if not 0.0 <= self.no_decrease_fraction <= 1.0:
+            raise ValueError(f"kill.no_decrease_fraction must lie in [0, 1], got {self.no_decrease_fraction}")
+        if not 0.0 <= self.min_decrease < 1.0:
+            raise ValueError(f"kill.min_decrease must lie in [0, 1), got {self.min_decrease}")
+        if self.smoothing < 0 or self.after_epoch < 0:
+            raise ValueError("kill.smoothing and kill.after_epoch must be >= 0")
+        for key in ("min", "max"):
+            for name in getattr(self, key):
+                _check_metric(f"kill.{key}", name)
+
+
+@dataclass
+class CardConfig:
+    """What the run card states: the goal, target metrics (``"<6.0"``, ``">=0.7"``), the hourly cost."""
+    goal: str = ""
+    targets: dict[str, str] = field(default_factory=dict)
+    hourly_cost: float = 0.0           # currency units per hour of this run's machine (0 = no cost lines)
+
+    def __post_init__(self):
+        import re
+        for name, target in self.targets.items():
+            _check_metric("card.targets", name)
+            if not re.fullmatch(r"\s*(<=|>=|<|>)\s*[-+0-9.eE]+\s*", str(target)):
+                raise ValueError(f"card.targets.{name}: expected a bound like '<6.0' or '>=0.7', got {target!r}")
+        if self.hourly_cost < 0:
+            raise ValueError(f"card.hourly_cost must be >= 0, got {self.hourly_cost}")
+
+
 @dataclass
 class TrainConfig:
     name: str = "run"
@@ -90,6 +140,8 @@ class TrainConfig:
     self_forcing: SelfForcingConfig = field(default_factory=SelfForcingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    kill: KillConfig = field(default_factory=KillConfig)
+    card: CardConfig = field(default_factory=CardConfig)
 
 
 def _coerce(value, kind, key: str):
@@ -154,7 +206,10 @@ def _set_dotted(values: dict, dotted: str, raw: str) -> None:
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {dotted}: {key} is not a section")
-    node[keys[-1]] = yaml.safe_load(raw)
+    try:
+        node[keys[-1]] = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {dotted}: {raw!r} is not a YAML value: {error}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

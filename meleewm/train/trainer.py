@@ -152,7 +152,7 @@ class Trainer:
             self.resume_payload = read_checkpoint(last)
         _seed_everything(config.seed)
         self._setup_data(Path(data))
-        self.kill = KillSwitch(config.kill, self.steps_per_epoch, self.world)
+        self.kill = KillSwitch(config.kill, self.steps_per_epoch, self.world, self.device)
         self._setup_model()
 
     # -- setup --------------------------------------------------------------------------------------------------

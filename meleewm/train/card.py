@@ -1,0 +1,862 @@
+"""Run cards: every training run plans itself before launch and reports itself after.
+
+A card is two files in the run folder: ``card.json`` (the facts, machine-readable) and ``card.md`` (the same
+facts rendered for people). ``meleewm plan`` writes one without training; ``meleewm train`` writes one at
+launch, keeps it up to date while it runs, and adds a **results** section when the run ends (finished, killed
+by a threshold, or interrupted). ``meleewm runs`` lists the runs of a folder from their cards.
+
+What a card holds: the goal and target metrics (with a baseline: the untrained model's validation metrics, and
+the best prior comparable run) and the kill thresholds; the data (dataset facts and the train/val split in
+games, frames and windows); the model (exact parameter count, shape, encoding widths per group, heads and their
+loss weights); the training settings; a time and cost estimate; escape hatches (launch and resume commands, what
+to do when a resume fails); a table of prior comparable runs (sibling folders that share the dataset or the
+encoding); the resolved config.
+
+Time estimate: ``plan`` measures it with a short probe (one validation of the untrained model, then a few
+training steps) on this machine. ``train`` reuses the estimate of a ``plan`` card in the same folder when the
+config and the dataset match; otherwise it measures the run's own first steps (and refines the estimate with
+the first epoch's validation time).
+
+This module sits in ``meleewm.train``: it imports nothing downstream (evaluation results come in as plain dicts).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import math
+import re
+import shlex
+import socket
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+import yaml
+
+from meleewm import __version__
+from meleewm.melee import character_name, stage_name
+from meleewm.train.config import TrainConfig, config_to_dict
+
+CARD_JSON, CARD_MD = "card.json", "card.md"
+CARD_FORMAT = "meleewm-run-card"
+PENDING = "_pending_"           # the one placeholder a card may hold, and only before its run ends
+KEY_METRICS = ("loss/total", "action_acc", "change_acc", "position_error", "rollout_position_error")
+PROBE_STEPS = 3                 # measured training steps (after one warm-up step)
+
+
+def _now() -> str:
+    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _sha(text: str, n: int = 16) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+def config_hash(config: TrainConfig) -> str:
+    """What decides the training (everything but the name and the card section)."""
+    values = config_to_dict(config)
+    values.pop("card", None)
+    values.pop("name", None)
+    return _sha(json.dumps(values, sort_keys=True, default=str))
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _num(value, digits: int = 4) -> str:
+    if not _finite(value):
+        return "n/a" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
+
+
+def _money(value: float) -> str:
+    return f"{value:.2f}" if value >= 0.01 else f"{value:.2g}"
+
+
+def _duration(seconds) -> str:
+    """``12.3 s``, ``4.5 min``, ``2.25 h`` (``n/a`` when unknown)."""
+    if not _finite(seconds):
+        return "n/a"
+    seconds = float(seconds)
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+format_duration = _duration
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Targets
+
+
+def parse_target(target: str) -> tuple[str, float]:
+    match = re.fullmatch(r"\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*", str(target))
+    if not match:
+        raise ValueError(f"a target looks like '<6.0' or '>=0.7', not {target!r}")
+    return match.group(1), float(match.group(2))
+
+
+def target_met(value, target: str) -> bool | None:
+    if not _finite(value):
+        return None
+    op, bound = parse_target(target)
+    return {"<": value < bound, "<=": value <= bound, ">": value > bound, ">=": value >= bound}[op]
+
+
+def higher_is_better(metric: str, target: str | None = None) -> bool:
+    if target:
+        return parse_target(target)[0].startswith(">")
+    return metric.endswith("_acc") or metric.endswith("accuracy")
+
+
+def best_of(history: list[dict], metric: str, target: str | None = None):
+    values = [h[metric] for h in history if _finite(h.get(metric))]
+    if not values:
+        return None
+    return max(values) if higher_is_better(metric, target) else min(values)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Facts
+
+
+def dataset_facts(dataset, data_path) -> dict:
+    games = dataset.games.to_pylist()
+    ids = sorted(g["game_id"] for g in games)
+    characters = Counter(character_name(p["character"]) for g in games for p in (g["players"] or []))
+    stages = Counter(stage_name(g["stage"]) for g in games)
+    return {
+        "path": str(Path(data_path).resolve()), "hash": _sha("\n".join(ids)), "games": len(games),
+        "frames": int(sum(g["frame_count"] for g in games)),
+        "hours": round(sum(g["duration_s"] or 0.0 for g in games) / 3600, 3),
+        "characters": dict(characters.most_common()), "stages": dict(stages.most_common()),
+    }
+
+
+def split_facts(trainer) -> dict:
+    """The train/val split the trainer really uses (val falls back to one training game on tiny datasets)."""
+    counts = dict(zip(trainer.dataset.games.column("game_id").to_pylist(),
+                      trainer.dataset.games.column("frame_count").to_pylist()))
+
+    def side(ids, windows) -> dict:
+        return {"games": len(ids), "frames": int(sum(counts[g] for g in ids)), "windows": len(windows)}
+
+    from meleewm.train.trainer import filters_for
+    return {"train": side(trainer.train_ids, trainer.train_windows), "val": side(trainer.val_ids, trainer.val_windows),
+            "val_from_train": bool(set(trainer.val_ids) & set(trainer.train_ids)),
+            "seq_len": trainer.config.data.seq_len, "filters": filters_for(trainer.config),
+            "val_fraction": trainer.config.data.val_fraction, "split_seed": trainer.config.data.split_seed,
+            "max_games": trainer.config.data.max_games}
+
+
+def model_facts(model) -> dict:
+    by_part: dict[str, int] = {}
+    for name, param in model.named_parameters():
+        part = name.split(".")[0]
+        by_part[part] = by_part.get(part, 0) + param.numel()
+    return {"params": int(sum(p.numel() for p in model.parameters())), "params_by_part": by_part,
+            "shape": dict(vars(model.config)), "input_width": model.input_proj.in_features}
+
+
+def encoding_facts(model, loss_config) -> dict:
+    """Input and output widths per group (both players, one frame), and the heads with their loss weights."""
+    spec, cfg = model.spec, model.config
+    emb = sum(e.embedding_dim for e in model.cat_embeddings)
+    weights, field_weights = loss_config.weights, loss_config.field_weights
+    groups = [
+        {"group": "continuous", "fields": spec.n_cont, "input": 2 * 2 * spec.n_cont, "output": 2 * spec.n_cont,
+         "note": "values + presence masks in; a change per field out"},
+        {"group": "binary", "fields": spec.n_bin, "input": 2 * 2 * spec.n_bin, "output": 2 * spec.n_bin,
+         "note": "0/1 + masks in; logits out"},
+        {"group": "categorical", "fields": spec.n_cat, "input": 2 * emb,
+         "output": 2 * sum(size for _, size in spec.cat_fields),
+         "note": "embeddings in; logits over " + ", ".join(f"{n} {s}" for n, s in spec.cat_fields) + " out"},
+        {"group": "controllers", "fields": spec.n_ctrl, "input": 2 * spec.n_ctrl, "output": 0,
+         "note": "read, never predicted"},
+        {"group": "constants", "fields": 3, "input": 3 * cfg.const_embed_dim, "output": 0,
+         "note": f"stage and 2 characters, embedded ({len(spec.stage_vocab)} stages, {len(spec.char_vocab)} chars)"},
+    ]
+    heads = [{"head": "cont", "width": 2 * spec.n_cont, "weight": weights.get("cont", 1.0)},
+             {"head": "binary", "width": 2 * spec.n_bin, "weight": weights.get("binary", 1.0)}]
+    heads += [{"head": f"cat/{name}", "width": 2 * size,
+               "weight": weights.get("cat", 1.0) * field_weights.get(name, 1.0)} for name, size in spec.cat_fields]
+    if spec.items:
+        s = spec.item_slots
+        groups.append({"group": "items", "fields": s, "input": s * (1 + 2 * cfg.cat_embed_dim + spec.n_item_cont),
+                       "output": s * (1 + spec.n_item_types + spec.n_item_owners + spec.n_item_cont),
+                       "note": f"{s} slots: present, type, owner, {spec.n_item_cont} continuous"})
+        for name, width in (("present", s), ("type", s * spec.n_item_types), ("owner", s * spec.n_item_owners),
+                            ("cont", s * spec.n_item_cont)):
+            heads.append({"head": f"items/{name}", "width": width,
+                          "weight": weights.get("items", 1.0) * field_weights.get(name, 1.0)})
+    return {"hash": spec.hash()[:16], "version": spec.version, "items": spec.items, "groups": groups,
+            "input_total": sum(g["input"] for g in groups), "output_total": sum(g["output"] for g in groups),
+            "heads": heads, "continuous_loss": loss_config.continuous}
+
+
+def training_facts(trainer) -> dict:
+    config = trainer.config
+    o, sf = config.optim, config.self_forcing
+    planned = min(trainer.total_steps, o.max_steps) if o.max_steps else trainer.total_steps
+    return {"device": str(trainer.device), "processes": trainer.world, "bf16": config.bf16, "compile": config.compile,
+            "seed": config.seed, "batch_size": config.data.batch_size, "seq_len": config.data.seq_len,
+            "optimizer": f"AdamW lr {o.lr:g}, betas {tuple(o.betas)}, weight decay {o.weight_decay:g}, "
+                         f"grad clip {o.grad_clip:g}",
+            "schedule": f"linear warm-up {o.warmup_steps} steps, cosine to {o.min_lr_ratio:g} x lr",
+            "epochs": o.epochs, "steps_per_epoch": trainer.steps_per_epoch, "max_steps": o.max_steps,
+            "total_steps": planned, "validations": planned // max(1, trainer.steps_per_epoch),
+            "self_forcing": (f"p {sf.prob:g}, unroll 1..{sf.max_unroll}, from epoch {sf.start_epoch}"
+                             if sf.enabled else "off"),
+            "augmentation": f"swap players {config.data.swap_players}, mirror {config.data.mirror}",
+            "validation": f"{config.eval.max_val_batches} teacher-forced batches, {len(trainer.starts)} rollout "
+                          f"starts x {config.eval.rollout_horizon} frames after {config.eval.warmup} warm-up"}
+
+
+def kill_lines(config: TrainConfig) -> list[str]:
+    k = config.kill
+    lines = [f"non-finite training loss: {'stop (the bad update is skipped)' if k.nonfinite_loss else 'off'}"]
+    if k.no_decrease_fraction > 0:
+        lines.append(f"training loss not decreasing at {k.no_decrease_fraction:.0%} of epoch 1: stop unless the "
+                     f"smoothed loss is below its start" + (f" by {k.min_decrease:.0%}" if k.min_decrease else "")
+                     + f" (smoothing {k.smoothing or 'auto'})")
+    else:
+        lines.append("training loss not decreasing: off (kill.no_decrease_fraction = 0)")
+    for name, bound in k.min.items():
+        lines.append(f"{name} < {bound:g} after epoch {max(1, k.after_epoch)} or later: stop")
+    for name, bound in k.max.items():
+        lines.append(f"{name} > {bound:g} after epoch {max(1, k.after_epoch)} or later: stop")
+    lines.append("SIGINT (Ctrl-C) / SIGTERM: stop after the current step, save last.pt, write the results "
+                 "(a second Ctrl-C aborts at once)")
+    return lines
+
+
+def commands(config_path, data, out, overrides) -> dict:
+    base = ["meleewm", "train"] + (["--config", str(config_path)] if config_path else []) + [
+        "--data", str(data), "--out", str(out)] + list(overrides or [])
+    return {"launch": shlex.join(base), "resume": shlex.join(base + ["--resume"]),
+            "resume_saved_config": shlex.join(["meleewm", "train", "--config", str(Path(out) / "config.yaml"),
+                                               "--data", str(data), "--out", str(out), "--resume"])}
+
+
+def collect(trainer, *, data, out_dir, config_path=None, overrides=(), status: str = "planned") -> dict:
+    """The facts of a card for a run that ``trainer`` (set up, not run) describes."""
+    config = trainer.config
+    return {
+        "format": CARD_FORMAT, "version": 1, "meleewm": __version__, "name": config.name,
+        "out_dir": str(out_dir), "created": _now(), "status": status, "host": socket.gethostname(),
+        "goal": config.card.goal, "targets": dict(config.card.targets), "hourly_cost": config.card.hourly_cost,
+        "config": config_to_dict(config), "config_hash": config_hash(config),
+        "commands": commands(config_path, data, out_dir, overrides),
+        "dataset": dataset_facts(trainer.dataset, data), "split": split_facts(trainer),
+        "model": model_facts(trainer.model), "encoding": encoding_facts(trainer.model, config.loss),
+        "training": training_facts(trainer), "kill": kill_lines(config),
+        "estimate": None, "baseline": None, "sessions": [], "results": None,
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Time: the probe and the estimate
+
+
+def probe(trainer, steps: int = PROBE_STEPS) -> tuple[dict, dict]:
+    """(baseline metrics, timings): one validation of the untrained model, then 1 + ``steps`` training steps.
+
+    Changes the trainer's model and optimizer: use a throwaway trainer (``plan`` does)."""
+    from torch.utils.data import default_collate
+
+    started = time.perf_counter()
+    baseline = trainer.validate()
+    val_seconds = time.perf_counter() - started
+    batches = trainer._epoch_batches(0)
+    times = []
+    for indices in batches[:steps + 1]:
+        batch = default_collate([trainer.train_windows[i] for i in indices])
+        t0 = time.perf_counter()
+        trainer.train_step(batch)
+        if trainer.device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    measured = times[1:] or times
+    return baseline, {"seconds_per_batch": sum(measured) / len(measured), "val_seconds": val_seconds,
+                      "probe_steps": len(measured), "first_step_seconds": times[0] if times else None}
+
+
+def estimate(facts: dict, *, seconds_per_batch: float, val_seconds: float | None, source: str,
+             setup_seconds: float | None = None) -> dict:
+    training = facts["training"]
+    steps, validations = training["total_steps"], training["validations"]
+    train_s = steps * seconds_per_batch
+    val_s = validations * val_seconds if val_seconds is not None else None
+    total = train_s + (val_s or 0.0) + (setup_seconds or 0.0)
+    out = {"source": source, "device": training["device"], "host": facts.get("host"),
+           "batches_per_epoch": training["steps_per_epoch"], "total_steps": steps, "validations": validations,
+           "seconds_per_batch": seconds_per_batch, "val_seconds": val_seconds, "setup_seconds": setup_seconds,
+           "train_seconds": train_s, "total_seconds": total, "hourly_cost": facts.get("hourly_cost") or 0.0}
+    if out["hourly_cost"]:
+        out["cost"] = total / 3600 * out["hourly_cost"]
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading runs (for the prior-runs table and ``meleewm runs``)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    records = []
+    if path.is_file():
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line being written
+    return records
+
+
+def _checkpoint_facts(run: Path) -> dict:
+    """Parameters and encoding hash of a run without a card, from its checkpoint."""
+    for name in ("last.pt", "best.pt"):
+        path = run / name
+        if path.is_file():
+            try:
+                payload = torch.load(path, map_location="cpu", weights_only=False)
+                encoding = payload.get("encoding") or {}
+                return {"params": payload.get("num_params"),
+                        "encoding_hash": hashlib.sha256(json.dumps(encoding, sort_keys=True).encode())
+                        .hexdigest()[:16] if encoding else None,
+                        "step": (payload.get("position") or {}).get("step")}
+            except Exception:  # noqa: BLE001 - an unreadable checkpoint just leaves the facts empty
+                return {}
+    return {}
+
+
+def read_run(run: str | Path) -> dict | None:
+    """One row about a run folder: from card.json where there is one, else config.yaml, metrics.jsonl and the
+    checkpoint. None for a folder that is no run."""
+    run = Path(run)
+    card = None
+    if (run / CARD_JSON).is_file():
+        try:
+            card = json.loads((run / CARD_JSON).read_text())
+        except json.JSONDecodeError:
+            card = None
+    if card is None and not (run / "config.yaml").is_file():
+        return None
+    records = _read_jsonl(run / "metrics.jsonl")
+    history = [r for r in records if r.get("kind") == "val"]
+    steps = max((r.get("step", 0) for r in records), default=0)
+    # The metrics of the epoch best.pt holds (the best rollout metric), else of the last epoch.
+    flagged = [r for r in history if r.get("best")]
+    chosen = flagged[-1] if flagged else (history[-1] if history else {})
+    row = {"run": run.name, "path": str(run), "metrics": {k: chosen.get(k) for k in KEY_METRICS if k in chosen},
+           "epochs": len(history), "steps": steps}
+    if card is not None:
+        results = card.get("results") or {}
+        row.update(name=card.get("name"), date=card.get("created"), status=card.get("status"),
+                   params=card["model"]["params"], dataset=card["dataset"]["path"],
+                   dataset_hash=card["dataset"]["hash"], encoding_hash=card["encoding"]["hash"],
+                   train_games=card["split"]["train"]["games"], stop_reason=results.get("stop_reason"),
+                   wall_seconds=results.get("wall_seconds"), has_card=True)
+        if row["wall_seconds"] is None and card.get("status") == "running":
+            try:
+                started = _dt.datetime.fromisoformat(card["sessions"][-1]["started"])
+                row["wall_seconds"] = (_dt.datetime.now().astimezone() - started).total_seconds()
+            except (KeyError, IndexError, ValueError):
+                pass
+        if results.get("eval_summary"):
+            row["metrics"].update(results["eval_summary"])
+    else:
+        try:
+            config = yaml.safe_load((run / "config.yaml").read_text()) or {}
+        except yaml.YAMLError:
+            config = {}
+        facts = _checkpoint_facts(run)
+        config_file, log = run / "config.yaml", run / "metrics.jsonl"
+        wall = (log.stat().st_mtime - config_file.stat().st_mtime) if log.is_file() else None
+        row.update(name=config.get("name", run.name),
+                   date=_dt.datetime.fromtimestamp(config_file.stat().st_mtime).astimezone().isoformat(
+                       timespec="seconds"),
+                   status="no card", params=facts.get("params"), dataset=None, dataset_hash=None,
+                   encoding_hash=facts.get("encoding_hash"), train_games=None, stop_reason=None,
+                   wall_seconds=wall, has_card=False)
+    if (run / "eval" / "metrics.json").is_file() and not any(k.startswith("eval_") for k in row["metrics"]):
+        try:
+            row["metrics"].update(eval_summary(json.loads((run / "eval" / "metrics.json").read_text())))
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass
+    return row
+
+
+def list_runs(root: str | Path = "runs", sort: str | None = None, descending: bool = False) -> list[dict]:
+    """All runs under ``root`` (its sub-folders), sorted by date or by a metric / column (missing values last)."""
+    root = Path(root)
+    rows = [r for r in (read_run(p) for p in sorted(root.iterdir()) if p.is_dir()) if r] if root.is_dir() else []
+    key = sort or "date"
+
+    def value(row):
+        v = row["metrics"].get(key, row.get(key))
+        return v if v is not None and not (isinstance(v, float) and math.isnan(v)) else None
+
+    present = [r for r in rows if value(r) is not None]
+    missing = [r for r in rows if value(r) is None]
+    present.sort(key=value, reverse=descending)
+    return present + missing
+
+
+def eval_summary(metrics: dict, k: int = 20) -> dict:
+    """The model's rollout summary (mean over steps 1..k) of an eval metrics dict, as flat row metrics."""
+    rows = {r["k"]: r for r in (metrics.get("summary") or {}).get("model", [])}
+    if not rows:
+        return {}
+    k = k if k in rows else max(rows)
+    return {f"eval_pos@{k}": rows[k].get("position_error"), f"eval_act@{k}": rows[k].get("action_accuracy")}
+
+
+def prior_runs(out_dir: str | Path, facts: dict) -> list[dict]:
+    """Sibling runs that share the dataset (path or games) or the encoding with this card."""
+    out_dir = Path(out_dir).resolve()
+    parent = out_dir.parent
+    if not parent.is_dir():
+        return []
+    rows = []
+    for path in sorted(parent.iterdir()):
+        if not path.is_dir() or path.resolve() == out_dir:
+            continue
+        row = read_run(path)
+        if row is None:
+            continue
+        shares = []
+        if row.get("dataset_hash") and row["dataset_hash"] == facts["dataset"]["hash"]:
+            shares.append("same games")
+        elif row.get("dataset") and row["dataset"] == facts["dataset"]["path"]:
+            shares.append("same dataset folder")
+        if row.get("encoding_hash") and row["encoding_hash"] == facts["encoding"]["hash"]:
+            shares.append("same encoding")
+        if shares:
+            rows.append({**row, "shares": ", ".join(shares)})
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Markdown
+
+
+def _table(header: list[str], rows: list[list], align: str | None = None) -> str:
+    align = align or "l" + "r" * (len(header) - 1)
+    marks = ["---:" if a == "r" else "---" for a in align]
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _counts(counter: dict, limit: int = 12) -> str:
+    items = list(counter.items())
+    text = ", ".join(f"{k} {v}" for k, v in items[:limit])
+    return text + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
+
+
+def render(facts: dict, prior: list[dict] | None = None) -> str:
+    f = facts
+    config = f["config"]
+    out: list[str] = [f"# Run card: {f['name']}", ""]
+    reason = (f.get("results") or {}).get("stop_reason")
+    out.append(f"- **status**: {f['status']}" + (f" ({reason})" if reason and reason != f["status"] else ""))
+    out.append(f"- **created**: {f['created']} on {f['host']} (meleewm {f['meleewm']})")
+    out.append(f"- **run folder**: `{f['out_dir']}`  config hash `{f['config_hash']}`")
+    for s in f.get("sessions", []):
+        out.append(f"- **session**: started {s['started']}" + (f" (resumed at step {s['resumed_at_step']})"
+                                                                  if s.get("resumed_at_step") else ""))
+    out += ["", "## Goal", "", f["goal"] or "No goal stated (set `card.goal` in the config).", ""]
+
+    # Targets and kill thresholds
+    out += ["## Targets", ""]
+    baseline = f.get("baseline") or {}
+    prior = prior or []
+    kill = config["kill"]
+    metrics = list(dict.fromkeys([*f["targets"], *kill["min"], *kill["max"], *KEY_METRICS]))
+    rows = []
+    for m in metrics:
+        target = f["targets"].get(m)
+        bounds = [f">= {kill['min'][m]:g}" if m in kill["min"] else "", f"<= {kill['max'][m]:g}" if m in kill["max"]
+                  else ""]
+        priors = [p["metrics"].get(m) for p in prior if _finite(p["metrics"].get(m))]
+        best_prior = (max(priors) if higher_is_better(m, target) else min(priors)) if priors else None
+        rows.append([m, target or "—", _num(baseline.get(m)) if baseline else "not measured",
+                     _num(best_prior) if best_prior is not None else "none",
+                     " and ".join(b for b in bounds if b) + (f" after epoch {max(1, kill['after_epoch'])}"
+                                                              if any(bounds) else "") or "—"])
+    out.append(_table(["metric", "target", "baseline (untrained)", "best prior run", "kill unless"], rows,
+                      "lllll"))
+    out += ["", "Baseline: the validation metrics of the untrained model (the motion prior), measured "
+            + ("by the probe." if baseline else "when a probe or a launch measures them."), ""]
+    out += ["### Kill thresholds", ""] + [f"- {line}" for line in f["kill"]] + [""]
+
+    # Data
+    d, s = f["dataset"], f["split"]
+    out += ["## Data", "", f"- **dataset**: `{d['path']}` (games hash `{d['hash']}`)",
+            f"- **size**: {d['games']:,} games, {d['frames']:,} frames, {d['hours']:.2f} hours of play",
+            f"- **characters** (players): {_counts(d['characters'])}", f"- **stages**: {_counts(d['stages'])}",
+            f"- **split**: by game id hash (val fraction {s['val_fraction']:g}, seed {s['split_seed']}), filters "
+            f"{', '.join(s['filters'])}" + (f", training games capped at {s['max_games']}" if s["max_games"] else ""),
+            ""]
+    out.append(_table(["split", "games", "frames", f"windows of {s['seq_len']} frames"],
+                      [[name, f"{s[name]['games']:,}", f"{s[name]['frames']:,}", f"{s[name]['windows']:,}"]
+                       for name in ("train", "val")]))
+    if s["val_from_train"]:
+        out += ["", "No game fell on the validation side of the split: validation uses a training game."]
+    out.append("")
+
+    # Model and encoding
+    m, e = f["model"], f["encoding"]
+    shape = m["shape"]
+    body = (f"Mamba-2, d_model {shape['d_model']}, {shape['n_layer']} layers, d_state {shape['d_state']}, "
+            f"headdim {shape['headdim']}, expand {shape['expand']}, chunk {shape['chunk_size']}"
+            if shape["body"] == "mamba2" else
+            f"frame-stack MLP, d_model {shape['d_model']}, {shape['n_layer']} layers, context {shape['context']}, "
+            f"hidden x{shape['hidden_mult']}")
+    out += ["## Model", "", f"- **architecture**: {body}",
+            f"- **parameters**: {m['params']:,} (exact: sum of p.numel())",
+            f"- **embeddings**: action {shape['action_embed_dim']}, other categorical {shape['cat_embed_dim']}, "
+            f"constants {shape['const_embed_dim']}",
+            "- **parameters by part**: " + ", ".join(f"{k} {v:,}" for k, v in m["params_by_part"].items()), ""]
+    out += [f"### Encoding (hash `{e['hash']}`, version {e['version']}, items {'on' if e['items'] else 'off'})", ""]
+    out.append(_table(["group", "fields", "input width", "output width", "notes"],
+                      [[g["group"], g["fields"], g["input"], g["output"], g["note"]] for g in e["groups"]]
+                      + [["total", "", e["input_total"], e["output_total"],
+                          f"input projection reads {m['input_width']}"]], "lrrrl"))
+    out += ["", f"Heads and loss weights (continuous loss: {e['continuous_loss']}):", ""]
+    out.append(_table(["head", "width", "loss weight"], [[h["head"], h["width"], f"{h['weight']:g}"]
+                                                         for h in e["heads"]]))
+    out.append("")
+
+    # Training
+    t = f["training"]
+    out += ["## Training", ""]
+    out += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in t.items()] + [""]
+
+    # Estimate
+    out += ["## Estimate", ""]
+    est = f.get("estimate")
+    if est:
+        out += [f"- **measured**: {est['source']} on {est['device']} ({est.get('host')})",
+                f"- **batches per epoch**: {est['batches_per_epoch']:,}; **steps**: {est['total_steps']:,}; "
+                f"**validations**: {est['validations']}",
+                f"- **seconds per batch**: {est['seconds_per_batch']:.3f}",
+                f"- **validation**: " + (f"{est['val_seconds']:.1f} s each" if est["val_seconds"] is not None
+                                         else "not measured yet"),
+                "- **setup** (dataset, encoding caches): "
+                + (_duration(est["setup_seconds"]) if est.get("setup_seconds") is not None else "not counted"),
+                f"- **total wall time**: {_duration(est['total_seconds'])} (training "
+                f"{_duration(est['train_seconds'])}; the final eval is not counted)"]
+        if est.get("cost") is not None:
+            out.append(f"- **cost**: {est['total_seconds'] / 3600:.3g} h x {est['hourly_cost']:g}/h = "
+                       f"{_money(est['cost'])}")
+    elif f.get("results"):
+        out.append(f"No estimate: no plan card in this folder, and the run ended before its first "
+                   f"{PROBE_STEPS + 1} steps were timed.")
+    else:
+        out.append(f"{PENDING}: measured over the first training steps of the run.")
+    out.append("")
+
+    # Escape hatches
+    c = f["commands"]
+    out += ["## Escape hatches", "", f"- **launch**: `{c['launch']}`", f"- **resume**: `{c['resume']}`",
+            "- **if the resume fails**:",
+            f"  - *the config changed* (weights do not fit, or the encoding differs): resume with the saved config: "
+            f"`{c['resume_saved_config']}`",
+            "  - *last.pt is unreadable*: copy best.pt over last.pt and resume (the steps after the best epoch are "
+            "lost), or start again in a new --out",
+            "  - *the dataset moved*: pass its new path; the split is by game-id hash, so the same games give the "
+            "same split",
+            "  - *out of memory*: exact resume needs the same global batch; start a new run with a smaller "
+            "data.batch_size or data.seq_len",
+            "  - *a kill threshold fired*: resuming runs on with the same thresholds; override them "
+            "(e.g. `kill.min={}`) only after reading why it fired", ""]
+
+    # Prior runs
+    out += ["## Prior comparable runs", ""]
+    if prior:
+        out.append(_table(["run", "date", "status", "shares", "params", "rollout_position_error", "change_acc",
+                           "time"],
+                          [[p["run"], (p.get("date") or "")[:16], p.get("status") or "", p["shares"],
+                            _num(p.get("params")), _num(p["metrics"].get("rollout_position_error")),
+                            _num(p["metrics"].get("change_acc")), _duration(p.get("wall_seconds"))] for p in prior],
+                          "lllllrrr"))
+    else:
+        out.append("None: no sibling run folder shares this dataset or this encoding.")
+    out.append("")
+
+    out += ["## Results", ""]
+    results = f.get("results")
+    out += _render_results(f, results) if results else [f"{PENDING}: filled in when the run ends.", ""]
+
+    out += ["## Config (resolved)", "", "```yaml", yaml.safe_dump(json.loads(json.dumps(config)),
+                                                                   sort_keys=False).rstrip(), "```", ""]
+    return "\n".join(out)
+
+
+def _render_results(f: dict, r: dict) -> list[str]:
+    out = [f"- **stopped**: {r['stop_reason']}", f"- **status**: {f['status']}",
+           f"- **steps**: {r['steps']:,}; **epochs**: {r['epochs']}; **ended**: {r['ended']}"]
+    est = f.get("estimate")
+    wall = r["wall_seconds"]
+    run_wall = wall - (r.get("eval_seconds") or 0.0)  # what the estimate covers: setup, training, validation
+    line = f"- **wall time**: {_duration(wall)}: setup and training {_duration(run_wall)} (of which training " \
+           f"loop {_duration(r['train_seconds'])})"
+    line += f", eval {_duration(r['eval_seconds'])}" if r.get("eval_seconds") is not None else ", no eval"
+    if est:
+        ratio = run_wall / est["total_seconds"] if est["total_seconds"] else float("nan")
+        line += f"; setup and training against the estimate of {_duration(est['total_seconds'])}: {ratio:.2f}x"
+    else:
+        line += "; no estimate was made"
+    out.append(line)
+    if r.get("seconds_per_batch") is not None:
+        out.append(f"- **seconds per batch**: {r['seconds_per_batch']:.3f} measured"
+                   + (f", {est['seconds_per_batch']:.3f} estimated" if est else ""))
+    cost = f.get("hourly_cost") or 0.0
+    if cost:
+        out.append(f"- **cost**: {_money(wall / 3600 * cost)} ({wall / 3600:.3g} h x {cost:g}/h) against an "
+                   f"estimate of " + (_money(est["cost"]) if est and est.get("cost") is not None else "none"))
+    else:
+        out.append("- **cost**: no hourly cost set (card.hourly_cost / --gpu-hourly-cost)")
+    out.append("")
+    rows = []
+    for row in r["metrics"]:
+        target = row["target"]
+        rows.append([row["metric"], target or "no target", _num(row["final"]), _num(row["best"]),
+                     _met(row.get("final_met"), target), _met(row.get("best_met"), target)])
+    out.append(_table(["metric", "target", "final", "best", "final vs target", "best vs target"], rows,
+                      "llrrll"))
+    out += ["", "Final: the last validation; best: the best value over all validations.", ""]
+    out += ["### Rollout evaluation (`meleewm eval` of best.pt)", ""]
+    ev = r.get("eval") or {}
+    if ev.get("error"):
+        out += [f"Not run: {ev['error']}", ""]
+    else:
+        out += [f"{ev['starts']} starts on {ev['games']} validation games, warm-up {ev['warmup']}, horizon "
+                f"{ev['horizon']}; report `{ev['report']}`, metrics `{ev['metrics']}`", ""]
+        out += [ev["summary_table"], "", ev["horizon_table"], ""]
+    out += ["### Files", ""] + [f"- {name}: `{path}`" for name, path in r["links"].items()] + [""]
+    return out
+
+
+def _met(flag, target) -> str:
+    if not target:
+        return "no target"
+    return "met" if flag else ("missed" if flag is not None else "missed (no value)")
+
+
+def eval_tables(metrics: dict) -> tuple[str, str]:
+    """Markdown: the summary (means over steps 1..K per predictor) and the per-horizon table of an eval."""
+    summary = metrics.get("summary") or {}
+    ks = [row["k"] for row in next(iter(summary.values()), [])]
+    header = ["predictor"] + [c for k in ks for c in (f"pos 1..{k}", f"act 1..{k}")]
+    rows = [[name] + [c for row in rs for c in (_num(row.get("position_error"), 3),
+                                                 _num(row.get("action_accuracy"), 3))]
+            for name, rs in summary.items()]
+    summary_table = _table(header, rows)
+    rollout = metrics.get("rollout") or {}
+    names = list(rollout)
+    horizons = [row["horizon"] for row in next(iter(rollout.values()), [])]
+    by = {n: {row["horizon"]: row for row in rollout[n]} for n in names}
+    rows = [[h] + [_num(by[n][h].get("position_error"), 3) for n in names]
+            + [_num(by[n][h].get("action_accuracy"), 3) for n in names] for h in horizons]
+    horizon_table = _table(["horizon"] + [f"pos {n}" for n in names] + [f"act {n}" for n in names], rows)
+    return summary_table, horizon_table
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Writing
+
+
+def write_card(out_dir: str | Path, facts: dict) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    prior = prior_runs(out_dir, facts)
+    for name, text in ((CARD_JSON, json.dumps(facts, indent=1, default=str)), (CARD_MD, render(facts, prior))):
+        tmp = out_dir / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(out_dir / name)
+    return out_dir / CARD_MD
+
+
+def read_card(out_dir: str | Path) -> dict | None:
+    path = Path(out_dir) / CARD_JSON
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def plan(data, config: TrainConfig, out_dir, *, config_path=None, overrides=(), probe_steps: int = PROBE_STEPS,
+         progress: bool = False) -> dict:
+    """Set up a run without training it: the card's facts, a measured estimate, ``card.md`` written."""
+    from meleewm.train.trainer import Trainer
+
+    existing = read_card(out_dir)
+    if existing and existing.get("status") not in (None, "planned"):
+        raise CardError(f"{out_dir} holds a run (status {existing['status']}); plan into another --out")
+    if not existing and (Path(out_dir) / "last.pt").exists():
+        raise CardError(f"{out_dir} holds a run (it has a last.pt); plan into another --out")
+    started = time.perf_counter()
+    trainer = Trainer(data, config, out_dir, progress=progress)
+    setup = time.perf_counter() - started
+    facts = collect(trainer, data=data, out_dir=out_dir, config_path=config_path, overrides=overrides)
+    if probe_steps > 0:
+        baseline, timing = probe(trainer, probe_steps)
+        facts["baseline"] = baseline
+        facts["estimate"] = estimate(facts, seconds_per_batch=timing["seconds_per_batch"],
+                                     val_seconds=timing["val_seconds"], setup_seconds=setup,
+                                     source=f"probe of {timing['probe_steps']} training steps after 1 warm-up "
+                                            f"step, and 1 validation")
+    else:
+        facts["estimate"] = None
+    write_card(out_dir, facts)
+    return facts
+
+
+class CardError(Exception):
+    """A card that cannot be written where asked (a folder that holds another run)."""
+
+
+class CardRecorder:
+    """Keeps the card of a training run: written at launch, timed over the first steps, results at the end.
+
+    Pass ``on_step`` and ``on_epoch`` to the Trainer; call :meth:`launch` before ``run()`` and :meth:`finish`
+    (or :meth:`fail`) after. Does nothing on ranks other than 0.
+    """
+
+    def __init__(self, out_dir, *, data, config_path=None, overrides=(), resume: bool = False):
+        self.out_dir, self.data = Path(out_dir), data
+        self.config_path, self.overrides, self.resume = config_path, list(overrides or []), resume
+        self.started = time.perf_counter()
+        self.facts: dict | None = None
+        self.active = True
+        self.step_times: list[float] = []
+        self.last_step_at: float | None = None
+        self.measured_estimate = False
+        self.train_started: float | None = None
+
+    def launch(self, trainer, *, measure_baseline: bool = True) -> Path | None:
+        self.active = trainer.is_main
+        if not self.active:
+            return None
+        old = read_card(self.out_dir)
+        facts = collect(trainer, data=self.data, out_dir=self.out_dir, config_path=self.config_path,
+                        overrides=self.overrides, status="running")
+        same = bool(old) and old.get("config_hash") == facts["config_hash"] and \
+            old.get("dataset", {}).get("hash") == facts["dataset"]["hash"]
+        if same:  # a plan card of this run, or the card of the run being resumed: keep its estimate and baseline
+            facts["estimate"], facts["baseline"] = old.get("estimate"), old.get("baseline")
+            if self.resume:
+                facts["created"], facts["sessions"] = old.get("created", facts["created"]), old.get("sessions", [])
+        setup = time.perf_counter() - self.started
+        if facts["baseline"] is None and measure_baseline and not self.resume:
+            facts["baseline"] = trainer.validate()
+        self.measured_estimate = facts["estimate"] is None
+        self.setup_seconds = setup
+        facts["sessions"].append({"started": _now(), "resumed_at_step": trainer.step if self.resume else 0})
+        self.facts = facts
+        self.train_started = time.perf_counter()
+        return write_card(self.out_dir, facts)
+
+    # Trainer callbacks
+    def on_step(self, trainer, values: dict) -> None:
+        if not self.active or self.facts is None:
+            return
+        now = time.perf_counter()
+        self.step_times.append(now)
+        self.last_step_at = now
+        if self.measured_estimate and len(self.step_times) == PROBE_STEPS + 1:
+            spb = (self.step_times[-1] - self.step_times[0]) / PROBE_STEPS
+            self.facts["estimate"] = estimate(self.facts, seconds_per_batch=spb, val_seconds=None,
+                                              setup_seconds=self.setup_seconds,
+                                              source=f"steps 2-{PROBE_STEPS + 1} of this run (validation not yet "
+                                                     f"timed)")
+            write_card(self.out_dir, self.facts)
+
+    def on_epoch(self, trainer, metrics: dict) -> None:
+        if not self.active or self.facts is None or self.last_step_at is None:
+            return
+        est = self.facts.get("estimate")
+        if self.measured_estimate and est and est["val_seconds"] is None:
+            val = time.perf_counter() - self.last_step_at
+            self.facts["estimate"] = estimate(self.facts, seconds_per_batch=est["seconds_per_batch"],
+                                              val_seconds=val, setup_seconds=self.setup_seconds,
+                                              source=f"steps 2-{PROBE_STEPS + 1} and the first validation of "
+                                                     f"this run")
+            write_card(self.out_dir, self.facts)
+
+    def _seconds_per_batch(self) -> float | None:
+        times = self.step_times[1:]
+        if len(times) < 2:
+            return None
+        gaps = sorted(b - a for a, b in zip(times, times[1:]))
+        return gaps[len(gaps) // 2]  # the median step: validations between epochs do not count
+
+    def finish(self, result, *, eval_metrics: dict | None = None, eval_error: str | None = None,
+               eval_dir: str | Path | None = None, eval_seconds: float | None = None) -> Path | None:
+        """Add the results section: metrics against the targets, the eval tables, time and cost."""
+        if not self.active or self.facts is None:
+            return None
+        f = self.facts
+        reason = result.stop_reason
+        status = ("finished" if reason == "finished" or reason.startswith("max_steps") else
+                  "killed" if reason.startswith("kill:") else
+                  "interrupted" if reason.startswith("interrupted") else "stopped")
+        history = result.history or []
+        last = history[-1] if history else {}
+        rows = []
+        for metric in dict.fromkeys([*f["targets"], *KEY_METRICS]):
+            target = f["targets"].get(metric)
+            final, best = last.get(metric), best_of(history, metric, target)
+            rows.append({"metric": metric, "target": target, "final": final, "best": best,
+                         "final_met": target_met(final, target) if target else None,
+                         "best_met": target_met(best, target) if target else None})
+        out = self.out_dir
+        links = {"metrics": str(out / "metrics.jsonl"), "checkpoints": f"{out / 'best.pt'}, {out / 'last.pt'}"}
+        if f["config"]["log"]["tensorboard"]:
+            links["TensorBoard"] = f"{out / 'tensorboard'} (tensorboard --logdir {out / 'tensorboard'})"
+        ev: dict = {}
+        if eval_metrics is not None:
+            summary_table, horizon_table = eval_tables(eval_metrics)
+            meta = eval_metrics.get("meta", {})
+            ev = {"starts": meta.get("starts"), "games": meta.get("games"), "warmup": meta.get("warmup"),
+                  "horizon": meta.get("horizon"), "report": str(Path(eval_dir) / "report.html"),
+                  "metrics": str(Path(eval_dir) / "metrics.json"), "summary_table": summary_table,
+                  "horizon_table": horizon_table}
+            links["eval report"] = ev["report"]
+        else:
+            ev = {"error": eval_error or "no evaluation was asked for"}
+        wall = time.perf_counter() - self.started
+        f["status"] = status
+        f["results"] = {
+            "stop_reason": reason, "ended": _now(), "steps": result.steps, "epochs": result.epochs_done,
+            "wall_seconds": wall, "train_seconds": result.elapsed, "eval_seconds": eval_seconds,
+            "seconds_per_batch": self._seconds_per_batch(), "metrics": rows, "eval": ev,
+            "eval_summary": eval_summary(eval_metrics) if eval_metrics else {}, "links": links,
+            "best_metric": result.best_metric,
+        }
+        if f.get("hourly_cost"):
+            f["results"]["cost"] = wall / 3600 * f["hourly_cost"]
+        return write_card(self.out_dir, f)
+
+    def fail(self, error: BaseException) -> None:
+        """Record a run that ended by an exception (the card keeps no results)."""
+        if not self.active or self.facts is None:
+            return
+        if isinstance(error, KeyboardInterrupt):
+            self.facts["status"] = "interrupted (aborted by a second Ctrl-C: no last.pt of the last steps)"
+        else:
+            self.facts["status"] = f"failed: {type(error).__name__}: {error}"[:300]
+        write_card(self.out_dir, self.facts)
