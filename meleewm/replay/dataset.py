@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import os
+import queue
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -68,31 +70,64 @@ class WrittenPart:
     records: list[dict]
 
 
-def write_part(root: Path, games: list[ParsedGame]) -> WrittenPart:
-    """Write the data files of one part (not yet visible); returns index rows that locate each game."""
-    name = f"part-{uuid.uuid4().hex[:16]}"
-    records = [dict(g.record) for g in games]
-    for table_name in DATA_TABLES:
-        tables = [getattr(g, table_name) for g in games]
-        if not any(t.num_rows for t in tables):
-            for record in records:
-                record[f"{table_name}_row_group"] = None
-            continue
-        path = root / table_name / f"{name}.parquet"
-        tmp = path.with_name(f".{path.name}.tmp")
-        with pq.ParquetWriter(tmp, tables[0].schema, **PARQUET_OPTIONS) as writer:
-            row_group = 0
-            for record, table in zip(records, tables):
-                if table.num_rows == 0:
-                    record[f"{table_name}_row_group"] = None
-                    continue
-                writer.write_table(table, row_group_size=table.num_rows)
-                record[f"{table_name}_row_group"] = row_group
-                row_group += 1
-        os.replace(tmp, path)
-    for record in records:
-        record["part"] = name
-    return WrittenPart(name, records)
+class PartWriter:
+    """Writes one part's data files, one row group per game, on a background thread.
+
+    Arrow's Parquet encoder releases the GIL, so the previous game is compressed and written while the next one
+    is parsed. Files get temporary names until :meth:`close`, and nothing is visible until the caller commits.
+    """
+
+    def __init__(self, root: Path):
+        self.root, self.name = Path(root), f"part-{uuid.uuid4().hex[:16]}"
+        self.records: list[dict] = []
+        self._writers: dict[str, pq.ParquetWriter] = {}
+        self._row_groups = dict.fromkeys(DATA_TABLES, 0)
+        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name=f"write {self.name}", daemon=True)
+        self._thread.start()
+
+    def _tmp(self, table_name: str) -> Path:
+        return self.root / table_name / f".{self.name}.parquet.tmp"
+
+    def _drain(self) -> None:
+        while (item := self._queue.get()) is not None:
+            record, game = item
+            if self._error is not None:
+                continue
+            try:
+                for table_name in DATA_TABLES:
+                    table = getattr(game, table_name)
+                    if table.num_rows == 0:
+                        record[f"{table_name}_row_group"] = None
+                        continue
+                    if table_name not in self._writers:
+                        self._writers[table_name] = pq.ParquetWriter(self._tmp(table_name), table.schema,
+                                                                     **PARQUET_OPTIONS)
+                    self._writers[table_name].write_table(table, row_group_size=table.num_rows)
+                    record[f"{table_name}_row_group"] = self._row_groups[table_name]
+                    self._row_groups[table_name] += 1
+            except BaseException as error:  # noqa: BLE001 - re-raised by close() in the caller's thread
+                self._error = error
+
+    def add(self, game: ParsedGame) -> None:
+        record = dict(game.record, part=self.name)
+        self.records.append(record)
+        self._queue.put((record, game))
+
+    def close(self) -> WrittenPart:
+        """Finish the files and give them their final names; returns index rows that locate each game."""
+        self._queue.put(None)
+        self._thread.join()
+        for table_name, writer in self._writers.items():
+            writer.close()
+            if self._error is None:
+                os.replace(self._tmp(table_name), self.root / table_name / f"{self.name}.parquet")
+        if self._error is not None:
+            for table_name in self._writers:
+                self._tmp(table_name).unlink(missing_ok=True)
+            raise self._error
+        return WrittenPart(self.name, self.records)
 
 
 class Dataset:

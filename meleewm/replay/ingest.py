@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from meleewm.replay.dataset import Dataset, WrittenPart, write_part
-from meleewm.replay.reader import ParsedGame, ReplayError, parse_replay, sha256_hex
+from meleewm.replay.dataset import Dataset, PartWriter, WrittenPart
+from meleewm.replay.reader import ReplayError, parse_replay, sha256_hex
 from meleewm.replay.sources import ReplayBlob, SourceFailure, iter_replays
 
 
@@ -50,17 +50,18 @@ def _quarantine_entry(source: str, sha: str | None, reason: str, error: str) -> 
 
 def ingest_batch(root: str, batch: list[tuple[str, str, bytes]], keep_names: bool) -> BatchResult:
     """Parse a batch of (source, sha256, bytes) and write its part files; runs inside a worker process."""
-    games: list[ParsedGame] = []
+    writer = PartWriter(Path(root))
     quarantine: list[dict] = []
     for source, sha, data in batch:
         try:
-            games.append(parse_replay(data, source, keep_names=keep_names, game_id=sha))
+            writer.add(parse_replay(data, source, keep_names=keep_names, game_id=sha))
         except ReplayError as error:
             quarantine.append(_quarantine_entry(source, sha, error.reason, error.detail))
         except Exception as error:  # noqa: BLE001 - one bad file never ends the run
             quarantine.append(_quarantine_entry(source, sha, "unexpected error", f"{type(error).__name__}: {error}"))
-    part = write_part(Path(root), games) if games else None
-    return BatchResult(part, quarantine, sum(g.record["frame_count"] for g in games))
+    part = writer.close()
+    frames = sum(r["frame_count"] for r in part.records)
+    return BatchResult(part if part.records else None, quarantine, frames)
 
 
 def _batches(blobs: Iterator[ReplayBlob | SourceFailure], known: set[str], quarantined: set[str],
