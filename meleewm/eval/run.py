@@ -47,9 +47,12 @@ class EvalSettings:
     tf_batches: int = 20
 
 
-def _decode(model: WorldModel, cont, binary, cat, cont_mask) -> dict[str, np.ndarray]:
-    """Encoded states → raw columns; continuous fields the game lacks become NaN (never a fake 0)."""
+def _decode(model: WorldModel, cont, binary, cat, cont_mask=None) -> dict[str, np.ndarray]:
+    """Encoded states → raw columns. With ``cont_mask`` (for true states), continuous fields the game lacks
+    become NaN, never a fake 0, so metrics skip them; predictions are left as the model made them."""
     raw = model.spec.decode_state(cont, binary, cat)
+    if cont_mask is None:
+        return raw
     mask = cont_mask.cpu().numpy() if torch.is_tensor(cont_mask) else np.asarray(cont_mask)
     for i, name in enumerate(CONT_FIELDS):
         raw[name] = np.where(mask[..., i], raw[name], np.nan).astype(np.float32)
@@ -88,7 +91,7 @@ def model_rollouts(model: WorldModel, windows: WindowDataset, starts, settings: 
             warm.update({k: v[:, :W] for k, v in batch.items() if k.startswith("state_item_")})
         out = rollout(model, warm, batch["ctrl"][:, W:])
         mask = batch["next_cont_mask"][:, W - 1:]
-        predicted.append(_decode(model, out["state_cont"], out["state_bin"], out["state_cat"], mask))
+        predicted.append(_decode(model, out["state_cont"], out["state_bin"], out["state_cat"]))
         truth.append(_decode(model, batch["next_cont"][:, W - 1:], batch["next_bin"][:, W - 1:],
                              batch["next_cat"][:, W - 1:], mask))
         context.append(_decode(model, batch["state_cont"][:, W - 1], batch["state_bin"][:, W - 1],
@@ -101,14 +104,13 @@ def model_rollouts(model: WorldModel, windows: WindowDataset, starts, settings: 
 @torch.no_grad()
 def decoded_teacher_forced(model: WorldModel, windows: WindowDataset, *, batch_size: int, max_batches: int):
     """Teacher-forced velocity, percent and shield MAE, binary-flag F1 and stocks accuracy, in raw units."""
-    spec = model.spec
     sums: dict[str, list] = {"pred": [], "true": []}
     bin_pred, bin_true, bin_mask = [], [], []
     for start in range(0, min(len(windows), max_batches * batch_size), batch_size):
         batch = default_collate([windows[i] for i in range(start, min(start + batch_size, len(windows)))])
         pred = model(batch)
         cat = torch.stack([l.argmax(-1) for l in pred["cat_logits"]], dim=-1)
-        sums["pred"].append(_decode(model, pred["cont"], pred["bin_logits"] > 0, cat, batch["next_cont_mask"]))
+        sums["pred"].append(_decode(model, pred["cont"], pred["bin_logits"] > 0, cat))
         sums["true"].append(_decode(model, batch["next_cont"], batch["next_bin"], batch["next_cat"],
                                     batch["next_cont_mask"]))
         bin_pred.append((pred["bin_logits"] > 0).numpy())
@@ -123,7 +125,6 @@ def decoded_teacher_forced(model: WorldModel, windows: WindowDataset, *, batch_s
         "shield_mae": mae(pred["post_shield"], true["post_shield"]),
         "stocks_acc": stocks_accuracy(pred["post_stocks"], true["post_stocks"]),
         "flag_f1_macro": flags["macro"], "flag_f1_micro": flags["micro"],
-        "binary_fields": spec.binary_fields,
     }
 
 
@@ -199,7 +200,7 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
                                 loss_config=config.loss)
     tf.update(decoded_teacher_forced(model, windows, batch_size=16, max_batches=settings.tf_batches))
     metrics["teacher_forced"] = tf
-    meta = {"checkpoint": str(checkpoint), "checkpoint_sha256": file_hash(checkpoint),
+    meta = {"checkpoint": str(checkpoint), "checkpoint_hash": file_hash(checkpoint),
             "dataset": str(dataset.root), "dataset_hash": dataset_hash(dataset, eval_ids),
             "games": len(eval_ids), "split": "games" if games else split, "starts": len(starts),
             "warmup": settings.warmup, "horizon": settings.horizon, "seed": settings.seed,

@@ -50,7 +50,7 @@ def test_eval_writes_every_section(trained, tmp_path):
     html = (tmp_path / "report" / "report.html").read_text()
     assert html.count("<img") >= 5 and "constant_velocity" in html
     written = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert written["meta"]["checkpoint_sha256"] and written["meta"]["dataset_hash"]
+    assert written["meta"]["checkpoint_hash"] and written["meta"]["dataset_hash"]
 
 
 def test_two_runs_give_the_same_metrics(trained, tmp_path):
