@@ -207,3 +207,20 @@ def test_cli_ingest_and_info(small_games, tmp_path):
         assert section in result.output
     result = runner.invoke(app, ["info", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "not a meleewm dataset" in result.output
+
+
+def test_a_failed_part_write_raises_and_leaves_nothing(small_games, tmp_path):
+    from meleewm.replay.dataset import PartWriter
+
+    ingest(small_games[:1], tmp_path / "ds")
+    game = parse_replay(small_games[1].read_bytes(), "x")
+    broken = type(game)(game.record, game.frames.drop_columns(["frame"]), game.items, game.stage_events)
+    writer = PartWriter(tmp_path / "ds")
+    writer.add(game)
+    writer.add(broken)  # a row group of another schema: the Parquet writer refuses it
+    with pytest.raises(ValueError):
+        writer.close()
+    leftovers = [p for sub in ("frames", "items", "stage_events") for p in (tmp_path / "ds" / sub).iterdir()
+                 if writer.name in p.name]
+    assert leftovers == []
+    assert len(Dataset(tmp_path / "ds").games) == 1
