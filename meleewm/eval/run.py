@@ -30,7 +30,7 @@ from meleewm.model.world import WorldModel
 from meleewm.replay.dataset import Dataset
 from meleewm.train.checkpoint import file_hash, load_model
 from meleewm.train.trainer import filters_for
-from meleewm.train.validation import ROLLOUT_INPUT_KEYS, rollout_starts, teacher_forced_metrics, to_device
+from meleewm.train.validation import ROLLOUT_INPUT_KEYS, rollout_starts, teacher_forced_metrics
 
 
 class EvalError(Exception):

@@ -550,7 +550,7 @@ def render(facts: dict, prior: list[dict] | None = None) -> str:
                 f"- **batches per epoch**: {est['batches_per_epoch']:,}; **steps**: {est['total_steps']:,}; "
                 f"**validations**: {est['validations']}",
                 f"- **seconds per batch**: {est['seconds_per_batch']:.3f}",
-                f"- **validation**: " + (f"{est['val_seconds']:.1f} s each" if est["val_seconds"] is not None
+                "- **validation**: " + (f"{est['val_seconds']:.1f} s each" if est["val_seconds"] is not None
                                          else "not measured yet"),
                 "- **setup** (dataset, encoding caches): "
                 + (_duration(est["setup_seconds"]) if est.get("setup_seconds") is not None else "not counted"),
