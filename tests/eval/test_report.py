@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from meleewm.eval.baselines import add_baselines
-from meleewm.eval.metrics import VELOCITY_FIELDS, RolloutSet, evaluate
+from meleewm.eval.metrics import RolloutSet, evaluate
+from tests.eval.test_metrics import KEYS
 from meleewm.eval.plausibility import seen_actions
 from meleewm.eval.report import SECTIONS, verdict, write_report
 
@@ -31,21 +32,7 @@ def synthetic_rollouts(n: int = 12, h: int = 40, p: int = 2, seed: int = 0, mode
     rng = np.random.default_rng(seed)
     full = {
         k: np.zeros((n, h + 1, p))
-        for k in (
-            "post_position_x",
-            "post_position_y",
-            "post_state",
-            "post_percent",
-            "post_shield",
-            "post_stocks",
-            "post_direction",
-            "post_airborne",
-            "post_jumps",
-            *VELOCITY_FIELDS,
-            "post_hitlag",
-            "post_misc_as",
-            "post_character",
-        )
+        for k in KEYS
     }
     v = rng.normal(0, 1, (n, 1, p))
     full["post_velocities_self_x_ground"][:] = v
