@@ -265,7 +265,7 @@ class SessionRunner:
             if not isinstance(chars, list) or len(chars) != 2:
                 raise ClientError("chars must be a list of two character ids")
             chars = [_int(c, "chars") for c in chars]
-            mode = start.get("mode", "entry")
+            mode = start.get("mode", "standing")
             s.start_synthetic(stage, chars, mode)
         elif kind == "replay":
             replay_id = start.get("replay")
@@ -326,7 +326,10 @@ class Hub:
                  temperature: float = 0.0, guards: bool = False, warmup: int | None = None):
         self.model = model
         self.replays = replays or ReplayCatalog(model.spec)
-        self.default_start = default_start or {"kind": "synthetic", "stage": 31, "chars": [20, 2], "mode": "entry"}
+        # Standing on the stage by default: the bundled model plays on from there far better than from the
+        # entry animation, whose frames it saw only at game starts.
+        self.default_start = default_start or {"kind": "synthetic", "stage": 31, "chars": [20, 2],
+                                               "mode": "standing"}
         self.temperature, self.guards, self.warmup = float(temperature), bool(guards), warmup
         self.sessions: dict[str, SessionRunner] = {}
 

@@ -176,11 +176,11 @@ function fillStartForm(info) {
   replay.innerHTML = "";
   for (const r of info.replays) replay.add(new Option(`${r.label} [${r.first_frame}..${r.last_frame}]`, r.id));
   const d = info.default_start || {};
-  const synth = d.kind === "synthetic" ? d : { stage: 31, chars: [20, 2], mode: "entry" };
+  const synth = d.kind === "synthetic" ? d : { stage: 31, chars: [20, 2], mode: "standing" };
   stage.value = synth.stage ?? 31;
   $("char-0").value = (synth.chars || [20, 2])[0];
   $("char-1").value = (synth.chars || [20, 2])[1];
-  $("mode").value = synth.mode || "entry";
+  $("mode").value = synth.mode || "standing";
   if (d.kind === "replay") {
     $("start-kind-replay").checked = true;
     replay.value = d.replay;
