@@ -11,7 +11,8 @@ Measured in one run, on real replays (the first games of ../shared/replays/games
     both see the same number of input frames per step). Also, for comparison, the frame-stack MLP baseline at
     the same parameter count (its d_model tuned to match), on K=10 windows with the loss at the last position;
 (b) inference latency per frame at batch 1: the recurrent WorldModel.step() of the `small` shape against
-    re-running a K=10 window through the reference model every frame (the reference rollout);
+    re-running the same model on the last K=10 frames every frame (the reference system's rollout), and
+    against re-running the frame-stack MLP's window;
 (c) the share of a training step spent waiting for data (the trainer's DataLoader/sample assembly) against the
     compute (forward, backward, optimizer step).
 Optionally (--self-forcing-steps N > 0) a report of the effect of self-forcing: two `tiny` runs of N steps, with
@@ -232,6 +233,12 @@ def _latency(spec, cache, design_cfg, ref_cfg, device, frames: int) -> dict:
     out["design_step_ms"] = 1e3 * statistics.median(time_steps(recurrent(True), frames, device, warmup=20))
     out["design_closed_loop_ms"] = 1e3 * statistics.median(time_steps(recurrent(False), frames, device, warmup=20))
 
+    def design_rerun_window(i):  # the reference system's rollout: the same Mamba-2 re-run on the last K frames
+        s = i % frames
+        design(at(seq, slice(s, s + K)))
+
+    out["design_window_ms"] = 1e3 * statistics.median(time_steps(design_rerun_window, frames, device, warmup=20))
+
     torch.manual_seed(0)
     ref = WorldModel(spec, ref_cfg).to(device).eval()
 
@@ -359,7 +366,10 @@ def main() -> None:
     best = min(v["design_step_ms"] for v in lat.values())
     for key, v in lat.items():
         n = key.split("_")[1]
-        table.add_row(f"inference ms / frame, batch 1, {n} thread(s)", f"{v['design_step_ms']:.2f} (step)",
+        table.add_row(f"inference ms / frame, batch 1, {n} thread(s), vs the same Mamba-2 re-run on K=10",
+                      f"{v['design_step_ms']:.2f} (step)", f"{v['design_window_ms']:.2f} (re-run window)",
+                      f"{v['design_window_ms'] / v['design_step_ms']:.2f}x", "")
+        table.add_row(f"  vs the frame-stack MLP re-run on K=10, {n} thread(s)", f"{v['design_step_ms']:.2f} (step)",
                       f"{v['reference_window_ms']:.2f} (re-run window)",
                       f"{v['reference_window_ms'] / v['design_step_ms']:.2f}x",
                       ("step ≤ 2 ms " + ("[green]met[/]" if v["design_step_ms"] <= 2 else "[red]missed[/]")))
