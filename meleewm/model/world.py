@@ -121,6 +121,7 @@ class WorldModel(nn.Module):
         self.register_buffer("cont_std", torch.tensor([spec.cont_stats[f][1] for f in spec.cont_fields]),
                              persistent=False)
         self.position_index = [spec.cont_index("post_position_x"), spec.cont_index("post_position_y")]
+        self.register_buffer("position_columns", torch.tensor(self.position_index), persistent=False)
         self.velocity_index = [spec.cont_index(f) for f in MOTION_FIELDS]
         self.airborne_index = spec.bin_index("airborne")
         nn.init.zeros_(self.cont_head.weight)
@@ -185,7 +186,7 @@ class WorldModel(nn.Module):
         dy = (self_y + knock_y) * present
         ix, iy = self.position_index
         moves = torch.stack([dx / self.cont_std[ix], dy / self.cont_std[iy]], dim=-1)
-        return torch.zeros_like(cont).index_copy(-1, torch.tensor(self.position_index, device=cont.device), moves)
+        return torch.zeros_like(cont).index_copy(-1, self.position_columns, moves)
 
     # -- sequence (training) and step (inference) ---------------------------------------------------------------
 
