@@ -126,6 +126,8 @@ def train(
         _eval_into_card(card, trainer, result, data, out)
     elif card.active:
         card.finish(result, eval_error="skipped (--no-eval)")
+    if not trainer.is_main:  # under torchrun, rank 0 reports
+        return
     table = Table(title=f"train → {out}")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -139,7 +141,7 @@ def train(
     if result.best_metric is not None:
         table.add_row("best rollout position error", f"{result.best_metric:.4f}")
     table.add_row("elapsed", f"{result.elapsed:.1f} s")
-    table.add_row("checkpoints", f"{out}/last.pt, {out}/best.pt")
+    table.add_row("checkpoints", ", ".join(str(out / n) for n in ("last.pt", "best.pt") if (out / n).is_file()))
     if card.active:
         table.add_row("run card", f"{out}/card.md")
     console.print(table)
