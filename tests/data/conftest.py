@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import zipfile
-from pathlib import Path
-
 import pytest
 
-REPLAYS = Path(os.environ.get("MELEEWM_REPLAYS", Path(__file__).resolve().parents[3] / "shared" / "replays"))
+from tests.conftest import extract_members
 
 # name -> games-1.zip member. Chosen small and varied: Slippi 3.14 with items (Yoshi's Story, Dream Land),
 # 2.0.1 (no velocities, hitlag, hurtbox) on Battlefield, and 0.1 (no state flags, airborne, jumps, state_age).
@@ -21,31 +17,17 @@ MEMBERS = {
 
 
 @pytest.fixture(scope="session")
-def games_zip() -> Path:
-    path = REPLAYS / "games-1.zip"
-    if not path.is_file():
-        pytest.skip(f"real replays not found at {REPLAYS} (set MELEEWM_REPLAYS)")
-    return path
-
-
-@pytest.fixture(scope="session")
-def small_dataset(games_zip, tmp_path_factory):
+def small_dataset(replays, tmp_path_factory):
     """(Dataset, {name: game_id}) for the MEMBERS games."""
     from meleewm.replay.dataset import Dataset
     from meleewm.replay.ingest import ingest
 
     root = tmp_path_factory.mktemp("data_layer")
-    src = root / "replays"
-    src.mkdir()
-    with zipfile.ZipFile(games_zip) as zf:
-        for name, member in MEMBERS.items():
-            (src / f"{name}.slp").write_bytes(zf.read(member))
-    ingest([src], root / "dataset", workers=1)
+    paths = extract_members(replays / "games-1.zip", list(MEMBERS.values()), root / "replays")
+    ingest([root / "replays"], root / "dataset", workers=1)
     dataset = Dataset(root / "dataset")
-    ids = {}
-    for row in dataset.games.select(["game_id", "source"]).to_pylist():
-        ids[Path(row["source"]).stem] = row["game_id"]
-    assert set(ids) == set(MEMBERS), ids
+    by_source = {row["source"]: row["game_id"] for row in dataset.games.select(["game_id", "source"]).to_pylist()}
+    ids = {name: by_source[str(path)] for name, path in zip(MEMBERS, paths)}
     return dataset, ids
 
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,8 +29,8 @@ from meleewm.melee import (
     is_dead,
     stage_name,
 )
+from tests.conftest import REPLAYS
 
-REPLAYS = Path(os.environ.get("MELEEWM_REPLAYS") or Path(__file__).resolve().parents[3] / "shared" / "replays")
 needs_replays = pytest.mark.skipif(not (REPLAYS / "manifest.json").is_file(), reason=f"no replays at {REPLAYS}")
 
 

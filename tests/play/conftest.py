@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ from meleewm.play.session import use_play_threads
 from meleewm.replay.dataset import Dataset
 from meleewm.replay.ingest import ingest
 from meleewm.replay.reader import sha256_hex
-from tests.conftest import REPLAYS
+from tests.conftest import extract_members
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -36,24 +35,10 @@ MEMBERS = {
 
 
 @pytest.fixture(scope="session")
-def fixtures_zip() -> Path:
-    archive = REPLAYS / "fixtures.zip"
-    if not archive.is_file():
-        pytest.skip(f"real replays not found at {REPLAYS} (set MELEEWM_REPLAYS)")
-    return archive
-
-
-@pytest.fixture(scope="session")
-def replay_files(fixtures_zip, tmp_path_factory) -> dict[str, Path]:
+def replay_files(replays, tmp_path_factory) -> dict[str, Path]:
     """The chosen members extracted to files, by label."""
     dest = tmp_path_factory.mktemp("slp_writer_replays")
-    paths = {}
-    with zipfile.ZipFile(fixtures_zip) as zf:
-        for label, member in MEMBERS.items():
-            path = dest / member.replace("/", "__")
-            path.write_bytes(zf.read(member))
-            paths[label] = path
-    return paths
+    return dict(zip(MEMBERS, extract_members(replays / "fixtures.zip", list(MEMBERS.values()), dest)))
 
 
 @pytest.fixture(scope="session")
