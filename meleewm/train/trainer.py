@@ -313,11 +313,11 @@ class Trainer:
         self.kill.install_signal_handlers()  # SIGINT/SIGTERM: stop after this step, save last.pt
         try:
             while self.epoch < config.optim.epochs:
-                batches = self._epoch_batches(self.epoch)
-                while self.batch_in_epoch < len(batches):
-                    indices = batches[self.batch_in_epoch]
-                    batch = next(iter(DataLoader(self.train_windows, batch_size=len(indices),
-                                                 sampler=indices, num_workers=0)))
+                # One loader per epoch over this rank's batches, resuming mid-epoch where the checkpoint left off.
+                remaining = self._epoch_batches(self.epoch)[self.batch_in_epoch:]
+                loader = DataLoader(self.train_windows, batch_sampler=remaining,
+                                    num_workers=config.data.num_workers)
+                for batch in loader:
                     values = self.train_step(batch)
                     self.batch_in_epoch += 1
                     logger.train(self.step, self.epoch, values)
