@@ -12,6 +12,16 @@ from meleewm.model.world import MASK_KEYS, WorldModel, last_step, next_inputs
 CONSTANT_KEYS = ("stage", "chars")
 
 
+def warm_start(model: WorldModel, warmup: dict[str, torch.Tensor], *, temperature: float = 0.0,
+               generator: torch.Generator | None = None):
+    """Run the chunked forward over real frames and take over: returns (the model's first frame as inputs,
+    the last real step's inputs, the body state). Rollouts, eval, dream and play all start this way."""
+    pred, state = model(warmup, return_state=True)
+    last = {k: (v if k in CONSTANT_KEYS else v[:, -1]) for k, v in warmup.items()}
+    first = next_inputs(last_step(pred), last, temperature=temperature, generator=generator)
+    return first, last, state
+
+
 @torch.no_grad()
 def rollout(model: WorldModel, warmup: dict[str, torch.Tensor], controllers: torch.Tensor, *,
             temperature: float = 0.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -23,9 +33,8 @@ def rollout(model: WorldModel, warmup: dict[str, torch.Tensor], controllers: tor
     W+h-1 from the model's own frame W+h-2. Returns encoded states ``[B, H, ...]`` under the input names
     (state_cont, state_bin, state_cat, state_item_*).
     """
-    pred, state = model(warmup, return_state=True)
-    last = {k: (v if k in CONSTANT_KEYS else v[:, -1]) for k, v in warmup.items()}
-    frames = [next_inputs(last_step(pred), last, temperature=temperature, generator=generator)]
+    first, last, state = warm_start(model, warmup, temperature=temperature, generator=generator)
+    frames = [first]
     for h in range(controllers.shape[1]):
         x = {**last, **frames[-1], "ctrl": controllers[:, h]}
         current, state = model.step(x, state)

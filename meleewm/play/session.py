@@ -61,7 +61,8 @@ from meleewm.melee.stages import (
     geometry,
     stage_name,
 )
-from meleewm.model.world import WorldModel, last_step, next_inputs
+from meleewm.model.rollout import warm_start
+from meleewm.model.world import WorldModel, next_inputs
 from meleewm.play.controllers import (
     NEUTRAL,
     Controller,
@@ -81,7 +82,6 @@ DEFAULT_WARMUP = 256        # real frames a replay start warms up on (the small 
 DEFAULT_TIMER = 480         # seconds (8 minutes), as in recorded local games
 MAX_HISTORY = 60 * 60 * FPS  # frames kept for export (one hour); later frames are played but not recorded
 
-CONSTANT_KEYS = ("stage", "chars")
 
 # Synthesized starts. Spawn points of ports 1 and 2 and the states of frame -123, as every recorded game in
 # games-1 has them (the entry animation: action 322, airborne, ground 65535, 1 jump left (5 for Kirby and
@@ -487,9 +487,8 @@ class Session:
         self.start_info = {"kind": "replay", "replay": replay.game_id, "source": replay.source,
                            "frame": int(frame), "warmup": W}
         with torch.inference_mode():
-            pred, self._body = self.model(warm, return_state=True)
-            last = {k: (v if k in CONSTANT_KEYS else v[:, -1]) for k, v in warm.items()}
-            self._cur = next_inputs(last_step(pred), last, temperature=self.temperature, generator=self._generator)
+            self._cur, last, self._body = warm_start(self.model, warm, temperature=self.temperature,
+                                                     generator=self._generator)
         self._last = last
         self.frame = int(frame)
         self.first_frame = int(frame)
