@@ -15,14 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate
 
 from meleewm import __version__
 from meleewm.data.cache import build_cache
 from meleewm.data.encoding import CONT_FIELDS
 from meleewm.data.windows import WindowDataset, split_games
 from meleewm.eval.baselines import add_baselines
-from meleewm.eval.metrics import RolloutSet, evaluate, flag_f1, mae, stocks_accuracy, to_jsonable
+from meleewm.eval.metrics import RolloutSet, evaluate, flag_f1, mae, stocks_accuracy, to_jsonable, velocity_mae
 from meleewm.eval.plausibility import seen_actions
 from meleewm.eval.report import write_report
 from meleewm.model.rollout import rollout
@@ -30,7 +29,7 @@ from meleewm.model.world import WorldModel
 from meleewm.replay.dataset import Dataset
 from meleewm.train.checkpoint import file_hash, load_model
 from meleewm.train.trainer import filters_for
-from meleewm.train.validation import ROLLOUT_INPUT_KEYS, rollout_starts, teacher_forced_metrics
+from meleewm.train.validation import rollout_batch, rollout_starts, teacher_forced_metrics
 
 
 class EvalError(Exception):
@@ -63,18 +62,20 @@ def _stack(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def game_selection(dataset: Dataset, config, split: str, games: list[str] | None) -> list[str]:
+def game_selection(dataset: Dataset, train_ids: list[str], val_ids: list[str], split: str,
+                   games: list[str] | None) -> list[str]:
+    """The two-player games to evaluate: ``games`` as given, or a side of the model's own split."""
     if games:
         missing = sorted(set(games) - dataset.game_ids())
         if missing:
             raise EvalError(f"games not in {dataset.root}: {', '.join(missing)}")
-        return sorted(games)
-    train_ids, val_ids = split_games(dataset.games, config.data.val_fraction, config.data.split_seed,
-                                     filters=filters_for(config))
-    chosen = {"val": val_ids, "train": train_ids, "all": sorted(train_ids + val_ids)}.get(split)
-    if chosen is None:
-        raise EvalError(f"--split must be val, train or all, not {split!r}")
-    return chosen
+        chosen = sorted(games)
+    else:
+        chosen = {"val": val_ids, "train": train_ids, "all": sorted(train_ids + val_ids)}.get(split)
+        if chosen is None:
+            raise EvalError(f"--split must be val, train or all, not {split!r}")
+    players = dict(zip(dataset.games.column("game_id").to_pylist(), dataset.games.column("n_players").to_pylist()))
+    return [g for g in chosen if players[g] == 2]
 
 
 @torch.no_grad()
@@ -84,11 +85,7 @@ def model_rollouts(model: WorldModel, windows: WindowDataset, starts, settings: 
     predicted, truth, context = [], [], []
     for begin in range(0, len(starts), settings.batch_size):
         chunk = starts[begin:begin + settings.batch_size]
-        batch = default_collate([windows.sample_at(g, s, W + H - 1) for g, s in chunk])
-        warm = {k: batch[k][:, :W] for k in ROLLOUT_INPUT_KEYS}
-        warm.update({k: batch[k] for k in ("stage", "chars")})
-        if model.spec.items:
-            warm.update({k: v[:, :W] for k, v in batch.items() if k.startswith("state_item_")})
+        batch, warm = rollout_batch(windows, chunk, W, H)
         out = rollout(model, warm, batch["ctrl"][:, W:])
         mask = batch["next_cont_mask"][:, W - 1:]
         predicted.append(_decode(model, out["state_cont"], out["state_bin"], out["state_cat"]))
@@ -101,31 +98,35 @@ def model_rollouts(model: WorldModel, windows: WindowDataset, starts, settings: 
     return _stack(predicted), _stack(truth), _stack(context)
 
 
-@torch.no_grad()
-def decoded_teacher_forced(model: WorldModel, windows: WindowDataset, *, batch_size: int, max_batches: int):
-    """Teacher-forced velocity, percent and shield MAE, binary-flag F1 and stocks accuracy, in raw units."""
-    sums: dict[str, list] = {"pred": [], "true": []}
-    bin_pred, bin_true, bin_mask = [], [], []
-    for start in range(0, min(len(windows), max_batches * batch_size), batch_size):
-        batch = default_collate([windows[i] for i in range(start, min(start + batch_size, len(windows)))])
-        pred = model(batch)
-        cat = torch.stack([l.argmax(-1) for l in pred["cat_logits"]], dim=-1)
-        sums["pred"].append(_decode(model, pred["cont"], pred["bin_logits"] > 0, cat))
-        sums["true"].append(_decode(model, batch["next_cont"], batch["next_bin"], batch["next_cat"],
-                                    batch["next_cont_mask"]))
-        bin_pred.append((pred["bin_logits"] > 0).numpy())
-        bin_true.append(batch["next_bin"].numpy() > 0.5)
-        bin_mask.append(batch["next_bin_mask"].numpy())
-    pred, true = _stack(sums["pred"]), _stack(sums["true"])
-    velocity = [f for f in CONT_FIELDS if f.startswith("post_velocities_")]
-    flags = flag_f1(np.concatenate(bin_pred), np.concatenate(bin_true), np.concatenate(bin_mask))
-    return {
-        "velocity_mae": mae(np.stack([pred[f] for f in velocity]), np.stack([true[f] for f in velocity])),
-        "percent_mae": mae(pred["post_percent"], true["post_percent"]),
-        "shield_mae": mae(pred["post_shield"], true["post_shield"]),
-        "stocks_acc": stocks_accuracy(pred["post_stocks"], true["post_stocks"]),
-        "flag_f1_macro": flags["macro"], "flag_f1_micro": flags["micro"],
-    }
+class DecodedTeacherForced:
+    """Teacher-forced velocity, percent and shield MAE, binary-flag F1 and stocks accuracy, in raw units: fed
+    each batch by ``teacher_forced_metrics(on_batch=...)``, so both sets come from one forward pass."""
+
+    def __init__(self, model: WorldModel):
+        self.model = model
+        self.pred: list[dict] = []
+        self.true: list[dict] = []
+        self.bits: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def __call__(self, pred: dict, batch: dict) -> None:
+        cat = torch.stack([logits.argmax(-1) for logits in pred["cat_logits"]], dim=-1)
+        predicted_bits = pred["bin_logits"] > 0
+        self.pred.append(_decode(self.model, pred["cont"], predicted_bits, cat))
+        self.true.append(_decode(self.model, batch["next_cont"], batch["next_bin"], batch["next_cat"],
+                                 batch["next_cont_mask"]))
+        self.bits.append((predicted_bits.cpu().numpy(), batch["next_bin"].cpu().numpy() > 0.5,
+                          batch["next_bin_mask"].cpu().numpy()))
+
+    def metrics(self) -> dict:
+        pred, true = _stack(self.pred), _stack(self.true)
+        flags = flag_f1(*(np.concatenate(part) for part in zip(*self.bits)))
+        return {
+            "velocity_mae": velocity_mae(pred, true),
+            "percent_mae": mae(pred["post_percent"], true["post_percent"]),
+            "shield_mae": mae(pred["post_shield"], true["post_shield"]),
+            "stocks_acc": stocks_accuracy(pred["post_stocks"], true["post_stocks"]),
+            "flag_f1_macro": flags["macro"], "flag_f1_micro": flags["micro"],
+        }
 
 
 def _allowed_actions(dataset: Dataset, game_ids: list[str]) -> frozenset:
@@ -146,7 +147,7 @@ def _code_version() -> str:
     return f"meleewm {__version__}" + (f" ({commit})" if commit else "")
 
 
-def dataset_hash(dataset: Dataset, game_ids: list[str]) -> str:
+def dataset_hash(game_ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(game_ids)).encode()).hexdigest()[:16]
 
 
@@ -157,8 +158,9 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
     torch.manual_seed(settings.seed)
     model, config, _ = load_model(checkpoint)
     dataset = Dataset(data)
-    eval_ids = game_selection(dataset, config, split, games)
-    eval_ids = [g for g in eval_ids if dataset.game(g)["n_players"] == 2]
+    train_ids, val_ids = split_games(dataset.games, config.data.val_fraction, config.data.split_seed,
+                                     filters=filters_for(config))
+    eval_ids = game_selection(dataset, train_ids, val_ids, split, games)
     if not eval_ids:
         raise EvalError(f"no 2-player games to evaluate in {dataset.root} (split {split})")
     cache = build_cache(dataset, model.spec, eval_ids, progress=False)
@@ -182,26 +184,24 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
         if truth is None:
             truth, context = t, c
 
-    entries = cache.entries
-    stage_vocab = [None, *model.spec.stage_vocab]
+    # Raw stage and select-screen characters (port order) come from the cache index, frame ids from its arrays.
+    entries, frame_ids = cache.entries, cache.arrays["frame_ids"]
     rollouts = RolloutSet(
         truth=truth, context=context, predictions=predictions,
-        stage=np.array([stage_vocab[entries[g].const_stage] for g, _ in starts]),
-        characters=np.array([[dataset.game(cache.game_ids[g])["players"][p]["character"] for p in range(2)]
-                             for g, _ in starts]),
+        stage=np.array([entries[g].stage for g, _ in starts]),
+        characters=np.array([entries[g].chars for g, _ in starts]),
         game_ids=[cache.game_ids[g] for g, _ in starts],
-        start_frames=np.array([int(cache.game(g).frame_ids[s + settings.warmup]) for g, s in starts]))
+        start_frames=np.array([int(frame_ids[cache.offsets[g] + s + settings.warmup]) for g, s in starts]))
     add_baselines(rollouts)
-    train_ids, _ = split_games(dataset.games, config.data.val_fraction, config.data.split_seed,
-                               filters=filters_for(config))
     metrics = evaluate(rollouts, horizons=[h for h in (1, 5, 10, 20, 60, 120, 300, 600) if h <= settings.horizon],
                        allowed_actions=_allowed_actions(dataset, train_ids or eval_ids))
+    decoded = DecodedTeacherForced(model)
     tf = teacher_forced_metrics(model, windows, batch_size=16, max_batches=settings.tf_batches, device="cpu",
-                                loss_config=config.loss)
-    tf.update(decoded_teacher_forced(model, windows, batch_size=16, max_batches=settings.tf_batches))
+                                loss_config=config.loss, on_batch=decoded)
+    tf.update(decoded.metrics())
     metrics["teacher_forced"] = tf
     meta = {"checkpoint": str(checkpoint), "checkpoint_hash": file_hash(checkpoint),
-            "dataset": str(dataset.root), "dataset_hash": dataset_hash(dataset, eval_ids),
+            "dataset": str(dataset.root), "dataset_hash": dataset_hash(eval_ids),
             "games": len(eval_ids), "split": "games" if games else split, "starts": len(starts),
             "warmup": settings.warmup, "horizon": settings.horizon, "seed": settings.seed,
             "code_version": _code_version(), "command": command,

@@ -35,8 +35,10 @@ def position_error(model: WorldModel, cont_pred: torch.Tensor, cont_true: torch.
 
 @torch.no_grad()
 def teacher_forced_metrics(model: WorldModel, windows: WindowDataset, *, batch_size: int, max_batches: int,
-                           device, loss_config, autocast=None) -> dict[str, float]:
-    """Loss per head, action accuracy, change_acc (accuracy where the true action changes), position error."""
+                           device, loss_config, autocast=None, on_batch=None) -> dict[str, float]:
+    """Loss per head, action accuracy, change_acc (accuracy where the true action changes), position error.
+
+    ``on_batch(pred, batch)``, if given, sees every batch's predictions (for more metrics in the same pass)."""
     model.eval()
     action = model.spec.cat_index("post_state")
     sums: dict[str, float] = {}
@@ -48,6 +50,8 @@ def teacher_forced_metrics(model: WorldModel, windows: WindowDataset, *, batch_s
                           device)
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
             pred = model(batch)
+        if on_batch is not None:
+            on_batch(pred, batch)
         losses = head_losses(pred, batch, model.cat_names, loss_config, model.cont_delta_scale)
         losses["total"] = total_loss(losses, loss_config)
         for name, value in losses.items():
@@ -83,6 +87,16 @@ def rollout_starts(windows: WindowDataset, count: int, length: int, seed: int) -
     return [(int(g), int(rng.integers(0, cache.lengths[g] - length))) for g in chosen]
 
 
+def rollout_batch(windows: WindowDataset, starts: list[tuple[int, int]], warmup: int, horizon: int,
+                  device="cpu") -> tuple[dict, dict]:
+    """Windows of ``warmup + horizon - 1`` steps at ``starts``: the whole batch (truth included) and the
+    warm-up inputs a rollout may read (states, masks, controllers and constants of the first ``warmup`` steps)."""
+    batch = to_device(default_collate([windows.sample_at(g, s, warmup + horizon - 1) for g, s in starts]), device)
+    warm = {k: v[:, :warmup] for k, v in batch.items() if k in ROLLOUT_INPUT_KEYS or k.startswith("state_item_")}
+    warm.update({k: batch[k] for k in ("stage", "chars")})
+    return batch, warm
+
+
 @torch.no_grad()
 def rollout_metric(model: WorldModel, windows: WindowDataset, starts: list[tuple[int, int]], *, warmup: int,
                    horizon: int, device, batch_size: int = 64) -> dict[str, float]:
@@ -90,12 +104,7 @@ def rollout_metric(model: WorldModel, windows: WindowDataset, starts: list[tuple
     model.eval()
     errors = []
     for begin in range(0, len(starts), batch_size):
-        samples = [windows.sample_at(g, s, warmup + horizon - 1) for g, s in starts[begin:begin + batch_size]]
-        batch = to_device(default_collate(samples), device)
-        warm = {k: batch[k][:, :warmup] for k in ROLLOUT_INPUT_KEYS if k in batch}
-        warm.update({k: batch[k] for k in ("stage", "chars")})
-        if model.spec.items:
-            warm.update({k: batch[k][:, :warmup] for k in batch if k.startswith("state_item_")})
+        batch, warm = rollout_batch(windows, starts[begin:begin + batch_size], warmup, horizon, device)
         predicted = rollout(model, warm, batch["ctrl"][:, warmup:])
         errors.append(position_error(model, predicted["state_cont"], batch["next_cont"][:, warmup - 1:],
                                      batch["next_cont_mask"][:, warmup - 1:]))
