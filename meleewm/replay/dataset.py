@@ -26,7 +26,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -49,18 +48,13 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def _atomic_write(path: Path, write) -> None:
+    """``write(handle)`` into a temporary file, flushed to disk, then renamed over ``path``."""
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     with open(tmp, "wb") as handle:
-        handle.write(data)
+        write(handle)
         handle.flush()
         os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_write_table(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    pq.write_table(table, tmp, compression="zstd")  # the small games index: defaults are fine
     os.replace(tmp, path)
 
 
@@ -146,6 +140,7 @@ class Dataset:
             raise DatasetError(f"{self.root} has schema version {self.header.get('schema_version')}; this meleewm "
                                f"reads version {SCHEMA_VERSION}: re-ingest the replays into a new dataset")
         self._games: pa.Table | None = None
+        self._rows: dict[str, int] | None = None  # game_id -> row of ``games``, for lookups by id
 
     @classmethod
     def create(cls, root: str | Path) -> Dataset:
@@ -158,7 +153,7 @@ class Dataset:
         if not (root / HEADER).is_file():
             header = {"format": "meleewm-dataset", "schema_version": SCHEMA_VERSION, "meleewm_version": __version__,
                       "peppi_py_version": PEPPI_VERSION, "created": _now()}
-            _atomic_write_bytes(root / HEADER, json.dumps(header, indent=2).encode())
+            _atomic_write(root / HEADER, lambda handle: handle.write(json.dumps(header, indent=2).encode()))
         dataset = cls(root)
         dataset._remove_orphans()
         return dataset
@@ -177,8 +172,10 @@ class Dataset:
         now = _now()
         rows = [{**r, "ingested_at": now} for r in part.records]
         table = pa.Table.from_pylist(rows, schema=GAME_SCHEMA)
-        _atomic_write_table(table, self.root / "games" / f"{part.name}.parquet")
-        self._games = None
+        # The games file is the part's commit record (small: Parquet defaults are fine).
+        _atomic_write(self.root / "games" / f"{part.name}.parquet",
+                      lambda handle: pq.write_table(table, handle, compression="zstd"))
+        self._games = self._rows = None
 
     def log_quarantine(self, entries: list[dict]) -> None:
         if not entries:
@@ -205,10 +202,11 @@ class Dataset:
         return set(self.games.column("game_id").to_pylist())
 
     def game(self, game_id: str) -> dict:
-        rows = self.games.filter(pc.equal(self.games.column("game_id"), game_id)).to_pylist()
-        if not rows:
+        if self._rows is None:
+            self._rows = {g: i for i, g in enumerate(self.games.column("game_id").to_pylist())}
+        if game_id not in self._rows:
             raise KeyError(f"game {game_id} is not in {self.root}")
-        return rows[0]
+        return self.games.slice(self._rows[game_id], 1).to_pylist()[0]
 
     def _read(self, table_name: str, game_id: str, columns: list[str] | None = None) -> pa.Table | None:
         record = self.game(game_id)
