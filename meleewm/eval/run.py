@@ -19,7 +19,7 @@ import torch
 from meleewm import __version__
 from meleewm.data.cache import build_cache
 from meleewm.data.encoding import CONT_FIELDS
-from meleewm.data.windows import WindowDataset, split_games
+from meleewm.data.windows import WindowDataset
 from meleewm.eval.baselines import add_baselines
 from meleewm.eval.metrics import RolloutSet, evaluate, flag_f1, mae, stocks_accuracy, to_jsonable, velocity_mae
 from meleewm.eval.plausibility import seen_actions
@@ -28,7 +28,7 @@ from meleewm.model.rollout import rollout
 from meleewm.model.world import WorldModel
 from meleewm.replay.dataset import Dataset
 from meleewm.train.checkpoint import file_hash, load_model
-from meleewm.train.trainer import filters_for
+from meleewm.train.trainer import run_split
 from meleewm.train.validation import rollout_batch, rollout_starts, teacher_forced_metrics
 
 
@@ -158,8 +158,7 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
     torch.manual_seed(settings.seed)
     model, config, _ = load_model(checkpoint)
     dataset = Dataset(data)
-    train_ids, val_ids = split_games(dataset.games, config.data.val_fraction, config.data.split_seed,
-                                     filters=filters_for(config))
+    train_ids, val_ids = run_split(dataset, config)
     eval_ids = game_selection(dataset, train_ids, val_ids, split, games)
     if not eval_ids:
         raise EvalError(f"no 2-player games to evaluate in {dataset.root} (split {split})")

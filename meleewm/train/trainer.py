@@ -109,6 +109,16 @@ def cont_delta_scale(cache, max_frames: int = 500_000) -> torch.Tensor:
     return torch.tensor(np.where(count > 0, np.maximum(rms, 1e-3), 1.0), dtype=torch.float32)
 
 
+def run_split(dataset: Dataset, config: TrainConfig) -> tuple[list[str], list[str]]:
+    """A run's (train, val) game ids: the hash split under the config's filters, training capped at
+    ``data.max_games``; on a dataset too small for a validation game, the first training game validates."""
+    train_ids, val_ids = split_games(dataset.games, config.data.val_fraction, config.data.split_seed,
+                                     filters=filters_for(config))
+    if config.data.max_games:
+        train_ids = train_ids[:config.data.max_games]
+    return train_ids, val_ids or train_ids[:1]
+
+
 def filters_for(config: TrainConfig) -> list[str]:
     names = ["two_players"]
     names += [f for f in ("two_humans", "completed", "legal_stage", "long_enough") if getattr(config.data, f)]
@@ -160,15 +170,10 @@ class Trainer:
     def _setup_data(self, data: Path) -> None:
         config = self.config
         self.dataset = Dataset(data)
-        train_ids, val_ids = split_games(self.dataset.games, config.data.val_fraction, config.data.split_seed,
-                                         filters=filters_for(config))
-        if config.data.max_games:
-            train_ids = train_ids[:config.data.max_games]
+        train_ids, val_ids = run_split(self.dataset, config)
         if not train_ids:
             raise TrainError(f"{data}: no training games (it has {len(self.dataset.games)} games; filters "
                              f"{', '.join(filters_for(config))} leave none for training)")
-        if not val_ids:  # tiny datasets: validate on training games rather than not at all
-            val_ids = train_ids[:1]
         self.train_ids, self.val_ids = train_ids, val_ids
         if self.resume_payload is not None:
             self.spec = EncodingSpec.from_dict(self.resume_payload["encoding"])

@@ -8,6 +8,7 @@ from torch.utils.data import default_collate
 
 from meleewm.model.rollout import rollout
 from meleewm.model.world import MASK_KEYS, WorldModel, WorldModelConfig, last_step, next_inputs
+from tests.conftest import extract_members
 from tests.train.realdata import real_dataset
 
 TOL = 1e-4
@@ -213,3 +214,56 @@ def test_window_layout(real):
             assert torch.equal(nxt["ctrl"][:-1], plain["ctrl"][1:])
     assert len(flags) > 1  # augmentations were exercised
     windows.set_epoch(0)
+
+
+@pytest.fixture(scope="module")
+def recent(replays, manifest, tmp_path_factory):
+    """(spec, batch) from one real Slippi 3.1x game: one that records velocities."""
+    from meleewm.data.cache import build_cache
+    from meleewm.data.encoding import EncodingSpec
+    from meleewm.data.windows import WindowDataset
+    from meleewm.replay.dataset import Dataset
+    from meleewm.replay.ingest import ingest
+
+    name = min(n for (a, n), r in manifest.items()
+               if a == "games-1.zip" and r.get("slippi_version", "").startswith("3.1") and r.get("n_players") == 2)
+    root = tmp_path_factory.mktemp("recent")
+    ingest(extract_members(replays / "games-1.zip", [name], root / "in"), root / "ds")
+    dataset = Dataset(root / "ds")
+    ids = dataset.games.column("game_id").to_pylist()
+    spec = EncodingSpec.fit(dataset, ids)
+    windows = WindowDataset(build_cache(dataset, spec, ids, progress=False), T, random_phase=False)
+    return spec, default_collate([windows[i] for i in (0, len(windows) // 2, len(windows) - 1)])
+
+
+@pytest.mark.parametrize("airborne", [True, False])
+def test_positions_move_by_the_predicted_velocity(recent, airborne):
+    """With no learned correction, x(t) = x(t-1) + (air or ground speed, by the predicted airborne bit) +
+    knockback, and y(t) = y(t-1) + its speed + knockback, in game units, where the game has velocities."""
+    spec, batch = recent
+    model = make(spec, "mamba2")
+    with torch.no_grad():
+        model.cont_head.weight.zero_()
+        model.cont_head.bias.zero_()
+        model.bin_head.weight.zero_()
+        model.bin_head.bias.zero_()
+        model.bin_head.bias[spec.bin_index("airborne")::spec.n_bin] = 30.0 if airborne else -30.0
+        pred = model(inputs(batch))
+    mean = {f: spec.cont_stats[f][0] for f in spec.cont_fields}
+    std = {f: spec.cont_stats[f][1] for f in spec.cont_fields}
+    state, mask = batch["state_cont"], batch["cont_mask"]
+
+    def raw(field):
+        return state[..., spec.cont_index(field)] * std[field] + mean[field]
+
+    has_velocity = mask[..., spec.cont_index("post_velocities_self_y")]
+    assert has_velocity.any()
+    speed_x = raw("post_velocities_self_x_air" if airborne else "post_velocities_self_x_ground")
+    moved_x = speed_x + raw("post_velocities_knockback_x")
+    moved_y = raw("post_velocities_self_y") + raw("post_velocities_knockback_y")
+    for field, moved in (("post_position_x", moved_x), ("post_position_y", moved_y)):
+        i = spec.cont_index(field)
+        got = (pred["cont"][..., i] - state[..., i] * mask[..., i]) * std[field]
+        expected = torch.where(has_velocity, moved, torch.zeros_like(moved))
+        torch.testing.assert_close(got, expected.float(), atol=1e-3, rtol=1e-4)
+    assert moved_x[has_velocity].abs().max() > 0.1  # the check is not all zeros
