@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import os
 import shutil
@@ -108,10 +107,7 @@ def matched_mlp(spec: EncodingSpec, target: int, base: dict) -> tuple[WorldModel
 
 
 def losses_of(model: WorldModel, pred: dict, batch: dict) -> torch.Tensor:
-    kwargs = {}
-    if "cont_scale" in inspect.signature(head_losses).parameters:
-        kwargs["cont_scale"] = model.cont_delta_scale
-    losses = head_losses(pred, batch, model.cat_names, LossConfig(), **kwargs)
+    losses = head_losses(pred, batch, model.cat_names, LossConfig(), model.cont_delta_scale)
     return total_loss(losses, LossConfig())
 
 

@@ -125,9 +125,6 @@ class EncodedCache:
         return EncodedGame(game_id=e.game_id, const_stage=e.const_stage,
                            const_chars=np.asarray(e.const_chars, np.int64), **arrays)
 
-    def index_of(self, game_id: str) -> int:
-        return self.game_ids.index(game_id)
-
     def __repr__(self) -> str:
         return f"EncodedCache({str(self.path)!r}, games={len(self)}, frames={self.n_frames})"
 

@@ -158,19 +158,12 @@ def action_name(action_id: int, internal_char: int | None = None) -> str:
 DEAD_STATES = frozenset(range(0x000, 0x00B))  # 0..10: KO'd (any blast zone, star, screen)
 RESPAWN_STATES = frozenset({0x00C, 0x00D})  # ON_HALO_DESCENT, ON_HALO_WAIT
 DAMAGE_STATES = frozenset(range(0x04B, 0x05C))  # 75..91: DAMAGE_* (hitstun animations)
-TUMBLE_STATES = frozenset({0x026})  # TUMBLING
 SHIELD_STATES = frozenset(range(0x0B2, 0x0B7))  # 178..182: SHIELD_START..SHIELD_REFLECT
-SHIELD_BREAK_STATES = frozenset(range(0x0CD, 0x0D4))  # 205..211
-GRABBED_STATES = frozenset(range(0x0DF, 0x0E9))  # 223..232: held by an opponent
-THROWN_STATES = frozenset(range(0x0EF, 0x0F4))  # 239..243
 LEDGE_STATES = frozenset(range(0x0FC, 0x108))  # 252..263: EDGE_CATCHING..EDGE_JUMP_2_QUICK
-TECH_STATES = frozenset(range(0x0C7, 0x0CD))  # 199..204: ground, wall and ceiling techs
-DOWN_STATES = frozenset(range(0x0B7, 0x0C7))  # 183..198: missed tech, lying, getups
-ENTRY_STATES = frozenset({0x142, 0x143, 0x144})
 
 
 def is_dead(action_id):
     """True for death states; works on an int or a numpy array of ids."""
     a = np.asarray(action_id)
-    out = (a >= 0) & (a <= 10)
+    out = np.isin(a, list(DEAD_STATES))
     return bool(out) if out.ndim == 0 else out

@@ -90,8 +90,6 @@ INTERNAL_NAMES: dict[int, str] = {
 
 ICE_CLIMBERS = 14  # external
 POPO, NANA = 10, 11  # internal
-ZELDA_SHEIK_EXTERNAL = frozenset({18, 19})
-ZELDA_SHEIK_INTERNAL = frozenset({19, 7})
 
 _BY_NAME_INTERNAL = {name: i for i, name in INTERNAL_NAMES.items()}
 _EXT_TO_INT: dict[int, int] = {

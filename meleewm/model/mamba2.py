@@ -340,6 +340,3 @@ class Mamba2(nn.Module):
             x, s = layer.step(x, s)
             new_state.append(s)
         return self.norm_f(x), new_state
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -75,6 +75,3 @@ class FrameStackMLP(nn.Module):
         window = torch.cat([state.to(x.dtype), x[:, None]], dim=1)  # [B, K, d]
         y = self.norm_f(self.mlp(window.reshape(x.shape[0], -1)))
         return y, window[:, 1:]
-
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())

@@ -27,7 +27,6 @@ MASK_KEYS = ("cont_mask", "bin_mask", "cat_mask")
 # Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
 MOTION_FIELDS = ("post_velocities_self_x_air", "post_velocities_self_x_ground", "post_velocities_knockback_x",
                  "post_velocities_self_y", "post_velocities_knockback_y")
-ITEM_KEYS = ("state_item_present", "state_item_type", "state_item_owner", "state_item_cont")
 
 
 @dataclass

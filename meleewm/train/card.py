@@ -79,7 +79,7 @@ def _money(value: float) -> str:
     return f"{value:.2f}" if value >= 0.01 else f"{value:.2g}"
 
 
-def _duration(seconds) -> str:
+def format_duration(seconds) -> str:
     """``12.3 s``, ``4.5 min``, ``2.25 h`` (``n/a`` when unknown)."""
     if not _finite(seconds):
         return "n/a"
@@ -91,7 +91,6 @@ def _duration(seconds) -> str:
     return f"{seconds / 3600:.2f} h"
 
 
-format_duration = _duration
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -553,9 +552,9 @@ def render(facts: dict, prior: list[dict] | None = None) -> str:
                 "- **validation**: " + (f"{est['val_seconds']:.1f} s each" if est["val_seconds"] is not None
                                          else "not measured yet"),
                 "- **setup** (dataset, encoding caches): "
-                + (_duration(est["setup_seconds"]) if est.get("setup_seconds") is not None else "not counted"),
-                f"- **total wall time**: {_duration(est['total_seconds'])} (training "
-                f"{_duration(est['train_seconds'])}; the final eval is not counted)"]
+                + (format_duration(est["setup_seconds"]) if est.get("setup_seconds") is not None else "not counted"),
+                f"- **total wall time**: {format_duration(est['total_seconds'])} (training "
+                f"{format_duration(est['train_seconds'])}; the final eval is not counted)"]
         if est.get("cost") is not None:
             out.append(f"- **cost**: {est['total_seconds'] / 3600:.3g} h x {est['hourly_cost']:g}/h = "
                        f"{_money(est['cost'])}")
@@ -588,7 +587,7 @@ def render(facts: dict, prior: list[dict] | None = None) -> str:
                            "time"],
                           [[p["run"], (p.get("date") or "")[:16], p.get("status") or "", p["shares"],
                             _num(p.get("params")), _num(p["metrics"].get("rollout_position_error")),
-                            _num(p["metrics"].get("change_acc")), _duration(p.get("wall_seconds"))] for p in prior],
+                            _num(p["metrics"].get("change_acc")), format_duration(p.get("wall_seconds"))] for p in prior],
                           "lllllrrr"))
     else:
         out.append("None: no sibling run folder shares this dataset or this encoding.")
@@ -609,12 +608,12 @@ def _render_results(f: dict, r: dict) -> list[str]:
     est = f.get("estimate")
     wall = r["wall_seconds"]
     run_wall = wall - (r.get("eval_seconds") or 0.0)  # what the estimate covers: setup, training, validation
-    line = f"- **wall time**: {_duration(wall)}: setup and training {_duration(run_wall)} (of which training " \
-           f"loop {_duration(r['train_seconds'])})"
-    line += f", eval {_duration(r['eval_seconds'])}" if r.get("eval_seconds") is not None else ", no eval"
+    line = f"- **wall time**: {format_duration(wall)}: setup and training {format_duration(run_wall)} (of which training " \
+           f"loop {format_duration(r['train_seconds'])})"
+    line += f", eval {format_duration(r['eval_seconds'])}" if r.get("eval_seconds") is not None else ", no eval"
     if est:
         ratio = run_wall / est["total_seconds"] if est["total_seconds"] else float("nan")
-        line += f"; setup and training against the estimate of {_duration(est['total_seconds'])}: {ratio:.2f}x"
+        line += f"; setup and training against the estimate of {format_duration(est['total_seconds'])}: {ratio:.2f}x"
     else:
         line += "; no estimate was made"
     out.append(line)

@@ -24,7 +24,7 @@ from meleewm.data.encoding import EncodingSpec
 from meleewm.data.windows import WindowDataset, split_games
 from meleewm.model.world import MASK_KEYS, WorldModel, next_inputs
 from meleewm.replay.dataset import Dataset
-from meleewm.train.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint, set_rng_state
+from meleewm.train.checkpoint import CheckpointError, read_checkpoint, save_checkpoint, set_rng_state
 from meleewm.train.config import ConfigError, TrainConfig, config_to_dict
 from meleewm.train.kill import KillSwitch
 from meleewm.train.losses import head_losses, total_loss
@@ -386,5 +386,3 @@ def train(data: str | Path, config: TrainConfig, out_dir: str | Path, *, resume:
           progress: bool = True) -> TrainResult:
     return Trainer(data, config, out_dir, resume=resume, progress=progress).run()
 
-
-__all__ = ["Trainer", "TrainError", "TrainResult", "train", "load_model"]
