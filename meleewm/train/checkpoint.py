@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import shutil
 import uuid
 from pathlib import Path
 
@@ -59,6 +60,14 @@ def save_checkpoint(path: str | Path, *, model: WorldModel, config: TrainConfig,
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def copy_checkpoint(source: Path, destination: Path) -> Path:
+    """The same checkpoint under another name (best.pt from last.pt), atomically."""
+    tmp = destination.with_name(f".{destination.name}.{uuid.uuid4().hex}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, destination)
+    return destination
 
 
 def read_checkpoint(path: str | Path) -> dict:

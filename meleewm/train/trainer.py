@@ -24,7 +24,8 @@ from meleewm.data.encoding import EncodingSpec
 from meleewm.data.windows import WindowDataset, split_games
 from meleewm.model.world import MASK_KEYS, WorldModel, next_inputs
 from meleewm.replay.dataset import Dataset
-from meleewm.train.checkpoint import CheckpointError, read_checkpoint, save_checkpoint, set_rng_state
+from meleewm.train.checkpoint import (CheckpointError, copy_checkpoint, read_checkpoint, save_checkpoint,
+                                      set_rng_state)
 from meleewm.train.config import ConfigError, TrainConfig, config_to_dict
 from meleewm.train.kill import KillSwitch
 from meleewm.train.losses import head_losses, total_loss
@@ -368,8 +369,8 @@ class Trainer:
         self.batch_in_epoch = 0
         if self.is_main:
             self.save("last.pt", metrics)
-            if improved:
-                self.save("best.pt", metrics)
+            if improved:  # the checkpoint just written, under a second name
+                copy_checkpoint(self.out_dir / "last.pt", self.out_dir / "best.pt")
         if self.on_epoch:
             self.on_epoch(self, metrics)
         if self.world > 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import torch
 from torch.utils.data import default_collate
 from typer.testing import CliRunner
@@ -92,8 +93,9 @@ def test_resume_is_exact(train_data, tmp_path):
     assert [r["step"] for r in records if r["kind"] == "train"] == list(range(1, 2 * n + 1))
 
 
-def test_self_forced_feeds_predictions(train_data, tmp_path):
-    config = tiny_config("data.batch_size=4", "optim.max_steps=1")
+@pytest.mark.parametrize("items", [False, True])
+def test_self_forced_feeds_predictions(train_data, tmp_path, items):
+    config = tiny_config("data.batch_size=4", "optim.max_steps=1", f"data.items={str(items).lower()}")
     trainer = Trainer(train_data, config, tmp_path / "sf", progress=False)
     windows = trainer.train_windows
     batch = default_collate([windows[i] for i in range(4)])
@@ -101,7 +103,11 @@ def test_self_forced_feeds_predictions(train_data, tmp_path):
     with torch.no_grad():
         x = _self_forced(model, batch, 1)
         own = next_inputs(model(batch), batch)
-    for key in ("state_cont", "state_bin", "state_cat"):
+    fed = [k for k in own if k not in MASK_KEYS]
+    assert {"state_cont", "state_bin", "state_cat"} <= set(fed)
+    item_keys = {"state_item_present", "state_item_type", "state_item_owner", "state_item_cont"}
+    assert (item_keys <= set(fed)) == items
+    for key in fed:
         assert torch.equal(x[key][:, 0], batch[key][:, 0]), key            # position 0 keeps the truth
         assert torch.equal(x[key][:, 1:], own[key][:, :-1]), key           # then the model's own frame
     assert not torch.equal(x["state_cont"][:, 1:], batch["state_cont"][:, 1:])
