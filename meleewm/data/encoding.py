@@ -437,6 +437,9 @@ class EncodingSpec:
                 cache[name] = np.array([self.item_stats.get(f, [0.0, 1.0])[1] for f in ITEM_CONT_FIELDS])
             elif name == "vocab_arrays":
                 cache[name] = {f: np.asarray(self.vocabs[f], np.int64) for f in CAT_FIELDS}
+            elif name == "decode_luts":  # vocabulary index -> raw value, UNKNOWN (index 0) -> -1
+                cache[name] = {f: np.asarray([-1, *self.vocabs[f]], np.int64) for f in CAT_FIELDS}
+                cache[name]["item_type"] = np.asarray([-1, *self.item_type_vocab], np.int64)
             elif name == "ground_mirror":
                 cache[name] = self._ground_mirror_table()
         return cache[name]
@@ -650,7 +653,7 @@ class EncodingSpec:
                 byte |= bits[..., 3 + 8 * j + i].astype(np.int64) << i
             out[f"post_state_flags_{j}"] = byte.astype(np.uint8)
         for i, f in enumerate(CAT_FIELDS):
-            lut = np.asarray([-1] + list(self.vocabs[f]), np.int64)
+            lut = self._arr("decode_luts")[f]
             out[f] = lut[np.clip(cat[..., i].astype(np.int64), 0, len(lut) - 1)]
         if prev_state is not None:
             out["post_state_age"] = apply_state_age_rule(np.asarray(prev_state["post_state"]),
@@ -674,7 +677,7 @@ class EncodingSpec:
         position/velocity in game units (NaN where no item)."""
         present = _to_numpy(present)
         present = (present >= 0.5) if present.dtype.kind == "f" else present != 0
-        lut = np.asarray([-1] + list(self.item_type_vocab), np.int64)
+        lut = self._arr("decode_luts")["item_type"]
         out = {"present": present,
                "type": np.where(present, lut[np.clip(_to_numpy(type_idx).astype(np.int64), 0, len(lut) - 1)], -1),
                "owner": np.where(present, _to_numpy(owner), 0)}

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from meleewm.eval.metrics import ACTION, CHARACTER, PERCENT, POS_X, POS_Y, STOCKS, RawState, RolloutSet, to_jsonable
-from meleewm.melee import DEAD_STATES, FIRST_SPECIAL, RESPAWN_STATES, geometry
+from meleewm.melee import DEAD_STATES, FIRST_SPECIAL, RESPAWN_STATES, geometry, in_blast_zone
 
 CHECKS: tuple[str, ...] = (
     "nonfinite",
@@ -103,11 +103,10 @@ def check_state(
     count = checked = 0
     stage = np.asarray(stage).astype(np.int64)
     for s in np.unique(stage).tolist():
-        g = geometry(s)
-        if g is None:
+        if geometry(s) is None:
             continue
         m = (stage == s)[:, None, None] & np.isfinite(x) & np.isfinite(y) & ~dead
-        inside = (x > g.blast_left) & (x < g.blast_right) & (y > g.blast_bottom) & (y < g.blast_top)
+        inside = in_blast_zone(s, x, y)
         count += int((m & ~inside).sum())
         checked += int(m.sum())
     out["outside_blast_zone"] = _result(count, checked)
