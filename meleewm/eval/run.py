@@ -8,7 +8,6 @@ warm-up the model reads nothing but its own predictions and the real controllers
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from meleewm.eval.plausibility import seen_actions
 from meleewm.eval.report import write_report
 from meleewm.model.rollout import rollout
 from meleewm.model.world import WorldModel
-from meleewm.replay.dataset import Dataset
+from meleewm.replay.dataset import Dataset, dataset_hash
 from meleewm.train.checkpoint import file_hash, load_model
 from meleewm.train.trainer import run_split
 from meleewm.train.validation import rollout_batch, rollout_starts, teacher_forced_metrics
@@ -145,10 +144,6 @@ def _code_version() -> str:
     except (OSError, subprocess.SubprocessError):
         commit = ""
     return f"meleewm {__version__}" + (f" ({commit})" if commit else "")
-
-
-def dataset_hash(game_ids: list[str]) -> str:
-    return hashlib.sha256("\n".join(sorted(game_ids)).encode()).hexdigest()[:16]
 
 
 def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, split: str = "val",

@@ -16,6 +16,7 @@ dataset; data files of an uncommitted part are orphans, removed by the next writ
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -122,6 +123,11 @@ class PartWriter:
                 self._tmp(table_name).unlink(missing_ok=True)
             raise self._error
         return WrittenPart(self.name, self.records)
+
+
+def dataset_hash(game_ids) -> str:
+    """A short fingerprint of a set of games (their content hashes), for reports and run cards."""
+    return hashlib.sha256("\n".join(sorted(game_ids)).encode()).hexdigest()[:16]
 
 
 class Dataset:

@@ -38,6 +38,7 @@ import yaml
 
 from meleewm import __version__
 from meleewm.melee import character_name, stage_name
+from meleewm.replay.dataset import dataset_hash
 from meleewm.train.config import TrainConfig, config_to_dict
 
 CARD_JSON, CARD_MD = "card.json", "card.md"
@@ -134,7 +135,7 @@ def dataset_facts(dataset, data_path) -> dict:
     characters = Counter(character_name(p["character"]) for g in games for p in (g["players"] or []))
     stages = Counter(stage_name(g["stage"]) for g in games)
     return {
-        "path": str(Path(data_path).resolve()), "hash": _sha("\n".join(ids)), "games": len(games),
+        "path": str(Path(data_path).resolve()), "hash": dataset_hash(ids), "games": len(games),
         "frames": int(sum(g["frame_count"] for g in games)),
         "hours": round(sum(g["duration_s"] or 0.0 for g in games) / 3600, 3),
         "characters": dict(characters.most_common()), "stages": dict(stages.most_common()),
