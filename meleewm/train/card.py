@@ -26,7 +26,6 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import re
 import shlex
 import socket
 import time
@@ -39,7 +38,7 @@ import yaml
 from meleewm import __version__
 from meleewm.melee import character_name, stage_name
 from meleewm.replay.dataset import dataset_hash
-from meleewm.train.config import TrainConfig, config_to_dict
+from meleewm.train.config import TrainConfig, config_to_dict, parse_target
 
 CARD_JSON, CARD_MD = "card.json", "card.md"
 CARD_FORMAT = "meleewm-run-card"
@@ -96,13 +95,6 @@ def format_duration(seconds) -> str:
 
 # ---------------------------------------------------------------------------------------------------------------
 # Targets
-
-
-def parse_target(target: str) -> tuple[str, float]:
-    match = re.fullmatch(r"\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*", str(target))
-    if not match:
-        raise ValueError(f"a target looks like '<6.0' or '>=0.7', not {target!r}")
-    return match.group(1), float(match.group(2))
 
 
 def target_met(value, target: str) -> bool | None:

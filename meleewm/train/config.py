@@ -6,6 +6,7 @@ Unknown keys, wrong types and impossible values are errors that name the offendi
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,14 @@ class KillConfig:
                 _check_metric(f"kill.{key}", name)
 
 
+def parse_target(target: str) -> tuple[str, float]:
+    """A card target such as ``"<6.0"`` or ``">=0.7"`` as (comparison, bound)."""
+    match = re.fullmatch(r"\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*", str(target))
+    if not match:
+        raise ValueError(f"a target looks like '<6.0' or '>=0.7', not {target!r}")
+    return match.group(1), float(match.group(2))
+
+
 @dataclass
 class CardConfig:
     """What the run card states: the goal, target metrics (``"<6.0"``, ``">=0.7"``), the hourly cost."""
@@ -117,11 +126,12 @@ class CardConfig:
     hourly_cost: float = 0.0           # currency units per hour of this run's machine (0 = no cost lines)
 
     def __post_init__(self):
-        import re
         for name, target in self.targets.items():
             _check_metric("card.targets", name)
-            if not re.fullmatch(r"\s*(<=|>=|<|>)\s*[-+0-9.eE]+\s*", str(target)):
-                raise ValueError(f"card.targets.{name}: expected a bound like '<6.0' or '>=0.7', got {target!r}")
+            try:
+                parse_target(target)
+            except ValueError as error:
+                raise ValueError(f"card.targets.{name}: {error}") from None
         if self.hourly_cost < 0:
             raise ValueError(f"card.hourly_cost must be >= 0, got {self.hourly_cost}")
 
