@@ -234,18 +234,13 @@ def export(
 
 
 def _resolve_model(model: Path | None) -> Path:
-    """A checkpoint path from a run folder, a file, or (when None) the bundled model."""
-    if model is None:
-        from meleewm.play.session import DEFAULT_MODEL
-        model = DEFAULT_MODEL
-        if not model.is_file():
-            _fail(f"no model given and the bundled model {model} is missing")
-    if model.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (model / name).is_file():
-                return model / name
-        _fail(f"{model} holds no best.pt or last.pt")
-    return model
+    """A checkpoint path from a run folder, a file, or (when None) the bundled model; exit 2 when none."""
+    from meleewm.play.session import ModelNotFound, resolve_model
+
+    try:
+        return resolve_model(model)
+    except ModelNotFound as error:
+        _fail(str(error))
 
 
 def _print_rollout_table(metrics: dict) -> None:

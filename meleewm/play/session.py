@@ -72,12 +72,11 @@ from meleewm.play.controllers import (
     TickView,
     encode_controllers,
 )
-from meleewm.play.slp_writer import SlpGame, SlpPlayer, game_from_dataset, write_slp
+from meleewm.play.slp_writer import FIRST_FRAME, SlpGame, SlpPlayer, game_from_dataset, write_slp
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO_ROOT / "models" / "meleewm-small.pt"
 FPS = 60
-FIRST_FRAME = -123          # the first frame Slippi records; game time starts at frame 0
 DEFAULT_WARMUP = 256        # real frames a replay start warms up on (the small model's training window)
 DEFAULT_TIMER = 480         # seconds (8 minutes), as in recorded local games
 MAX_HISTORY = 60 * 60 * FPS  # frames kept for export (one hour); later frames are played but not recorded
@@ -117,15 +116,21 @@ class ModelNotFound(SessionError, FileNotFoundError):
 
 
 def resolve_model(path: str | Path | None = None) -> Path:
-    """``path``, or :data:`DEFAULT_MODEL` when None; a clear error when the file is missing."""
+    """A checkpoint: ``path`` itself, a run folder's best.pt (else last.pt), or :data:`DEFAULT_MODEL` when None;
+    a clear error when there is none."""
     if path is None:
         if not DEFAULT_MODEL.is_file():
             raise ModelNotFound(f"no model given and the default model {DEFAULT_MODEL} is missing: pass --model "
                                 f"RUN/best.pt (a checkpoint from `meleewm train`) or put the bundled model there")
         return DEFAULT_MODEL
     path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise ModelNotFound(f"{path} holds no best.pt or last.pt")
     if not path.is_file():
-        raise ModelNotFound(f"no model at {path}")
+        raise ModelNotFound(f"no model at {path}: no checkpoint file there")
     return path
 
 
