@@ -33,11 +33,13 @@ def ingest(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from meleewm.replay.dataset import DatasetError
-    from meleewm.replay.ingest import count_replays
     from meleewm.replay.ingest import ingest as run_ingest
-    from meleewm.replay.sources import SourceError
+    from meleewm.replay.sources import SourceError, count_replays
 
-    total = count_replays(paths)
+    try:
+        total = count_replays(paths)
+    except SourceError as error:  # a path that does not exist: say so before starting
+        _fail(str(error))
     columns = [TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[rate]}")]
     with Progress(*columns, console=console, transient=False) as progress:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -85,30 +85,6 @@ def _batches(blobs: Iterator[ReplayBlob | SourceFailure], known: set[str], quara
             batch = []
     if batch:
         yield batch
-
-
-def count_replays(paths: Iterable[str | Path]) -> int | None:
-    """Replays under ``paths`` when that is cheap to know (files, folders, zip); None for streamed archives."""
-    import zipfile
-
-    from meleewm.replay.sources import _is_archive, _is_replay
-    total = 0
-    for raw in paths:
-        path = Path(raw)
-        candidates = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for candidate in candidates:
-            name = candidate.name.lower()
-            if name.endswith(".zip"):
-                try:
-                    with zipfile.ZipFile(candidate) as archive:
-                        total += sum(_is_replay(n) for n in archive.namelist())
-                except (zipfile.BadZipFile, OSError):
-                    continue
-            elif _is_archive(name):
-                return None
-            elif _is_replay(name) or not path.is_dir():
-                total += 1
-    return total
 
 
 def ingest(paths: list[str | Path], out: str | Path, *, workers: int = 1, batch_size: int = 16,

@@ -117,23 +117,46 @@ def _archive_members(path: Path) -> Iterator[ReplayBlob | SourceFailure]:
         yield SourceFailure(str(path), f"unreadable archive: {type(error).__name__}: {error}")
 
 
-def iter_replays(paths: Iterable[str | Path]) -> Iterator[ReplayBlob | SourceFailure]:
-    """Every replay under ``paths`` (files, folders, archives), in a deterministic order."""
+def _inputs(paths: Iterable[str | Path]) -> Iterator[tuple[Path, bool]]:
+    """(file, is_archive) for every input under ``paths``, in a deterministic order: replays and archives found
+    in folders, and any file named explicitly (tried as a replay unless it is an archive)."""
     for raw_path in paths:
         path = Path(raw_path)
         if path.is_dir():
             for child in sorted(p for p in path.rglob("*") if p.is_file()):
-                if _is_replay(child.name):
-                    yield _read_file(child)
-                elif _is_archive(child.name):
-                    yield from _archive_members(child)
+                if _is_replay(child.name) or _is_archive(child.name):
+                    yield child, _is_archive(child.name)
         elif path.is_file():
-            if _is_archive(path.name):
-                yield from _archive_members(path)
-            else:
-                yield _read_file(path)  # any file named explicitly is tried as a replay
+            yield path, _is_archive(path.name)
         else:
             raise SourceError(f"no such file or folder: {path}")
+
+
+def iter_replays(paths: Iterable[str | Path]) -> Iterator[ReplayBlob | SourceFailure]:
+    """Every replay under ``paths`` (files, folders, archives), in a deterministic order."""
+    for path, archive in _inputs(paths):
+        if archive:
+            yield from _archive_members(path)
+        else:
+            yield _read_file(path)
+
+
+def count_replays(paths: Iterable[str | Path]) -> int | None:
+    """How many replays :func:`iter_replays` will yield, when that is cheap to know (files, folders, zips);
+    None when a streamed archive (tar, 7z) would have to be read through to count."""
+    total = 0
+    for path, archive in _inputs(paths):
+        if not archive:
+            total += 1
+        elif path.name.lower().endswith(".zip"):
+            try:
+                with zipfile.ZipFile(path) as members:
+                    total += sum(_is_replay(n) for n in members.namelist())
+            except (zipfile.BadZipFile, OSError):
+                total += 1  # iter_replays reports it as one unreadable source
+        else:
+            return None
+    return total
 
 
 def _read_file(path: Path) -> ReplayBlob | SourceFailure:

@@ -208,6 +208,9 @@ def test_cli_ingest_and_info(small_games, tmp_path):
         assert section in result.output
     result = runner.invoke(app, ["info", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "not a meleewm dataset" in result.output
+    result = runner.invoke(app, ["ingest", str(tmp_path / "no such folder"), "--out", str(tmp_path / "ds2")])
+    assert result.exit_code == 2 and "no such file or folder" in result.output
+    assert not (tmp_path / "ds2").exists()
 
 
 def test_a_failed_part_write_raises_and_leaves_nothing(small_games, tmp_path):
