@@ -22,6 +22,8 @@ from meleewm.melee.characters import (
 )
 from meleewm.melee.stages import (
     LEGAL_STAGES,
+    MAIN_GROUND,
+    SPAWN_POINTS,
     STAGE_NAMES,
     StageGeometry,
     geometry,
@@ -34,5 +36,5 @@ __all__ = [
     "RESPAWN_STATES", "SHIELD_STATES", "action_name", "is_dead",
     "DIGITAL_BUTTONS", "PhysicalButton", "ProcessedButton", "button_bits",
     "EXTERNAL_NAMES", "INTERNAL_NAMES", "character_name", "external_to_internal", "internal_to_external",
-    "LEGAL_STAGES", "STAGE_NAMES", "StageGeometry", "geometry", "in_blast_zone", "stage_name",
+    "LEGAL_STAGES", "MAIN_GROUND", "SPAWN_POINTS", "STAGE_NAMES", "StageGeometry", "geometry", "in_blast_zone", "stage_name",
 ]

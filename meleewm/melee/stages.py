@@ -107,6 +107,20 @@ _GEOMETRY: dict[int, StageGeometry] = {
 }
 
 
+# Where ports 1 and 2 appear on frame -123 of a game, per legal stage (read off every game in games-1), and the
+# ground id of the main stage near its centre.
+SPAWN_POINTS: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {
+    FINAL_DESTINATION: ((-60.0, 10.0), (60.0, 10.0)),
+    BATTLEFIELD: ((-38.8, 35.2), (38.8, 35.2)),
+    YOSHIS_STORY: ((-42.0, 26.6), (42.0, 28.0)),
+    DREAM_LAND: ((-46.6, 37.2), (47.4, 37.3)),
+    POKEMON_STADIUM: ((-40.0, 32.0), (40.0, 32.0)),
+    FOUNTAIN_OF_DREAMS: ((-41.25, 21.0), (41.25, 27.0)),
+}
+MAIN_GROUND: dict[int, int] = {FINAL_DESTINATION: 1, BATTLEFIELD: 1, YOSHIS_STORY: 3, DREAM_LAND: 4,
+                               POKEMON_STADIUM: 34, FOUNTAIN_OF_DREAMS: 5}
+
+
 def stage_name(stage_id: int) -> str:
     return STAGE_NAMES.get(int(stage_id), f"UNKNOWN_{int(stage_id)}")
 

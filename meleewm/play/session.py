@@ -48,16 +48,13 @@ import pyarrow.compute as pc
 import torch
 
 from meleewm.data.encoding import STATE_COLUMNS, EncodingSpec
-from meleewm.melee.actions import DAMAGE_STATES, SHIELD_STATES, action_name
+from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, SHIELD_STATES, action_name
 from meleewm.melee.characters import EXTERNAL_NAMES, character_name, external_to_internal
 from meleewm.melee.stages import (
     BATTLEFIELD,
-    DREAM_LAND,
-    FINAL_DESTINATION,
-    FOUNTAIN_OF_DREAMS,
     LEGAL_STAGES,
-    POKEMON_STADIUM,
-    YOSHIS_STORY,
+    MAIN_GROUND,
+    SPAWN_POINTS,
     geometry,
     stage_name,
 )
@@ -82,20 +79,10 @@ DEFAULT_TIMER = 480         # seconds (8 minutes), as in recorded local games
 MAX_HISTORY = 60 * 60 * FPS  # frames kept for export (one hour); later frames are played but not recorded
 
 
-# Synthesized starts. Spawn points of ports 1 and 2 and the states of frame -123, as every recorded game in
-# games-1 has them (the entry animation: action 322, airborne, ground 65535, 1 jump left (5 for Kirby and
-# Jigglypuff), flags byte 4 = 0x40). Main-stage ground ids are where characters stand near the centre.
-SPAWN_POINTS: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {
-    FINAL_DESTINATION: ((-60.0, 10.0), (60.0, 10.0)),
-    BATTLEFIELD: ((-38.8, 35.2), (38.8, 35.2)),
-    YOSHIS_STORY: ((-42.0, 26.6), (42.0, 28.0)),
-    DREAM_LAND: ((-46.6, 37.2), (47.4, 37.3)),
-    POKEMON_STADIUM: ((-40.0, 32.0), (40.0, 32.0)),
-    FOUNTAIN_OF_DREAMS: ((-41.25, 21.0), (41.25, 27.0)),
-}
-MAIN_GROUND: dict[int, int] = {FINAL_DESTINATION: 1, BATTLEFIELD: 1, YOSHIS_STORY: 3, DREAM_LAND: 4,
-                               POKEMON_STADIUM: 34, FOUNTAIN_OF_DREAMS: 5}
-ENTRY_ACTION, STANDING_ACTION = 322, 14
+# Synthesized starts copy the states of frame -123 that every recorded game in games-1 has (the entry animation:
+# airborne, ground 65535, 1 jump left (5 for Kirby and Jigglypuff), flags byte 4 = 0x40), at the stage's spawn
+# points (meleewm.melee.SPAWN_POINTS).
+ENTRY_ACTION, STANDING_ACTION = ACTION_IDS["ENTRY"], ACTION_IDS["STANDING"]
 MULTI_JUMPERS = frozenset({4, 15})   # external ids: Kirby, Jigglypuff
 START_MODES = ("entry", "standing")
 GROUND_Y = 1e-4                       # y of a character standing on the main stage, as recorded

@@ -18,6 +18,7 @@ from meleewm.cli import app
 from meleewm.data.cache import build_cache
 from meleewm.data.encoding import EncodingSpec
 from meleewm.data.windows import WindowDataset
+from meleewm.melee import SPAWN_POINTS
 from meleewm.model.rollout import rollout
 from meleewm.model.world import WorldModel
 from meleewm.play import session as session_module
@@ -31,7 +32,6 @@ from meleewm.play.controllers import (
 from meleewm.play.dream import dream_session
 from meleewm.play.session import (
     FIRST_FRAME,
-    SPAWN_POINTS,
     ModelNotFound,
     ReplayGame,
     Session,
