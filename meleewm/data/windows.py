@@ -43,7 +43,7 @@ import pyarrow as pa
 import torch
 
 from meleewm.data.cache import EncodedCache
-from meleewm.data.encoding import MIRROR_STAGES, mirror_x, swap_players
+from meleewm.data.encoding import FRAME_ARRAYS, ITEM_ARRAYS, MIRROR_STAGES, mirror_x, swap_players
 
 GAME_FILTERS: dict[str, Callable[[dict], bool]] = {
     "two_players": lambda g: g.get("n_players") == 2,
@@ -100,12 +100,10 @@ class WindowDataset(torch.utils.data.Dataset):
         self.counts = np.maximum((cache.lengths[self.games] - 1) // self.window, 0)
         self._game_of = np.repeat(self.games, self.counts)
         self._k = np.concatenate([np.arange(c) for c in self.counts]) if len(self.counts) else np.zeros(0, int)
-        self._mirrorable = np.array([e.const_stage for e in cache.entries], np.int64)
-        mirror_idx = {cache.spec.stage_index(s) for s in mirror_stages}
-        self._mirrorable = np.isin(self._mirrorable, list(mirror_idx))
-        self._names = ["cont", "cont_mask", "binary", "bin_mask", "cat", "cat_mask", "ctrl", "frame_ids"]
-        if self.spec.items:
-            self._names += ["item_present", "item_type", "item_owner", "item_cont"]
+        mirror_idx = [cache.spec.stage_index(s) for s in mirror_stages]
+        self._mirrorable = np.isin([e.const_stage for e in cache.entries], mirror_idx)
+        # The cache arrays a sample reads (state_age is decoded output, not a model input).
+        self._names = [n for n in FRAME_ARRAYS if n != "state_age" and (self.spec.items or n not in ITEM_ARRAYS)]
         self.set_epoch(0)
 
     def __len__(self) -> int:
@@ -117,10 +115,8 @@ class WindowDataset(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch])
         slack = (self.cache.lengths[self.games] - 1) - self.counts * self.window
         phase = rng.integers(0, np.maximum(slack, 0) + 1) if self.random_phase else np.zeros(len(self.games), np.int64)
-        phase = np.where(self.counts > 0, phase, 0)
         game_phase = np.repeat(phase, self.counts)
         self._start_in_game = game_phase + self._k * self.window
-        self._starts = self.cache.offsets[self._game_of] + self._start_in_game
         n = len(self)
         self._swap = (rng.random(n) < 0.5) & self.swap
         self._mirror = (rng.random(n) < 0.5) & self.mirror & self._mirrorable[self._game_of]

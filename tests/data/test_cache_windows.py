@@ -109,19 +109,19 @@ def test_epochs_are_deterministic(cache):
                                                                                     mirror=True)
     a.set_epoch(2)
     b.set_epoch(2)
-    assert np.array_equal(a._starts, b._starts) and np.array_equal(a._swap, b._swap)
+    assert np.array_equal(a._start_in_game, b._start_in_game) and np.array_equal(a._swap, b._swap)
     for k, v in a[5].items():
         assert torch.equal(v, b[5][k]), k
-    starts = a._starts.copy()
+    starts = a._start_in_game.copy()
     a.set_epoch(3)
-    assert len(a) == len(b) and not np.array_equal(a._starts, starts)
+    assert len(a) == len(b) and not np.array_equal(a._start_in_game, starts)
     assert a._swap.any() and a._mirror.any() and not a._swap.all()
     fixed = WindowDataset(cache, T, random_phase=False)
     fixed.set_epoch(7)
     assert np.all(fixed._start_in_game % T == 0)
     # windows of one game never overlap within an epoch
     for g in np.unique(a._game_of):
-        s = np.sort(a._starts[a._game_of == g])
+        s = np.sort(a._start_in_game[a._game_of == g])
         assert np.all(np.diff(s) >= T)
 
 
