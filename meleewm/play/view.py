@@ -126,7 +126,8 @@ def player_view(st: dict, p: int, character: int, port: int, character_name: str
         "hitstun": bool(action in DAMAGE_STATES or _flag(flags, FLAG_HITSTUN)),
         "airborne": bool(st["post_airborne"][p]),
         "jumps": int(st["post_jumps"][p]),
-        "invulnerable": bool(int(st["post_hurtbox_state"][p]) != 0),
+        # 1 invulnerable, 2 intangible; 0 vulnerable and -1 (unknown: files older than the field) are not
+        "invulnerable": bool(int(st["post_hurtbox_state"][p]) > 0),
     }
 
 

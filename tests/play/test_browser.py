@@ -175,30 +175,34 @@ def test_game_keys_reach_the_game_after_a_dropdown_was_used(server, browser):
 
 
 def test_the_camera_keeps_both_fighters_in_view(server, browser):
+    """The session is paused and the renderer is given states with known positions: the camera must frame both
+    fighters, zoom with their distance and stay inside the blast zones, also on the frame a fighter jumps away."""
     page = open_page(browser, server)
-    page.keyboard.down("a")                            # player 1 walks away from the approaching bot
-    samples = []
-    for _ in range(16):
-        page.wait_for_timeout(120)
-        samples.append(page.evaluate("""() => {
-            const r = window.__meleewm.renderer, st = r.state, g = r.stages[String(st.stage)];
-            return {players: st.players.map(p => ({x: p.x, y: p.y, pose: p.pose, at: r.project(p.x, p.y)})),
-                    camera: r.camera, blast: g.blast, W: r.canvas.width, H: r.canvas.height - 90};
-        }"""))
-    page.keyboard.up("a")
-    inside = 0
-    for s in samples:
-        left, right, top, bottom = s["blast"]
-        assert s["camera"]["w"] <= right - left + 1e-6
-        for p in s["players"]:
-            if p["pose"] == "dead" or not (left <= p["x"] <= right and bottom <= p["y"] <= top):
-                continue                               # past a blast zone: the camera stops at it
-            x, y = p["at"]
-            assert -30 <= x <= s["W"] + 30 and -30 <= y <= s["H"] + 30, (p, s["camera"])
-            inside += 1
-    assert inside >= 16                                # the fighters were in play for most samples
-    widths = [s["camera"]["w"] for s in samples]
-    assert min(widths) < samples[0]["blast"][1] - samples[0]["blast"][0]   # zoomed in, not the whole blast box
+    page.click("#pause")
+    page.wait_for_function("window.__meleewm.session.paused", timeout=5000)
+    check = """([a, b, frames]) => {
+        const r = window.__meleewm.renderer, st = JSON.parse(JSON.stringify(window.__meleewm_state));
+        st.players[0].x = a[0]; st.players[0].y = a[1]; st.players[1].x = b[0]; st.players[1].y = b[1];
+        st.players.forEach(p => { p.pose = "plain"; });
+        r.state = st;
+        for (let i = 0; i < frames; i++) r.draw();
+        const g = r.stages[String(st.stage)];
+        return {at: [r.project(...a), r.project(...b)], camera: r.camera, blast: g.blast,
+                W: r.canvas.width, H: r.canvas.height - 90};
+    }"""
+    widths = {}
+    cases = {"close": ([-10, 0], [12, 0]), "apart": ([-120, 0], [110, 40]), "tall": ([0, 140], [5, -60]),
+             "by a blast zone": ([-220, 10], [-30, 0]), "jump": ([-10, 0], [150, 100])}
+    for name, (a, b) in cases.items():
+        frames = 1 if name == "jump" else 60            # "jump": one frame after "by a blast zone"
+        out = page.evaluate(check, [a, b, frames])
+        left, right, top, bottom = out["blast"]
+        cam = out["camera"]
+        assert left - 1e-6 <= cam["cx"] - cam["w"] / 2 and cam["cx"] + cam["w"] / 2 <= right + 1e-6, name
+        for x, y in out["at"]:
+            assert 0 <= x <= out["W"] and 0 <= y <= out["H"], (name, out)
+        widths[name] = cam["w"]
+    assert widths["close"] < widths["apart"] < out["blast"][1] - out["blast"][0]
     page.close()
 
 

@@ -7,6 +7,7 @@ import math
 import os
 import socket
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
@@ -15,8 +16,8 @@ from meleewm.cli import app as cli_app
 from meleewm.play import server as server_module
 from meleewm.play.library import LibraryError, ReplayLibrary, default_replay_folder
 from meleewm.play.server import ReplayCatalog, create_app, listen
-from meleewm.play.session import ReplayGame, Session
-from meleewm.play.view import pose_of
+from meleewm.play.session import ReplayGame, Session, synthetic_columns
+from meleewm.play.view import player_view, pose_of
 from tests.play.test_server import recv
 from tests.play.test_session import dataset, game_id, model, play_files, replay  # noqa: F401 - shared fixtures
 
@@ -141,6 +142,15 @@ def test_poses_name_the_cues():
     assert pose_of(0) == "dead" and pose_of(12) == "respawn" and pose_of(40) == "crouch"
     assert pose_of(179) == "shield" and pose_of(0x41) == "attack" and pose_of(38) == "tumble"
     assert pose_of(253) == "ledge" and pose_of(341) == "special" and pose_of(14) == "plain"
+
+
+def test_player_view_reads_unknown_hurtbox_as_vulnerable():
+    st, age = synthetic_columns(31, (20, 2), "standing")
+    st["post_state_age"] = age
+    st["post_hurtbox_state"] = np.array([-1, 1])        # unknown (older files) and invulnerable
+    views = [player_view(st, p, c, p + 1, "x") for p, c in enumerate((20, 2))]
+    assert [v["invulnerable"] for v in views] == [False, True]
+    assert views[0]["pose"] == "plain" and views[0]["facing"] == 1 and views[1]["facing"] == -1
 
 
 def test_replay_game_from_bytes_rejects_junk(model):

@@ -61,12 +61,20 @@ export class Renderer {
     if (!pts.length) pts.push([0, 0]);
     let x0 = Math.min(...pts.map((p) => p[0])) - CAMERA.marginX, x1 = Math.max(...pts.map((p) => p[0])) + CAMERA.marginX;
     let y0 = Math.min(...pts.map((p) => p[1])) - CAMERA.marginBottom, y1 = Math.max(...pts.map((p) => p[1])) + CAMERA.marginTop;
-    let w = Math.max(x1 - x0, (y1 - y0) * aspect, CAMERA.minWidth);
+    const w = Math.max(x1 - x0, (y1 - y0) * aspect, CAMERA.minWidth);
+    return { ...this._bounded((x0 + x1) / 2, (y0 + y1) / 2, w, g, aspect), pts };
+  }
+
+  // A camera box inside the blast zones: no wider than they are, its centre moved in as far as needed.
+  _bounded(cx, cy, w, g, aspect) {
+    const [left, right, top, bottom] = g ? g.blast : [-250, 250, 200, -140];
     w = Math.min(w, right - left, (top - bottom) * aspect);
     const h = w / aspect;
-    const cx = Math.min(Math.max((x0 + x1) / 2, left + w / 2), right - w / 2);
-    const cy = Math.min(Math.max((y0 + y1) / 2, bottom + h / 2), top - h / 2);
-    return { cx, cy, w };
+    return {
+      cx: Math.min(Math.max(cx, left + w / 2), right - w / 2),
+      cy: Math.min(Math.max(cy, bottom + h / 2), top - h / 2),
+      w,
+    };
   }
 
   _view(st, g) {
@@ -76,8 +84,15 @@ export class Renderer {
       const c = this.camera;
       if (!c || this.cameraStage !== st.stage) this.camera = target;
       else {
+        // eased toward the target, but never so slowly that a fighter leaves the picture
         const k = CAMERA.smoothing;
-        this.camera = { cx: c.cx + (target.cx - c.cx) * k, cy: c.cy + (target.cy - c.cy) * k, w: c.w + (target.w - c.w) * k };
+        const cx = c.cx + (target.cx - c.cx) * k, cy = c.cy + (target.cy - c.cy) * k;
+        const aspect = W / H;
+        let w = c.w + (target.w - c.w) * k;
+        for (const [x, y] of target.pts) {
+          w = Math.max(w, 2 * (Math.abs(x - cx) + CAMERA.marginX / 2), 2 * (Math.abs(y - cy) + CAMERA.marginBottom) * aspect);
+        }
+        this.camera = this._bounded(cx, cy, w, g, aspect);
       }
       this.cameraStage = st.stage;
     }
@@ -98,12 +113,15 @@ export class Renderer {
   _draw() {
     const ctx = this.ctx, c = this.canvas;
     const st = this.state;
+    this.drawnState = st;          // what the picture (and the camera) shows now
     const g = st ? this.stages[String(st.stage)] : null;
     const v = this._view(st, g);
-    const bg = ctx.createLinearGradient(0, 0, 0, c.height);
-    bg.addColorStop(0, "#0d1b2a");
-    bg.addColorStop(1, "#1b263b");
-    ctx.fillStyle = bg;
+    if (!this.background) {
+      this.background = ctx.createLinearGradient(0, 0, 0, c.height);
+      this.background.addColorStop(0, "#0d1b2a");
+      this.background.addColorStop(1, "#1b263b");
+    }
+    ctx.fillStyle = this.background;
     ctx.fillRect(0, 0, c.width, c.height);
     this.drawn = { fighters: 0, ghosts: 0, items: 0 };
     if (g) this._stage(g, v);
@@ -448,18 +466,10 @@ export class Renderer {
       ctx.font = "12px sans-serif";
       ctx.fillStyle = color;
       ctx.fillText(`P${p.port} ${p.character_name}`, cx, top + 56);
-      // stock icons: the fighter's own silhouette, small
+      // stock icons: the fighter's own silhouette, small (drawn once, then copied)
       const stocks = Math.max(0, Math.min(p.stocks, 8));
-      for (let k = 0; k < stocks; k++) {
-        const k2 = 13 / (f.shieldY * 2.4);
-        ctx.save();
-        ctx.translate(cx - (stocks - 1) * 9 + k * 18, top + 82);
-        ctx.scale(k2, -k2);
-        ctx.lineWidth = 1 / k2;
-        ctx.strokeStyle = color;
-        drawFighter(ctx, f, "plain");
-        ctx.restore();
-      }
+      const icon = this._stockIcon(p.character, color);
+      for (let k = 0; k < stocks; k++) ctx.drawImage(icon, cx - (stocks - 1) * 9 + k * 18 - 9, top + 66);
     });
     const t = Math.max(0, st.timer);
     const mm = Math.floor(t / 60), ss = Math.floor(t % 60), cc = Math.floor((t * 100) % 100);
@@ -470,6 +480,26 @@ export class Renderer {
     ctx.font = "12px monospace";
     ctx.fillStyle = "#a0aec0";
     ctx.fillText(`frame ${st.frame}${st.paused ? "  ❚❚ paused" : ""}`, c.width / 2, 48);
+  }
+
+  _stockIcon(character, color) {
+    const key = `${character}/${color}`;
+    this.icons = this.icons || {};
+    if (!this.icons[key]) {
+      const icon = document.createElement("canvas");
+      icon.width = 18;
+      icon.height = 18;
+      const ictx = icon.getContext("2d");
+      const f = fighterOf(character);
+      const k = 15 / (f.shieldY * 2.4);
+      ictx.translate(9, 17);
+      ictx.scale(k, -k);
+      ictx.lineWidth = 1 / k;
+      ictx.strokeStyle = color;
+      drawFighter(ictx, f, "plain");
+      this.icons[key] = icon;
+    }
+    return this.icons[key];
   }
 
   // The divergence meter: per player, how far the dream is from the real game (position, action) now and on
