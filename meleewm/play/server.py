@@ -3,6 +3,13 @@
 * ``GET /`` — the page (``static/index.html`` + ES modules in ``static/``, no build step).
 * ``GET /api/info`` — stages (geometry of the six legal stages), characters, replays the server offers, defaults.
 * ``GET /api/sessions/{id}/replay.slp`` — the session so far, as a Slippi replay (``Session.slp_bytes``).
+* ``GET /api/library?offset=&count=`` — a page of the replay folder's listing (``meleewm.play.library``).
+* ``POST /api/library/{file_id}/open`` — open a listed replay; answers its replay entry (id, label, frames).
+* ``POST /api/replays`` — a dropped ``.slp`` (raw bytes, at most ``MAX_UPLOAD_BYTES``); answers its entry.
+* ``GET /api/replays/{id}/frames/{frame}`` — the real game at one frame, as the page draws it (timeline preview).
+
+The two POST routes need the header ``X-Meleewm: 1``, which only the page's scripts send. Opened and dropped
+replays are kept (the last ``MAX_OPENED``) for replay starts; a bad file is a 400 with the reason.
 * ``WS /ws`` — one WebSocket per client. JSON text messages, each an object with a ``type``.
 
 Client → server (``port`` is 0 or 1: the lower or the higher port of the game):
@@ -28,7 +35,8 @@ S is ``{"kind": "synthetic", "stage": 31, "chars": [20, 2], "mode": "entry"|"sta
 
 Server → client: ``hello`` (what ``/api/info`` returns, and this client's id), ``session`` (the session's
 description and the ports this client holds; sent on every change), ``state`` (every tick: frame, timer, per
-player x, y, action id and name, percent, stocks, facing, shield, hitlag, hitstun, airborne, ...; fps, step and
+player x, y, action id and name, pose, percent, stocks, facing, shield, hitlag, hitstun, airborne, ...; items;
+in a replay takeover ``real``: the real game's players and items at that frame and the divergence; fps, step and
 tick latency in ms, guard counts; see ``Session.message``), ``error`` (``message``; the connection stays open)
 and ``pong``.
 

@@ -92,6 +92,7 @@ def canvas_variance(page) -> float:
 def screenshot(page, tmp_path, name: str) -> Path:
     """A PNG of the page (kept in MELEEWM_PLAY_SCREENSHOTS when set)."""
     shot = tmp_path / name
+    page.evaluate("window.scrollTo(0, 0)")
     page.screenshot(path=str(shot))
     wanted = os.environ.get("MELEEWM_PLAY_SCREENSHOTS")
     if wanted:

@@ -82,6 +82,7 @@ function onHello(msg) {
 
 function onSession(msg) {
   S.session = msg;
+  if (!msg.paused && S.preview) { S.preview = null; $("timeline-box").hidden = true; }   // the game goes on
   $("session-id").textContent = msg.id;
   const invite = `${location.origin}/?join=${msg.id}&port=1`;
   $("invite").href = invite;
