@@ -279,3 +279,38 @@ def test_a_mapped_gamepad_button_moves_the_character(server, browser):
                            timeout=10000)
     assert not page.errors
     page.close()
+
+
+def test_every_fighter_draws_every_cue_and_a_ko_bursts(server, browser):
+    """Each character's silhouette in each pose (plus shield, hitlag, hitstun, invulnerability flags) draws without
+    an error; a fighter that turns dead leaves a KO burst; the respawn pose draws its halo."""
+    page = open_page(browser, server)
+    page.click("#pause")
+    page.wait_for_function("window.__meleewm.session.paused", timeout=5000)
+    out = page.evaluate("""() => {
+        const r = window.__meleewm.renderer, base = JSON.parse(JSON.stringify(window.__meleewm_state));
+        const poses = ["plain", "crouch", "shield", "attack", "special", "tumble", "hurt", "ledge", "lying", "dodge",
+                       "grab", "entry", "respawn"];
+        let drawn = 0;
+        for (let c = 0; c <= 25; c++) {
+            for (const pose of poses) {
+                const st = JSON.parse(JSON.stringify(base));
+                st.players.forEach((p, i) => Object.assign(p, {character: c, pose, x: i ? 20 : -20, y: 0,
+                    shielding: pose === "shield", shield: 30, in_hitlag: i === 0, hitstun: pose === "hurt",
+                    invulnerable: pose === "respawn", attack_direction: ["forward", "up", "down", "back", "around"][c % 5],
+                    action_frame: 3}));
+                r.state = st;
+                r.draw();
+                drawn += r.drawn.fighters;
+            }
+        }
+        const st = JSON.parse(JSON.stringify(base));
+        st.players[0].pose = "plain"; r.state = st; r.draw();
+        const dead = JSON.parse(JSON.stringify(st));
+        dead.players[0].pose = "dead"; dead.players[0].stocks -= 1; r.state = dead; r.draw();
+        return {drawn, effects: r.effects.length, fightersWhenDead: r.drawn.fighters};
+    }""")
+    assert out["drawn"] == 26 * 13 * 2
+    assert out["effects"] == 1 and out["fightersWhenDead"] == 1
+    assert not page.errors
+    page.close()

@@ -18,6 +18,7 @@ from meleewm.play.library import LibraryError, ReplayLibrary, default_replay_fol
 from meleewm.play.server import ReplayCatalog, create_app, listen
 from meleewm.play.session import ReplayGame, Session, synthetic_columns
 from meleewm.play.view import player_view, pose_of
+from tests.conftest import extract_members
 from tests.play.test_server import recv
 from tests.play.test_session import dataset, game_id, model, play_files, replay  # noqa: F401 - shared fixtures
 
@@ -151,6 +152,17 @@ def test_player_view_reads_unknown_hurtbox_as_vulnerable():
     views = [player_view(st, p, c, p + 1, "x") for p, c in enumerate((20, 2))]
     assert [v["invulnerable"] for v in views] == [False, True]
     assert views[0]["pose"] == "plain" and views[0]["facing"] == 1 and views[1]["facing"] == -1
+
+
+def test_the_real_games_items_are_drawn_in_a_takeover(model, replays, tmp_path):
+    """peppi's v3.16.slp (Fox on port 1 vs Falco on Yoshi's Story, 315 frames) has Fox's laser and another item of
+    his, and the stage's own items (owner -1): view_at lists them with the owner as the page colours it."""
+    (path,) = extract_members(replays / "fixtures.zip", ["hohav-peppi/tests/data/v3.16.slp"], tmp_path)
+    game = ReplayGame.from_bytes(path.read_bytes(), path.name, model.spec)
+    seen = [it for f in range(game.first_frame, game.last_frame + 1) for it in game.view_at(f)["items"]]
+    owners = {(it["owner"], it["type"]) for it in seen}
+    assert (1, 54) in owners and (0, 210) in owners          # Fox's laser (player 1), a stage item (nobody's)
+    assert all(math.isfinite(it["x"]) and math.isfinite(it["y"]) for it in seen)
 
 
 def test_replay_game_from_bytes_rejects_junk(model):
