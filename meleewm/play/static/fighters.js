@@ -2,9 +2,11 @@
 //
 // Sizes are in Melee units. `shield` is the shield's diameter at full health and `shieldY` the height of its
 // centre, as the SlippiLab replay viewer (github.com/frankborden/slippilab, src/viewer/characters/*.ts) gives them:
-// shieldSize (model scale × the character's shield-size attribute) and shieldOffset × scale. Where SlippiLab marks
-// its offset as a placeholder, or has no value that we read, the number is our estimate (`est`). The body's height
-// is twice the shield centre's height (the bubble sits on the torso), the width in proportion to the shield.
+// shieldSize (model scale × the character's shield-size attribute) and shieldOffset × scale. `est` marks the
+// characters whose shield centre is our estimate (SlippiLab's offset there is a placeholder); for Mr. Game & Watch,
+// Kirby, Link, Mewtwo, Yoshi, Zelda, Young Link, Dr. Mario (Mario's value) and Pichu the shield size is estimated
+// too. The body's height is twice the shield centre's height (the bubble sits on the torso), the width in
+// proportion to the shield.
 // `color` is the default costume's main colour, `trim` its second colour.
 export const FIGHTERS = {
   0: { name: "Captain Falcon", shield: 14.55, shieldY: 10.13, color: "#3a4fb8", trim: "#d83a2e", build: "biped", features: ["helmet", "scarf"] },
