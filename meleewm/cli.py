@@ -271,35 +271,49 @@ def play(
     replay: str = typer.Option(None, "--replay", "-r", help="a .slp file, or a game id of --data, to start from"),
     frame: int = typer.Option(None, "--frame", "-f", help="frame id of --replay to start from (default 0)"),
     data: Path = typer.Option(None, "--data", "-d", help="dataset folder: its games become selectable starts"),
+    replays: Path = typer.Option(None, "--replays", help="folder of .slp files the page lists (default: the Slippi "
+                                                         "Launcher's replay folder, when it exists)"),
     host: str = typer.Option("127.0.0.1", help="interface to bind (localhost unless told otherwise)"),
-    port: int = typer.Option(8000, help="TCP port"),
+    port: int = typer.Option(8000, help="TCP port (0: any free port)"),
     temperature: float = typer.Option(0.0, min=0.0, max=5.0, help="0 = argmax; > 0 samples categorical heads"),
     guards: bool = typer.Option(False, "--guards", help="rule guards on: blast-zone clamp, stocks 0-4 (counted)"),
     warmup: int = typer.Option(None, min=0, help="real frames a replay start warms up on (0 = all)"),
 ) -> None:
     """Play the world model in the browser: a local web server, one WebSocket per player."""
-    from meleewm.play.server import ReplayCatalog, create_app, serve
+    from meleewm.play.library import LibraryError, ReplayLibrary, default_replay_folder
+    from meleewm.play.server import ReplayCatalog, create_app, listen, serve
     from meleewm.play.session import SessionError, load_play_model
     from meleewm.replay.dataset import DatasetError
     from meleewm.train.checkpoint import CheckpointError
 
+    if frame is not None and not replay:
+        _fail("--frame needs --replay")
+    if replays is None and default_replay_folder().is_dir():
+        replays = default_replay_folder()
     try:
+        library = ReplayLibrary(replays)
         world, _ = load_play_model(model)
         catalog = ReplayCatalog(world.spec, [replay] if replay else [], data=data)
         default_start = None
         if replay:
-            game = catalog.entries[0]
-            start_frame = frame if frame is not None else max(0, game["first_frame"] + 1)
-            default_start = {"kind": "replay", "replay": game["id"], "frame": start_frame}
-        elif frame is not None:
-            _fail("--frame needs --replay")
-        app_ = create_app(world, replays=catalog, default_start=default_start, temperature=temperature,
-                          guards=guards, warmup=warmup)
-    except (SessionError, CheckpointError, DatasetError) as error:
+            game = catalog.get(catalog.entries[0]["id"])
+            start_frame = frame if frame is not None else max(0, game.first_frame + 1)
+            if not game.first_frame < start_frame <= game.last_frame:
+                _fail(f"--frame {start_frame} is not a frame to take over from in {game.source}: the replay has "
+                      f"frames {game.first_frame}..{game.last_frame}, and a takeover needs one real frame before it "
+                      f"(so {game.first_frame + 1}..{game.last_frame})")
+            default_start = {"kind": "replay", "replay": game.game_id, "frame": start_frame}
+        app_ = create_app(world, replays=catalog, library=library, default_start=default_start,
+                          temperature=temperature, guards=guards, warmup=warmup)
+        sock, url = listen(host, port)
+    except (SessionError, CheckpointError, DatasetError, LibraryError) as error:
         _fail(str(error))
-    shown = "localhost" if host in ("127.0.0.1", "::1") else host
-    console.print(f"meleewm play: open [bold]http://{shown}:{port}/[/] (Ctrl+C stops the server)")
-    serve(app_, host=host, port=port)
+    except OSError as error:
+        _fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
+    if library.folder is not None:
+        console.print(f"replays: {library.folder}")
+    console.print(f"meleewm play: open [bold]{url}[/] (Ctrl+C stops the server)", soft_wrap=True)
+    serve(app_, sock)
 
 
 @app.command()
@@ -320,11 +334,15 @@ def dream(
     from meleewm.replay.dataset import DatasetError
     from meleewm.train.checkpoint import CheckpointError
 
+    if not export.parent.is_dir():
+        _fail(f"cannot write {export}: the folder {export.parent} does not exist")
     try:
         result = run_dream(model, replay, frame, frames, export, data=data, temperature=temperature, seed=seed,
                            warmup=warmup)
     except (SessionError, CheckpointError, DatasetError) as error:
         _fail(str(error))
+    except OSError as error:
+        _fail(f"cannot write {export}: {error.strerror or error}")
     console.print(f"dream → {result.path}: {result.prefix_frames} real frames (warm-up on the last "
                   f"{result.warmup}), then {result.model_frames} model frames from frame {result.start_frame}; "
                   f"{result.total_frames} in all ({result.elapsed:.1f} s)")

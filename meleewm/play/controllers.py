@@ -35,8 +35,8 @@ C-stick                     —                      Numpad 8 4 2 6
 Gamepad (browser Gamepad API, "standard" mapping; Xbox and PlayStation pads): left stick → control stick, right
 stick → C-stick (y axes flipped: up is +1 in Melee), LT/L2 and RT/R2 (analog) → L and R triggers (digital L/R
 at > 0.9), bottom face button (Xbox A / PS ✕) → A, left (X / □) → B, right (B / ○) → X, top (Y / △) → Y,
-RB/R1 and LB/L1 → Z, Start/Options → START, D-pad → D-pad. Stick dead zone 0.15 (radial), clamped to the unit
-circle.
+RB/R1 → Z, Start/Options → START, D-pad → D-pad. Stick dead zone 0.15 (radial), clamped to the unit circle. The
+page's mapping screen rebinds any control to any pad button or stick direction (saved in the browser).
 """
 
 from __future__ import annotations

@@ -3,6 +3,13 @@
 * ``GET /`` — the page (``static/index.html`` + ES modules in ``static/``, no build step).
 * ``GET /api/info`` — stages (geometry of the six legal stages), characters, replays the server offers, defaults.
 * ``GET /api/sessions/{id}/replay.slp`` — the session so far, as a Slippi replay (``Session.slp_bytes``).
+* ``GET /api/library?offset=&count=`` — a page of the replay folder's listing (``meleewm.play.library``).
+* ``POST /api/library/{file_id}/open`` — open a listed replay; answers its replay entry (id, label, frames).
+* ``POST /api/replays`` — a dropped ``.slp`` (raw bytes, at most ``MAX_UPLOAD_BYTES``); answers its entry.
+* ``GET /api/replays/{id}/frames/{frame}`` — the real game at one frame, as the page draws it (timeline preview).
+
+The two POST routes need the header ``X-Meleewm: 1``, which only the page's scripts send. Opened and dropped
+replays are kept (the last ``MAX_OPENED``) for replay starts; a bad file is a 400 with the reason.
 * ``WS /ws`` — one WebSocket per client. JSON text messages, each an object with a ``type``.
 
 Client → server (``port`` is 0 or 1: the lower or the higher port of the game):
@@ -28,7 +35,8 @@ S is ``{"kind": "synthetic", "stage": 31, "chars": [20, 2], "mode": "entry"|"sta
 
 Server → client: ``hello`` (what ``/api/info`` returns, and this client's id), ``session`` (the session's
 description and the ports this client holds; sent on every change), ``state`` (every tick: frame, timer, per
-player x, y, action id and name, percent, stocks, facing, shield, hitlag, hitstun, airborne, ...; fps, step and
+player x, y, action id and name, pose, percent, stocks, facing, shield, hitlag, hitstun, airborne, ...; items;
+in a replay takeover ``real``: the real game's players and items at that frame and the divergence; fps, step and
 tick latency in ms, guard counts; see ``Session.message``), ``error`` (``message``; the connection stays open)
 and ``pong``.
 
@@ -45,12 +53,14 @@ import collections
 import copy
 import json
 import secrets
+import socket
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, WebSocket, WebSocketDisconnect
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -65,6 +75,7 @@ from meleewm.play.controllers import (
     ReplayController,
     make_bot,
 )
+from meleewm.play.library import MAX_UPLOAD_BYTES, LibraryError, ReplayLibrary
 from meleewm.play.session import (
     FPS,
     ReplayGame,
@@ -78,6 +89,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 MAX_MESSAGE_BYTES = 16 * 1024      # larger messages get an error reply
 WS_MAX_SIZE = 1 << 20              # uvicorn closes the connection above this (no reply possible)
 MAX_SESSIONS = 16
+MAX_OPENED = 4                     # replays opened from the page (library or upload) kept in memory
 MAX_STEP_FRAMES = 600
 OUTBOX = 16                        # queued messages per client; the oldest state message gives way
 BROWSER_KINDS = ("keyboard", "gamepad")
@@ -100,12 +112,11 @@ class ReplayCatalog:
         self._dataset_ids: set[str] = set()
         self._cache: collections.OrderedDict[str, ReplayGame] = collections.OrderedDict()  # a few dataset games
         self.entries: list[dict] = []
+        self._opened: collections.OrderedDict[str, ReplayGame] = collections.OrderedDict()  # from the page
         for source in replays or ():
             game = ReplayGame.open(source, spec, data=data)
             self._given[game.game_id] = game
-            self.entries.append({"id": game.game_id, "label": _label(game.stage, game.chars, game.source),
-                                 "stage": game.stage, "chars": list(game.chars), "first_frame": game.first_frame,
-                                 "last_frame": game.last_frame})
+            self.entries.append(_entry(game))
         self._dataset = None
         if data is not None:
             from meleewm.replay.dataset import Dataset
@@ -122,9 +133,20 @@ class ReplayCatalog:
                                      "stage": row["stage"], "chars": chars, "first_frame": row["first_frame"],
                                      "last_frame": row["last_frame"]})
 
+    def add(self, game: ReplayGame) -> dict:
+        """A replay the page opened (from the library or dropped): kept among the last MAX_OPENED, not listed in
+        ``entries``; its entry is returned."""
+        self._opened[game.game_id] = game
+        self._opened.move_to_end(game.game_id)
+        while len(self._opened) > MAX_OPENED:
+            self._opened.popitem(last=False)
+        return _entry(game)
+
     def get(self, replay_id: str) -> ReplayGame:
         if replay_id in self._given:
             return self._given[replay_id]
+        if replay_id in self._opened:
+            return self._opened[replay_id]
         if replay_id not in self._dataset_ids:
             raise ClientError(f"unknown replay {replay_id!r}")
         if replay_id not in self._cache:
@@ -133,6 +155,11 @@ class ReplayCatalog:
                 self._cache.popitem(last=False)
         self._cache.move_to_end(replay_id)
         return self._cache[replay_id]
+
+
+def _entry(game: ReplayGame) -> dict:
+    return {"id": game.game_id, "label": _label(game.stage, game.chars, game.source), "stage": game.stage,
+            "chars": list(game.chars), "first_frame": game.first_frame, "last_frame": game.last_frame}
 
 
 def _label(stage: int, chars, source: str) -> str:
@@ -322,10 +349,12 @@ def _port(value: Any) -> int:
 class Hub:
     """What the app serves: the model, the replays, the sessions."""
 
-    def __init__(self, model, *, replays: ReplayCatalog | None = None, default_start: dict | None = None,
-                 temperature: float = 0.0, guards: bool = False, warmup: int | None = None):
+    def __init__(self, model, *, replays: ReplayCatalog | None = None, library: ReplayLibrary | None = None,
+                 default_start: dict | None = None, temperature: float = 0.0, guards: bool = False,
+                 warmup: int | None = None):
         self.model = model
         self.replays = replays or ReplayCatalog(model.spec)
+        self.library = library or ReplayLibrary(None)
         # Standing on the stage by default: the bundled model plays on from there far better than from the
         # entry animation, whose frames it saw only at game starts.
         self.default_start = default_start or {"kind": "synthetic", "stage": 31, "chars": [20, 2],
@@ -339,6 +368,8 @@ class Hub:
             "legal_stages": list(LEGAL_STAGES),
             "characters": [{"id": c, "name": EXTERNAL_NAMES[c]} for c in PLAYABLE],
             "replays": self.replays.entries,
+            "library": None if self.library.folder is None else str(self.library.folder),
+            "max_upload_bytes": MAX_UPLOAD_BYTES,
             "default_start": self.default_start,
             "controller_kinds": list(CONTROLLER_KINDS),
             "temperature": self.temperature,
@@ -490,11 +521,12 @@ def _float(value: Any, name: str) -> float:
 
 # -- the app ------------------------------------------------------------------------------------------------------
 
-def create_app(model, *, replays: ReplayCatalog | None = None, default_start: dict | None = None,
-               temperature: float = 0.0, guards: bool = False, warmup: int | None = None):
+def create_app(model, *, replays: ReplayCatalog | None = None, library: ReplayLibrary | None = None,
+               default_start: dict | None = None, temperature: float = 0.0, guards: bool = False,
+               warmup: int | None = None):
     """The FastAPI app serving ``model`` (a loaded WorldModel)."""
-    hub = Hub(model, replays=replays, default_start=default_start, temperature=temperature, guards=guards,
-              warmup=warmup)
+    hub = Hub(model, replays=replays, library=library, default_start=default_start, temperature=temperature,
+              guards=guards, warmup=warmup)
     app = FastAPI(title="meleewm play", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.hub = hub
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -507,6 +539,55 @@ def create_app(model, *, replays: ReplayCatalog | None = None, default_start: di
     @app.get("/api/info")
     async def info():
         return JSONResponse(hub.info())
+
+    @app.get("/api/library")
+    async def library_listing(offset: int = 0, count: int = 50):
+        return JSONResponse(await run_in_threadpool(hub.library.listing, offset, count))
+
+    @app.post("/api/library/{file_id}/open")
+    async def library_open(file_id: str, request: Request):
+        _check_page_request(request)
+        try:
+            path = hub.library.path(file_id)
+            game = await run_in_threadpool(ReplayGame.open, path, model.spec)
+        except (LibraryError, SessionError) as error:
+            raise HTTPException(status_code=400, detail=str(error)) from None
+        return JSONResponse(hub.replays.add(game))
+
+    @app.post("/api/replays")
+    async def upload(request: Request):
+        """A dropped .slp file (the raw bytes; ``X-Filename`` names it in messages), at most MAX_UPLOAD_BYTES."""
+        _check_page_request(request)
+        name = Path(urllib.parse.unquote(request.headers.get("x-filename") or "dropped.slp")).name[:200]
+        too_large = HTTPException(status_code=413, detail=f"{name} is larger than the upload limit of "
+                                                          f"{MAX_UPLOAD_BYTES >> 20} MiB")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_UPLOAD_BYTES:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_UPLOAD_BYTES:
+                raise too_large
+            chunks.append(chunk)
+        try:
+            game = await run_in_threadpool(ReplayGame.from_bytes, b"".join(chunks), name, model.spec)
+        except SessionError as error:
+            raise HTTPException(status_code=400, detail=str(error)) from None
+        return JSONResponse(hub.replays.add(game))
+
+    @app.get("/api/replays/{replay_id}/frames/{frame}")
+    async def replay_frame(replay_id: str, frame: int):
+        """The real game at one frame (players and items as the page draws them): the timeline's preview."""
+        try:
+            game = hub.replays.get(replay_id)
+        except ClientError as error:
+            raise HTTPException(status_code=404, detail=str(error)) from None
+        view = await run_in_threadpool(game.view_at, frame)
+        if view is None:
+            raise HTTPException(status_code=404, detail=f"frame {frame} is not in replay {game.source} "
+                                                        f"(frames {game.first_frame}..{game.last_frame})")
+        return JSONResponse(view)
 
     @app.get("/api/sessions/{session_id}/replay.slp")
     async def download(session_id: str):
@@ -563,6 +644,13 @@ def create_app(model, *, replays: ReplayCatalog | None = None, default_start: di
     return app
 
 
+def _check_page_request(request) -> None:
+    """State-changing HTTP requests carry a header only the page's own scripts send: a cross-site form or a
+    simple cross-origin request cannot set it without a preflight, which this server never grants."""
+    if request.headers.get("x-meleewm") != "1":
+        raise HTTPException(status_code=403, detail="send this request from the play page (X-Meleewm header)")
+
+
 def _snapshot(session: Session) -> Session:
     """A copy of the session's export data, so the export can run in a thread while the game goes on."""
     snap = copy.copy(session)
@@ -573,8 +661,27 @@ def _snapshot(session: Session) -> Session:
     return snap
 
 
-def serve(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
+def listen(host: str = "127.0.0.1", port: int = 8000) -> tuple[socket.socket, str]:
+    """A socket bound to (host, port) and the URL of the address it really listens on (port 0 picks a free one);
+    an OSError (address in use, unknown host) before anything is served."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(128)
+    except OSError:
+        sock.close()
+        raise
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if family == socket.AF_INET6 else bound_host
+    return sock, f"http://{shown}:{bound_port}/"
+
+
+def serve(app, sock: socket.socket, log_level: str = "warning") -> None:
+    """Serve ``app`` on a socket from :func:`listen` until interrupted."""
     import uvicorn
 
     use_play_threads()
-    uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_SIZE)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, ws_max_size=WS_MAX_SIZE))
+    server.run(sockets=[sock])

@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import torch
 
 from meleewm.data.encoding import STATE_COLUMNS, EncodingSpec
-from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, SHIELD_STATES, action_name
+from meleewm.melee.actions import ACTION_IDS
 from meleewm.melee.characters import EXTERNAL_NAMES, character_name, external_to_internal
 from meleewm.melee.stages import (
     BATTLEFIELD,
@@ -70,6 +70,7 @@ from meleewm.play.controllers import (
     encode_controllers,
 )
 from meleewm.play.slp_writer import FIRST_FRAME, SlpGame, SlpPlayer, game_from_dataset, write_slp
+from meleewm.play.view import Divergence, items_view, player_view
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO_ROOT / "models" / "meleewm-small.pt"
@@ -86,12 +87,6 @@ ENTRY_ACTION, STANDING_ACTION = ACTION_IDS["ENTRY"], ACTION_IDS["STANDING"]
 MULTI_JUMPERS = frozenset({4, 15})   # external ids: Kirby, Jigglypuff
 START_MODES = ("entry", "standing")
 GROUND_Y = 1e-4                       # y of a character standing on the main stage, as recorded
-
-# Slippi post-frame state flags (byte, bit), as peppi names them; checked against games-1 (hitstun is set on
-# 85 % of DAMAGE_* frames, hitlag on every frame with post_hitlag > 0, shield on 80 % of SHIELD_* frames).
-FLAG_HITLAG = (1, 5)
-FLAG_SHIELD = (2, 7)
-FLAG_HITSTUN = (3, 1)
 
 
 class SessionError(ValueError):
@@ -225,19 +220,15 @@ class ReplayGame:
         self.chars = tuple(int(by_port.get(p, -1)) for p in self.ports)
         self.stage = int(self.record["stage"])
         self.ctrl_columns = spec.decode_ctrl(self.encoded.ctrl)
+        self._decoded: dict[str, np.ndarray] | None = None     # view_at's decode of every frame
+        self._items: dict[str, np.ndarray] | None = None       # view_at's item rows, sorted by frame
 
     @classmethod
     def open(cls, source: str | Path, spec: EncodingSpec, data: str | Path | None = None) -> ReplayGame:
         """``source``: a ``.slp`` file, or (with ``data``, a dataset folder) a game id or a unique prefix of one."""
         path = Path(source)
         if path.is_file():
-            from meleewm.replay.reader import ReplayError, parse_replay
-
-            try:
-                parsed = parse_replay(path.read_bytes(), str(path))
-            except ReplayError as error:
-                raise SessionError(f"{path}: {error}") from None
-            return cls(_ParsedDataset(parsed), parsed.record["game_id"], spec, source=path.name)
+            return cls.from_bytes(path.read_bytes(), path.name, spec)
         if data is None:
             raise SessionError(f"replay {source!r} is not a file; to name a dataset game, also give --data DATASET")
         from meleewm.replay.dataset import Dataset, DatasetError
@@ -248,6 +239,17 @@ class ReplayGame:
             raise SessionError(str(error)) from None
         game_id = resolve_game_id(dataset, str(source))
         return cls(dataset, game_id, spec, source=game_id[:12])
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str, spec: EncodingSpec) -> ReplayGame:
+        """A ``.slp`` file's bytes (``name`` for messages); a bad file raises SessionError saying why."""
+        from meleewm.replay.reader import ReplayError, parse_replay
+
+        try:
+            parsed = parse_replay(data, name)
+        except ReplayError as error:
+            raise SessionError(f"{name}: {error}") from None
+        return cls(_ParsedDataset(parsed), parsed.record["game_id"], spec, source=name)
 
     @property
     def first_frame(self) -> int:
@@ -271,6 +273,45 @@ class ReplayGame:
     def prefix(self, last_frame: int) -> SlpGame:
         """The real game up to ``last_frame`` (inclusive), as an SlpGame (players, stage, frames)."""
         return game_from_dataset(self.dataset, self.game_id, last_frame=last_frame)
+
+    def view_at(self, frame: int) -> dict | None:
+        """The real game at ``frame`` as the page draws it (players as :func:`player_view`, items), or None when the
+        frame is outside the replay. The whole game is decoded once, on first use."""
+        i = int(frame) - self.first_frame
+        if not 0 <= i < len(self.frame_ids) or int(self.frame_ids[i]) != int(frame):
+            i = int(np.searchsorted(self.frame_ids, int(frame)))
+            if i >= len(self.frame_ids) or int(self.frame_ids[i]) != int(frame):
+                return None
+        if self._decoded is None:
+            self._decoded = self.spec.decode_game(self.encoded)
+        st = {k: v[i] for k, v in self._decoded.items()}
+        players = [player_view(st, p, self.chars[p], self.ports[p], character_name(self.chars[p])) for p in range(2)]
+        return {"frame": int(frame), "players": players, "items": items_view(self._items_at(int(frame)))}
+
+    def _items_at(self, frame: int) -> dict[str, np.ndarray] | None:
+        if self._items is None:
+            columns = ["frame", "type", "owner", "position_x", "position_y", "velocity_x", "velocity_y"]
+            try:
+                table = self.dataset.items(self.game_id, columns=columns)
+            except (KeyError, ValueError):      # a dataset written without items
+                table = None
+            if table is None or table.num_rows == 0:
+                self._items = {}
+            else:
+                self._items = {c: table.column(c).to_numpy(zero_copy_only=False) for c in columns}
+        if not self._items:
+            return None
+        frames = self._items["frame"]
+        lo, hi = np.searchsorted(frames, frame, "left"), np.searchsorted(frames, frame, "right")
+        if lo == hi:
+            return None
+        rows = {c: np.nan_to_num(v[lo:hi].astype(np.float64), nan=-1.0) if c == "owner" else v[lo:hi]
+                for c, v in self._items.items()}
+        # owner: the port index of the owner; the page wants 1/2 for this game's players, 0 for none, 3 other
+        owner = np.array([1 + self.ports.index(int(o) + 1) if int(o) + 1 in self.ports else (0 if o < 0 else 3)
+                          for o in rows["owner"]])
+        return {"present": np.ones(hi - lo, bool), "type": rows["type"], "owner": owner,
+                **{c: rows[c] for c in ("position_x", "position_y", "velocity_x", "velocity_y")}}
 
     def describe(self) -> dict:
         return {"id": self.game_id, "source": self.source, "stage": self.stage, "stage_name": stage_name(self.stage),
@@ -341,12 +382,6 @@ class _History:
         return {k: a[:self.n] for k, a in self.arrays.items()}
 
 
-def _num(value, digits: int):
-    """A JSON-safe rounded float (None for NaN or infinity, which JSON cannot carry)."""
-    value = float(value)
-    return round(value, digits) if np.isfinite(value) else None
-
-
 _NUMPY_OF = {pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint32, pa.int8(): np.int8,
              pa.int32(): np.int32, pa.float32(): np.float32}
 
@@ -379,6 +414,7 @@ class Session:
         self.frame: int | None = None
         self.state: dict[str, np.ndarray] | None = None
         self.guard_counts = GuardCounts()
+        self.real: dict | None = None   # the real game beside the dream in a replay takeover (_compare_real)
         self.last_inputs: tuple[ControllerState, ControllerState] = (NEUTRAL, NEUTRAL)
         self.step_ms = 0.0     # model.step + next_inputs of the last tick
         self.tick_ms = 0.0     # the whole last tick (controllers, step, decode, guards, record)
@@ -410,6 +446,7 @@ class Session:
         self.guard_counts = GuardCounts()
         self._generator = torch.Generator().manual_seed(self.seed)
         self._history = _History(self.spec)
+        self._divergence = Divergence()
         self._stage_geometry = geometry(self.stage)
         self.ticks = 0
         for c in self.controllers:
@@ -448,6 +485,7 @@ class Session:
         self.state["post_state_age"] = age
         self.last_inputs = (NEUTRAL, NEUTRAL)
         self._record()
+        self._compare_real()
 
     def start_replay(self, replay: ReplayGame, frame: int, warmup: int | None = None) -> None:
         """Warm up on the real frames before ``frame`` (a frame id of the replay), then take over from it."""
@@ -491,6 +529,7 @@ class Session:
         self.last_inputs = tuple(replay.controller(p).read(TickView(int(frame), p, prev)) for p in range(2))
         self._apply_guards()
         self._record()
+        self._compare_real()
 
     def restart(self) -> None:
         """Start again the way the session last started (same start, same seed)."""
@@ -534,6 +573,7 @@ class Session:
         self.state = self._decode(self.state)
         self._apply_guards()
         self._record()
+        self._compare_real()
         self.ticks += 1
         t3 = time.perf_counter()
         self.step_ms = (t2 - t1) * 1e3
@@ -621,42 +661,41 @@ class Session:
 
     def players(self) -> list[dict]:
         """The per-player fields a client draws (from the decoded state of the current frame)."""
-        st = self.state
         out = []
         for p in range(2):
-            flags = [int(st[f"post_state_flags_{j}"][p]) for j in range(5)]
-            action = int(st["post_state"][p])
-            internal = int(st["post_character"][p])
-            hitlag = float(st["post_hitlag"][p])
+            view = player_view(self.state, p, self.chars[p], self.ports[p], character_name(self.chars[p]))
             inp = self.last_inputs[p]
-            out.append({
-                "port": int(self.ports[p]),
-                "character": self.chars[p],
-                "character_name": character_name(self.chars[p]),
-                "x": _num(st["post_position_x"][p], 3),
-                "y": _num(st["post_position_y"][p], 3),
-                "action": action,
-                "action_name": action_name(action, internal if internal >= 0 else None) if action >= 0 else "UNKNOWN",
-                "percent": _num(st["post_percent"][p], 2),
-                "stocks": int(st["post_stocks"][p]),
-                "facing": 1 if float(st["post_direction"][p]) > 0 else -1,
-                "shield": _num(st["post_shield"][p], 2),
-                "shielding": bool(action in SHIELD_STATES or flags[FLAG_SHIELD[0]] >> FLAG_SHIELD[1] & 1),
-                "hitlag": _num(max(hitlag, 0.0), 2),
-                "in_hitlag": bool(hitlag > 0.5 or flags[FLAG_HITLAG[0]] >> FLAG_HITLAG[1] & 1),
-                "hitstun": bool(action in DAMAGE_STATES or flags[FLAG_HITSTUN[0]] >> FLAG_HITSTUN[1] & 1),
-                "airborne": bool(st["post_airborne"][p]),
-                "jumps": int(st["post_jumps"][p]),
-                "invulnerable": bool(int(st["post_hurtbox_state"][p]) != 0),
-                "input": {"stick": [inp.stick_x, inp.stick_y], "cstick": [inp.cstick_x, inp.cstick_y],
-                          "l": inp.l, "r": inp.r, "buttons": inp.buttons},
-            })
+            view["input"] = {"stick": [inp.stick_x, inp.stick_y], "cstick": [inp.cstick_x, inp.cstick_y],
+                             "l": inp.l, "r": inp.r, "buttons": inp.buttons}
+            out.append(view)
         return out
+
+    def items(self) -> list[dict]:
+        """The items and projectiles the model predicts this frame (none when the model has no item heads)."""
+        cur = self._cur
+        if not self.spec.items or "state_item_present" not in cur:
+            return []
+        return items_view(self.spec.decode_items(cur["state_item_present"][0], cur["state_item_type"][0],
+                                                 cur["state_item_owner"][0], cur["state_item_cont"][0]))
+
+    def _compare_real(self) -> None:
+        """Once per frame, in a replay takeover: the real game at the current frame (its players and items) and the
+        dream's divergence from it, kept in ``real``; past the replay's last frame only the final divergence
+        (``ended``). None outside takeovers."""
+        if self.replay is None:
+            self.real = None
+            return
+        real = self.replay.view_at(self.frame)
+        if real is None:
+            self.real = {"ended": True, "divergence": self._divergence.summary()}
+        else:
+            self.real = {"ended": False, **real, "divergence": self._divergence.update(self.players(), real["players"])}
 
     def message(self, **extra) -> dict:
         """The state message a client receives every tick (JSON-ready)."""
         return {"type": "state", "frame": int(self.frame), "stage": self.stage, "timer": round(self.timer(), 3),
-                "players": self.players(), "step_ms": round(self.step_ms, 3), "tick_ms": round(self.tick_ms, 3),
+                "players": self.players(), "items": self.items(), "real": self.real,
+                "step_ms": round(self.step_ms, 3), "tick_ms": round(self.tick_ms, 3),
                 "guards": self.guard_counts.as_dict(), "guards_on": self.guards,
                 "temperature": self.temperature, **extra}
 
