@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
@@ -19,6 +20,7 @@ import pyarrow.compute as pc
 from peppi_py import _peppi
 
 from meleewm.melee import LEGAL_STAGES
+from meleewm.replay.limits import violations
 from meleewm.replay.schema import (
     FRAME_FIELDS,
     FRAME_SCHEMA,
@@ -26,6 +28,7 @@ from meleewm.replay.schema import (
     PLAYER_FIELD_NAMES,
     STAGE_EVENT_SCHEMA,
 )
+from meleewm.replay.sources import source_fields
 
 PEPPI_VERSION = importlib_metadata.version("peppi-py")
 SLIPPI_MAGIC = b"{U\x03raw[$U#l"
@@ -71,16 +74,29 @@ def _quiet_stderr():
 
 
 def _read_raw(data: bytes, skip_frames: bool):
-    """peppi-py reads from a path only: hand it a private temporary file (in memory where /dev/shm exists)."""
-    tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    with tempfile.NamedTemporaryFile(suffix=".slp", dir=tmp_dir) as tmp, _quiet_stderr():
+    """peppi-py reads from a path only. Hand it an anonymous in-memory file (memfd, Linux), which vanishes with
+    its last descriptor: even a killed worker leaves nothing behind. Elsewhere, a private temporary file."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("meleewm-replay", os.MFD_CLOEXEC)
+        try:
+            with open(fd, "wb", closefd=False) as handle:
+                handle.write(data)
+            with _quiet_stderr():
+                return _peppi.read_slippi(f"/proc/self/fd/{fd}", skip_frames)
+        finally:
+            os.close(fd)
+    with tempfile.NamedTemporaryFile(suffix=".slp") as tmp, _quiet_stderr():
         tmp.write(data)
         tmp.flush()
         return _peppi.read_slippi(tmp.name, skip_frames)
 
 
+# peppi's messages may quote the bytes it read ("expected: [123, ...], got: [84, ...]"): never log file contents.
+_QUOTED_BYTES = re.compile(r"\[\s*\d+(?:\s*,\s*\d+)*\s*\]")
+
+
 def _classify(data: bytes, error: BaseException) -> ReplayError:
-    message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+    message = _QUOTED_BYTES.sub("[...]", f"{type(error).__name__}: {error}".splitlines()[0])[:500]
     if type(error).__name__ == "PanicException":
         try:
             version = _read_raw(data, skip_frames=True).start["slippi"]["version"]
@@ -206,7 +222,7 @@ def parse_replay(data: bytes, source: str, *, keep_names: bool = False, game_id:
     if len(data) == 0:
         raise ReplayError("empty file")
     if not data.startswith(SLIPPI_MAGIC):
-        raise ReplayError("not a Slippi replay", f"starts with {data[:12]!r}")
+        raise ReplayError("not a Slippi replay", "the file does not start with Slippi's header")
     try:
         raw = _read_raw(data, skip_frames=False)
     except BaseException as error:  # noqa: BLE001 - pyo3 PanicException is a BaseException
@@ -226,6 +242,8 @@ def parse_replay(data: bytes, source: str, *, keep_names: bool = False, game_id:
         frames = raw.frames.take(pa.array(keep))
     blocks, fields, stats = _player_tables(frames, game_id)
     frame_table = pa.concat_tables(blocks)
+    if problems := violations(frame_table):
+        raise ReplayError("implausible values", "; ".join(problems[:3]))
     items = _list_table(frames, "item", game_id, ITEM_SCHEMA)
     events = [t for kind in ("fod_platform", "dreamland_whispy", "stadium_transformation")
               if (t := _list_table(frames, kind, game_id, STAGE_EVENT_SCHEMA, {"kind": kind})) is not None]
@@ -273,7 +291,7 @@ def _game_record(start: dict, end: dict | None, meta: dict, stats: dict, *, game
     frame_count = int(len(frame_ids))
     return {
         "game_id": game_id,
-        "source": source,
+        **source_fields(source),
         "size_bytes": size,
         "slippi_version": ".".join(map(str, version)),
         "stage": int(start["stage"]),
