@@ -231,7 +231,10 @@ def test_killing_the_driver_stops_its_workers_and_commits_nothing_more(replays, 
     deadline = time.monotonic() + 5
     while any(map(_alive, workers)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not any(map(_alive, workers)), "workers outlived their driver"
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:  # leave no process behind, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not survivors, "workers outlived their driver"
     after_kill = _listing(killed)
     committed = len(Dataset(killed).games)
     assert 0 < committed < len(names), "the kill landed mid-run"
