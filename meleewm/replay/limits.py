@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 
 @dataclass(frozen=True)
@@ -52,19 +51,24 @@ LIMITS: dict[str, Limit] = {
 def violations(table: pa.Table) -> list[str]:
     """One line per limited column of ``table`` holding a value outside its limit (absent columns pass)."""
     problems = []
+    present = set(table.column_names)
     for name, limit in LIMITS.items():
-        if name not in table.column_names:
+        if name not in present:
             continue
         column = table.column(name)
-        if pa.types.is_floating(column.type) and limit.finite:
-            bad = pc.sum(pc.invert(pc.is_finite(column))).as_py() or 0
-            if bad:
-                problems.append(f"{name}: {bad} non-finite value(s)")
-                continue
-        extremes = pc.min_max(column)  # skips nulls and NaN
-        low, high = extremes["min"].as_py(), extremes["max"].as_py()
-        if low is None:
+        # numpy's reductions are several times faster than Arrow's min_max here, and this runs on every game.
+        values = (column.drop_null() if column.null_count else column).to_numpy()
+        if values.size == 0:
             continue
+        low, high = values.min(), values.max()  # NaN if any value is NaN
+        if values.dtype.kind == "f" and not np.isfinite([low, high]).all():
+            if limit.finite:
+                problems.append(f"{name}: {int(np.count_nonzero(~np.isfinite(values)))} non-finite value(s)")
+                continue
+            finite = values[np.isfinite(values)]
+            if finite.size == 0:
+                continue
+            low, high = finite.min(), finite.max()
         for value in (low, high):
             if not limit.low <= value <= limit.high:
                 problems.append(f"{name} = {value:.6g}, outside [{limit.low:g}, {limit.high:g}]: {limit.why}")

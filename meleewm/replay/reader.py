@@ -131,7 +131,8 @@ def _conform(columns: dict[str, pa.Array], schema: pa.Schema, length: int) -> tu
     arrays, present = [], []
     for field in schema:
         if field.name in columns:
-            arrays.append(columns[field.name].cast(field.type))
+            column = columns[field.name]
+            arrays.append(column if column.type == field.type else column.cast(field.type))
             present.append(field.name)
         else:
             arrays.append(pa.nulls(length, field.type))
@@ -176,7 +177,7 @@ def _player_tables(frames: pa.StructArray, game_id: str) -> tuple[list[pa.Table]
             data = port_array.field(role)
             if follower and data.null_count == n:
                 continue  # a follower column that never holds a Nana
-            columns = {"game_id": pa.array([game_id] * n, pa.string()),
+            columns = {"game_id": pa.repeat(game_id, n),
                        "frame": frame_ids,
                        "port": pa.array(np.full(n, port, np.uint8)),
                        "follower": pa.array(np.full(n, follower)),
@@ -206,11 +207,11 @@ def _list_table(frames: pa.StructArray, field: str, game_id: str, schema: pa.Sch
     parents = pc.list_parent_indices(lists)
     offsets = lists.offsets.to_numpy()
     parents_np = parents.to_numpy()
-    columns = {"game_id": pa.array([game_id] * len(values), pa.string()),
+    columns = {"game_id": pa.repeat(game_id, len(values)),
                "frame": pc.take(frames.field("id"), parents),
                "slot": pa.array((np.arange(len(values)) - offsets[parents_np]).astype(np.uint8))}
     for name, value in (extra or {}).items():
-        columns[name] = pa.array([value] * len(values))
+        columns[name] = pa.repeat(value, len(values))
     columns.update(_flatten(values, ""))
     arrays, _ = _conform(columns, schema, len(values))
     return pa.Table.from_arrays(arrays, schema=schema)
