@@ -34,7 +34,8 @@ from meleewm.replay.sources import (
     source_fields,
 )
 
-BATCH_BYTES = MAX_REPLAY_BYTES          # a batch closes at this many (declared) bytes, whatever its count
+# A batch closes at this many (declared) bytes, whatever its count: parts of even size keep the workers evenly busy.
+BATCH_BYTES = 16 * 1024 * 1024
 IN_FLIGHT_BYTES = 4 * MAX_REPLAY_BYTES  # replay bytes the driver may hold in submitted batches (tar, 7z members)
 
 
