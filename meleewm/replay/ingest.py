@@ -30,6 +30,7 @@ from meleewm.replay.sources import (
     Replay,
     ReplayBlob,
     SourceFailure,
+    close_archives,
     iter_replays,
     source_fields,
 )
@@ -258,6 +259,7 @@ def ingest(paths: list[str | Path], out: str | Path, *, workers: int = 1, batch_
                     ledger.absorb(future.result())
     finally:
         _run = None
+        close_archives()
         shutil.rmtree(dataset.root / CLAIMS, ignore_errors=True)
     ledger.finish()
     ledger.stats.elapsed = time.perf_counter() - started

@@ -152,6 +152,12 @@ def _open_zip(path: str) -> zipfile.ZipFile:
     return _open_zips[key]
 
 
+def close_archives() -> None:
+    """Close the zips this process keeps open."""
+    while _open_zips:
+        _open_zips.popitem()[1].close()
+
+
 def _decompressor(compress_type: int, raw):
     if compress_type == zipfile.ZIP_DEFLATED:
         return zlib.decompressobj(-zlib.MAX_WBITS)

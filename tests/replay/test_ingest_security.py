@@ -240,8 +240,9 @@ def test_killing_the_driver_stops_its_workers_and_commits_nothing_more(replays, 
     assert 0 < committed < len(names), "the kill landed mid-run"
     time.sleep(1.0)
     assert _listing(killed) == after_kill, "something was written after the driver died"
-    if shm_before or os.path.isdir("/dev/shm"):
-        assert not set(os.listdir("/dev/shm")) - shm_before, "a temporary replay was left in /dev/shm"
+    if os.path.isdir("/dev/shm"):  # other programs may use it too: look for replays only
+        left = {name for name in set(os.listdir("/dev/shm")) - shm_before if name.endswith(".slp")}
+        assert not left, "a temporary replay was left in /dev/shm"
 
     stats = ingest([inputs], killed, workers=2)
     assert stats.duplicates == committed and stats.ingested == len(names) - committed
