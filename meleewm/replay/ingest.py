@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from meleewm.replay.dataset import CLAIMS, Dataset, PartWriter, WrittenPart
+from meleewm.replay.limits import violations
 from meleewm.replay.reader import ReplayError, parse_replay, sha256_hex
 from meleewm.replay.sources import (
     MAX_REPLAY_BYTES,
@@ -128,7 +129,10 @@ def ingest_batch(batch: list[Replay]) -> BatchResult:
             skipped.append((sha, "copy"))
             continue
         try:
-            writer.add(parse_replay(data, item.source, keep_names=run.keep_names, game_id=sha))
+            game = parse_replay(data, item.source, keep_names=run.keep_names, game_id=sha)
+            if problems := violations(game.frames):
+                raise ReplayError("implausible values", "; ".join(problems[:3]))
+            writer.add(game)
         except ReplayError as error:
             quarantine.append(_quarantine_entry(item.source, sha, error.reason, error.detail))
         except Exception as error:  # noqa: BLE001 - one bad file never ends the run

@@ -20,7 +20,6 @@ import pyarrow.compute as pc
 from peppi_py import _peppi
 
 from meleewm.melee import LEGAL_STAGES
-from meleewm.replay.limits import violations
 from meleewm.replay.schema import (
     FRAME_FIELDS,
     FRAME_SCHEMA,
@@ -243,8 +242,6 @@ def parse_replay(data: bytes, source: str, *, keep_names: bool = False, game_id:
         frames = raw.frames.take(pa.array(keep))
     blocks, fields, stats = _player_tables(frames, game_id)
     frame_table = pa.concat_tables(blocks)
-    if problems := violations(frame_table):
-        raise ReplayError("implausible values", "; ".join(problems[:3]))
     items = _list_table(frames, "item", game_id, ITEM_SCHEMA)
     events = [t for kind in ("fod_platform", "dreamland_whispy", "stadium_transformation")
               if (t := _list_table(frames, kind, game_id, STAGE_EVENT_SCHEMA, {"kind": kind})) is not None]
