@@ -136,7 +136,8 @@ def ingest_batch(batch: list[Replay]) -> BatchResult:
         except ReplayError as error:
             quarantine.append(_quarantine_entry(item.source, sha, error.reason, error.detail))
         except Exception as error:  # noqa: BLE001 - one bad file never ends the run
-            quarantine.append(_quarantine_entry(item.source, sha, "unexpected error", f"{type(error).__name__}: {error}"))
+            detail = f"{type(error).__name__}: {error}"
+            quarantine.append(_quarantine_entry(item.source, sha, "unexpected error", detail))
     part = writer.close()
     frames = sum(r["frame_count"] for r in part.records)
     return BatchResult(part if part.records else None, quarantine, frames, skipped)

@@ -1,6 +1,7 @@
 """A seeded fuzz test of the ingest path: real replays mutated (bit flips, truncation, swapped byte ranges, huge
 lengths, wrong versions) must each be ingested exactly as peppi-py reads them, or quarantined with a reason; the
-untouched ones must all land, and nothing may be written outside the output folder. Bounded: about 10 s (120 mutants)."""
+untouched ones must all land, and nothing may be written outside the output folder. Bounded: 120 mutants, about
+10 s."""
 
 from __future__ import annotations
 
