@@ -25,7 +25,7 @@ def ingest(
                                                  "(.zip, .tar, .tar.gz, .tar.zst, .7z)"),
     out: Path = typer.Option(..., "--out", "-o", help="dataset folder (created, or extended)"),
     workers: int = typer.Option(1, "--workers", "-j", min=1, help="parallel parser processes"),
-    batch_size: int = typer.Option(16, help="games per part file"),
+    batch_size: int = typer.Option(16, help="at most this many games per part file (a part also closes at 16 MiB)"),
     keep_names: bool = typer.Option(False, "--keep-names", help="store netplay names, connect codes and tags"),
     retry_quarantined: bool = typer.Option(False, help="try files quarantined by an earlier run again"),
 ) -> None:

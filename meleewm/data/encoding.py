@@ -37,6 +37,7 @@ from meleewm.melee.stages import (
     STAGE_NAMES,
     YOSHIS_STORY,
 )
+from meleewm.replay.limits import clip as clip_to_limits
 
 ENCODING_VERSION = 1
 UNKNOWN = 0  # vocabulary index of an unseen or missing categorical value
@@ -275,7 +276,8 @@ class EncodingSpec:
             frame_ids, _, values, valid = read_player_columns(dataset, gid, CONT_FIELDS + CAT_FIELDS)
             n_frames += len(frame_ids)
             for f in CONT_FIELDS:
-                v = values[f][valid[f]].astype(np.float64)
+                # Clipped to the physical limits: one game with a garbage value cannot poison the statistics.
+                v = clip_to_limits(f, values[f][valid[f]].astype(np.float64))
                 acc[f] += (v.size, v.sum(), np.square(v).sum())
             for f in CAT_FIELDS:
                 seen[f].update(np.unique(values[f][valid[f]]).tolist())

@@ -9,9 +9,10 @@ Layout (``docs/dataset.md`` documents every column)::
     DATASET/stage_events/<part>.parquet
     DATASET/quarantine.jsonl          one JSON line per file that could not be ingested
 
-A part's data files are written under temporary names and renamed; its ``games`` file is renamed into place
-last. A game is visible only once its ``games`` file exists, so a run killed at any moment leaves a valid
-dataset; data files of an uncommitted part are orphans, removed by the next writer.
+A part's data files are written under temporary names (by an ingest worker); only the driver renames them, and
+then renames the part's ``games`` file into place last. A game is visible only once its ``games`` file exists, so a
+run killed at any moment leaves a valid dataset; files of an uncommitted part are orphans, removed by the next
+writer.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import hashlib
 import json
 import os
 import queue
+import shutil
 import threading
 import uuid
 from dataclasses import dataclass
@@ -37,6 +39,7 @@ from meleewm.replay.schema import FRAME_SCHEMA, GAME_SCHEMA, ITEM_SCHEMA, SCHEMA
 HEADER = "dataset.json"
 QUARANTINE = "quarantine.jsonl"
 DATA_TABLES = ("frames", "items", "stage_events")
+CLAIMS = ".ingest-claims"  # content hashes claimed by the workers of a running ingest (see ingest.py)
 # Dictionary-encode only the repeated keys: on float columns it costs 2x the write time and the files grow.
 PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": ["game_id", "kind"]}
 
@@ -61,8 +64,14 @@ def _atomic_write(path: Path, write) -> None:
 
 @dataclass
 class WrittenPart:
+    """A part whose data files are written under temporary names; :meth:`Dataset.commit` makes it visible."""
     name: str
     records: list[dict]
+    tables: list[str]  # the data tables that have a file for this part
+
+
+def _part_file(root: Path, table_name: str, part: str, *, temporary: bool) -> Path:
+    return root / table_name / (f".{part}.parquet.tmp" if temporary else f"{part}.parquet")
 
 
 class PartWriter:
@@ -83,7 +92,7 @@ class PartWriter:
         self._thread.start()
 
     def _tmp(self, table_name: str) -> Path:
-        return self.root / table_name / f".{self.name}.parquet.tmp"
+        return _part_file(self.root, table_name, self.name, temporary=True)
 
     def _drain(self) -> None:
         while (item := self._queue.get()) is not None:
@@ -111,18 +120,16 @@ class PartWriter:
         self._queue.put((record, game))
 
     def close(self) -> WrittenPart:
-        """Finish the files and give them their final names; returns index rows that locate each game."""
+        """Finish the files (still under temporary names); returns index rows that locate each game."""
         self._queue.put(None)
         self._thread.join()
-        for table_name, writer in self._writers.items():
+        for writer in self._writers.values():
             writer.close()
-            if self._error is None:
-                os.replace(self._tmp(table_name), self.root / table_name / f"{self.name}.parquet")
         if self._error is not None:
             for table_name in self._writers:
                 self._tmp(table_name).unlink(missing_ok=True)
             raise self._error
-        return WrittenPart(self.name, self.records)
+        return WrittenPart(self.name, self.records, list(self._writers))
 
 
 def dataset_hash(game_ids) -> str:
@@ -165,6 +172,7 @@ class Dataset:
         return dataset
 
     def _remove_orphans(self) -> None:
+        shutil.rmtree(self.root / CLAIMS, ignore_errors=True)
         committed = {p.stem for p in (self.root / "games").glob("*.parquet")}
         for sub in ("games", *DATA_TABLES):
             for path in (self.root / sub).iterdir():
@@ -174,7 +182,10 @@ class Dataset:
     # -- writes -------------------------------------------------------------------------------------------------
 
     def commit(self, part: WrittenPart) -> None:
-        """Make a written part visible: its games file is the commit record."""
+        """Make a written part visible: its data files get their names, then its games file, the commit record."""
+        for table_name in part.tables:
+            os.replace(_part_file(self.root, table_name, part.name, temporary=True),
+                       _part_file(self.root, table_name, part.name, temporary=False))
         now = _now()
         rows = [{**r, "ingested_at": now} for r in part.records]
         table = pa.Table.from_pylist(rows, schema=GAME_SCHEMA)

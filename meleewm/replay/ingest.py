@@ -1,13 +1,19 @@
 """``meleewm ingest``: replays from files, folders and archives → a dataset, in parallel, resumably.
 
-The main process streams replays, hashes them and drops the ones the dataset already has (or already
-quarantined). Batches go to worker processes, which parse and write a part's data files; the main process
-then commits each part and logs quarantined files. Killing the run at any moment loses at most the parts in
-flight, and the next run redoes exactly those.
+The driver (the main process) only lists the replays and commits. It sends workers references to files and zip
+members, which they open and read themselves, and the bytes of tar and 7z members, which only a stream in order
+can give (memory in flight is bounded by bytes). A worker reads, hashes, skips what the dataset already has,
+claims the hash (so that a game found twice in one run is parsed once), parses, and writes a part's data files
+under temporary names. Only the driver commits a part (renames its files, then writes its games index) and logs
+the quarantine. Workers exit as soon as the driver dies, so nothing happens without it. Killing the run at any
+moment loses at most the parts in flight, and the next run redoes exactly those.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -16,9 +22,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from meleewm.replay.dataset import Dataset, PartWriter, WrittenPart
+from meleewm.replay.dataset import CLAIMS, Dataset, PartWriter, WrittenPart
+from meleewm.replay.limits import violations
 from meleewm.replay.reader import ReplayError, parse_replay, sha256_hex
-from meleewm.replay.sources import ReplayBlob, SourceFailure, iter_replays
+from meleewm.replay.sources import (
+    MAX_REPLAY_BYTES,
+    MemberError,
+    Replay,
+    ReplayBlob,
+    SourceFailure,
+    close_archives,
+    iter_replays,
+    source_fields,
+)
+
+# A batch closes at this many (declared) bytes, whatever its count: parts of even size keep the workers evenly busy.
+BATCH_BYTES = 16 * 1024 * 1024
+IN_FLIGHT_BYTES = 4 * MAX_REPLAY_BYTES  # replay bytes the driver may hold in submitted batches (tar, 7z members)
 
 
 @dataclass
@@ -41,50 +61,171 @@ class BatchResult:
     part: WrittenPart | None
     quarantine: list[dict]
     frames: int
+    skipped: list[tuple[str, str]]  # (sha256, "duplicate" | "already quarantined" | "copy": claimed in this run)
 
 
 def _quarantine_entry(source: str, sha: str | None, reason: str, error: str) -> dict:
-    return {"source": source, "sha256": sha, "reason": reason, "error": error,
+    name = source_fields(source)
+    return {"source": name["source"], "source_hex": name["source_bytes"].hex() if name["source_bytes"] else None,
+            "sha256": sha, "reason": reason, "error": error,
             "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
-def ingest_batch(root: str, batch: list[tuple[str, str, bytes]], keep_names: bool) -> BatchResult:
-    """Parse a batch of (source, sha256, bytes) and write its part files; runs inside a worker process."""
-    writer = PartWriter(Path(root))
+# -- the worker side ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Run:
+    """What every worker of one run knows: where to write, and which hashes to skip."""
+    root: Path
+    known: frozenset[str]
+    quarantined: frozenset[str]
+    keep_names: bool
+
+
+_run: _Run | None = None
+
+
+def _start_worker(run: _Run, driver_pid: int | None) -> None:
+    global _run
+    _run = run
+    if driver_pid is not None:
+        threading.Thread(target=_exit_with_driver, args=(driver_pid,), name="watch driver", daemon=True).start()
+
+
+def _exit_with_driver(driver_pid: int) -> None:
+    """A worker whose driver died (even by SIGKILL) is re-parented: it exits at once, leaving only temporary
+    files, which the next run removes. Nothing it did is committed."""
+    while os.getppid() == driver_pid:
+        time.sleep(0.2)
+    os._exit(1)
+
+
+def _claim(sha: str) -> bool:
+    """True for the first worker of this run to see ``sha``; a second copy is skipped, not parsed again."""
+    try:
+        os.close(os.open(_run.root / CLAIMS / sha, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
+def ingest_batch(batch: list[Replay]) -> BatchResult:
+    """Read, hash, parse and write one part's data files; runs in a worker (or in the driver with one worker)."""
+    run = _run
+    writer = PartWriter(run.root)
     quarantine: list[dict] = []
-    for source, sha, data in batch:
+    skipped: list[tuple[str, str]] = []
+    for item in batch:
         try:
-            writer.add(parse_replay(data, source, keep_names=keep_names, game_id=sha))
+            data = item.read()
+        except MemberError as error:
+            quarantine.append(_quarantine_entry(item.source, None, error.reason, str(error)))
+            continue
+        sha = sha256_hex(data)
+        if sha in run.known or sha in run.quarantined:
+            skipped.append((sha, "duplicate" if sha in run.known else "already quarantined"))
+            continue
+        if not _claim(sha):
+            skipped.append((sha, "copy"))
+            continue
+        try:
+            game = parse_replay(data, item.source, keep_names=run.keep_names, game_id=sha)
+            if problems := violations(game.frames):
+                raise ReplayError("implausible values", "; ".join(problems[:3]))
+            writer.add(game)
         except ReplayError as error:
-            quarantine.append(_quarantine_entry(source, sha, error.reason, error.detail))
+            quarantine.append(_quarantine_entry(item.source, sha, error.reason, error.detail))
         except Exception as error:  # noqa: BLE001 - one bad file never ends the run
-            quarantine.append(_quarantine_entry(source, sha, "unexpected error", f"{type(error).__name__}: {error}"))
+            detail = f"{type(error).__name__}: {error}"
+            quarantine.append(_quarantine_entry(item.source, sha, "unexpected error", detail))
     part = writer.close()
     frames = sum(r["frame_count"] for r in part.records)
-    return BatchResult(part if part.records else None, quarantine, frames)
+    return BatchResult(part if part.records else None, quarantine, frames, skipped)
 
 
-def _batches(blobs: Iterator[ReplayBlob | SourceFailure], known: set[str], quarantined: set[str],
-             stats: IngestStats, failures: list[dict], batch_size: int) -> Iterator[list[tuple[str, str, bytes]]]:
-    batch: list[tuple[str, str, bytes]] = []
-    for blob in blobs:
-        if isinstance(blob, SourceFailure):
-            failures.append(_quarantine_entry(blob.source, None, "unreadable source", blob.error))
-            continue
-        sha = sha256_hex(blob.data)
-        if sha in known:
-            stats.duplicates += 1
-            continue
-        if sha in quarantined:
-            stats.already_quarantined += 1
-            continue
-        known.add(sha)
-        batch.append((blob.source, sha, blob.data))
-        if len(batch) >= batch_size:
+# -- the driver side ----------------------------------------------------------------------------------------------
+
+class _Ledger:
+    """The driver's book of a run: commits parts, logs the quarantine once per file, and counts."""
+
+    def __init__(self, dataset: Dataset, failed_sources: set[str], on_progress):
+        self.dataset, self.failed_sources, self.on_progress = dataset, failed_sources, on_progress
+        self.stats = IngestStats()
+        self._fate: dict[str, bool] = {}      # sha claimed in this run -> ingested (True) or quarantined (False)
+        self._waiting: Counter = Counter()    # copies of a sha whose first copy's batch is not back yet
+
+    def _settle(self, sha: str, ingested: bool) -> None:
+        self._fate[sha] = ingested
+        self._count_copies(ingested, self._waiting.pop(sha, 0))
+
+    def _count_copies(self, ingested: bool, copies: int) -> None:
+        if ingested:
+            self.stats.duplicates += copies
+        else:
+            self.stats.already_quarantined += copies
+
+    def log(self, entries: list[dict]) -> None:
+        """Log quarantine entries, except unreadable sources an earlier run already logged."""
+        fresh = []
+        for entry in entries:
+            if entry["sha256"] is None:
+                if entry["source"] in self.failed_sources:
+                    self.stats.already_quarantined += 1
+                    continue
+                self.failed_sources.add(entry["source"])
+            fresh.append(entry)
+        self.dataset.log_quarantine(fresh)
+        self.stats.quarantined.update(e["reason"] for e in fresh)
+
+    def absorb(self, result: BatchResult) -> None:
+        if result.part is not None:
+            self.dataset.commit(result.part)
+            self.stats.ingested += len(result.part.records)
+            self.stats.seconds_of_play += sum(r["duration_s"] for r in result.part.records)
+            for record in result.part.records:
+                self._settle(record["game_id"], True)
+        for entry in result.quarantine:
+            if entry["sha256"] is not None:
+                self._settle(entry["sha256"], False)
+        self.log(result.quarantine)
+        for sha, why in result.skipped:
+            if why == "duplicate":
+                self.stats.duplicates += 1
+            elif why == "already quarantined":
+                self.stats.already_quarantined += 1
+            elif sha in self._fate:
+                self._count_copies(self._fate[sha], 1)
+            else:
+                self._waiting[sha] += 1
+        self.stats.frames += result.frames
+        if self.on_progress:
+            self.on_progress(self.stats)
+
+    def finish(self) -> None:
+        """Copies whose first copy never came back (its batch failed) count as duplicates."""
+        self._count_copies(True, sum(self._waiting.values()))
+        self._waiting.clear()
+
+    def batches(self, items: Iterator[Replay | SourceFailure], batch_size: int) -> Iterator[list[Replay]]:
+        """Batches of at most ``batch_size`` replays and about BATCH_BYTES; unreadable sources are logged here."""
+        batch: list[Replay] = []
+        size = 0
+        for item in items:
+            if isinstance(item, SourceFailure):
+                self.log([_quarantine_entry(item.source, None, item.reason, item.error)])
+                continue
+            batch.append(item)
+            size += item.size
+            if len(batch) >= batch_size or size >= BATCH_BYTES:
+                yield batch
+                batch, size = [], 0
+        if batch:
             yield batch
-            batch = []
-    if batch:
-        yield batch
+
+
+def _held_bytes(batch: list[Replay]) -> int:
+    """Replay bytes a batch holds in the driver (references hold none: their worker reads them)."""
+    return sum(item.size for item in batch if isinstance(item, ReplayBlob))
 
 
 def ingest(paths: list[str | Path], out: str | Path, *, workers: int = 1, batch_size: int = 16,
@@ -94,47 +235,37 @@ def ingest(paths: list[str | Path], out: str | Path, *, workers: int = 1, batch_
 
     ``on_progress(stats)`` is called after each committed batch (for progress bars).
     """
+    global _run
     started = time.perf_counter()
     dataset = Dataset.create(out)
-    known = dataset.game_ids()
-    quarantined = set() if retry_quarantined else {q["sha256"] for q in dataset.quarantine() if q.get("sha256")}
-    stats = IngestStats()
-    source_failures: list[dict] = []
-
-    def absorb(result: BatchResult) -> None:
-        if result.part is not None:
-            dataset.commit(result.part)
-            stats.ingested += len(result.part.records)
-            stats.seconds_of_play += sum(r["duration_s"] for r in result.part.records)
-        dataset.log_quarantine(result.quarantine)
-        stats.quarantined.update(q["reason"] for q in result.quarantine)
-        stats.frames += result.frames
-        if on_progress:
-            on_progress(stats)
-
-    def flush_source_failures() -> None:
-        dataset.log_quarantine(source_failures)
-        stats.quarantined.update(q["reason"] for q in source_failures)
-        source_failures.clear()
-
-    batches = _batches(iter_replays(paths), known, quarantined, stats, source_failures, batch_size)
-    if workers <= 1:
-        for batch in batches:
-            absorb(ingest_batch(str(dataset.root), batch, keep_names))
-            flush_source_failures()
-    else:
-        # Bounded in-flight work keeps memory flat however large the input is.
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            pending: set[Future] = set()
+    earlier = [] if retry_quarantined else dataset.quarantine()
+    run = _Run(dataset.root, frozenset(dataset.game_ids()),
+               frozenset(q["sha256"] for q in earlier if q.get("sha256")), keep_names)
+    ledger = _Ledger(dataset, {q["source"] for q in earlier if not q.get("sha256")}, on_progress)
+    (dataset.root / CLAIMS).mkdir()
+    batches = ledger.batches(iter_replays(paths), batch_size)
+    try:
+        if workers <= 1:
+            _start_worker(run, None)
             for batch in batches:
-                pending.add(pool.submit(ingest_batch, str(dataset.root), batch, keep_names))
-                if len(pending) >= 2 * workers:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        absorb(future.result())
-                flush_source_failures()
-            for future in pending:
-                absorb(future.result())
-    flush_source_failures()
-    stats.elapsed = time.perf_counter() - started
-    return stats
+                ledger.absorb(ingest_batch(batch))
+        else:
+            with ProcessPoolExecutor(max_workers=workers, initializer=_start_worker,
+                                     initargs=(run, os.getpid())) as pool:
+                pending: dict[Future, int] = {}
+                for batch in batches:
+                    pending[pool.submit(ingest_batch, batch)] = _held_bytes(batch)
+                    while len(pending) >= 2 * workers or sum(pending.values()) > IN_FLIGHT_BYTES:
+                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                        for future in done:
+                            del pending[future]
+                            ledger.absorb(future.result())
+                for future in list(pending):
+                    ledger.absorb(future.result())
+    finally:
+        _run = None
+        close_archives()
+        shutil.rmtree(dataset.root / CLAIMS, ignore_errors=True)
+    ledger.finish()
+    ledger.stats.elapsed = time.perf_counter() - started
+    return ledger.stats

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
@@ -26,6 +27,7 @@ from meleewm.replay.schema import (
     PLAYER_FIELD_NAMES,
     STAGE_EVENT_SCHEMA,
 )
+from meleewm.replay.sources import source_fields
 
 PEPPI_VERSION = importlib_metadata.version("peppi-py")
 SLIPPI_MAGIC = b"{U\x03raw[$U#l"
@@ -71,16 +73,29 @@ def _quiet_stderr():
 
 
 def _read_raw(data: bytes, skip_frames: bool):
-    """peppi-py reads from a path only: hand it a private temporary file (in memory where /dev/shm exists)."""
-    tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
-    with tempfile.NamedTemporaryFile(suffix=".slp", dir=tmp_dir) as tmp, _quiet_stderr():
+    """peppi-py reads from a path only. Hand it an anonymous in-memory file (memfd, Linux), which vanishes with
+    its last descriptor: even a killed worker leaves nothing behind. Elsewhere, a private temporary file."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("meleewm-replay", os.MFD_CLOEXEC)
+        try:
+            with open(fd, "wb", closefd=False) as handle:
+                handle.write(data)
+            with _quiet_stderr():
+                return _peppi.read_slippi(f"/proc/self/fd/{fd}", skip_frames)
+        finally:
+            os.close(fd)
+    with tempfile.NamedTemporaryFile(suffix=".slp") as tmp, _quiet_stderr():
         tmp.write(data)
         tmp.flush()
         return _peppi.read_slippi(tmp.name, skip_frames)
 
 
+# peppi's messages may quote the bytes it read ("expected: [123, ...], got: [84, ...]"): never log file contents.
+_QUOTED_BYTES = re.compile(r"\[\s*\d+(?:\s*,\s*\d+)*\s*\]")
+
+
 def _classify(data: bytes, error: BaseException) -> ReplayError:
-    message = f"{type(error).__name__}: {error}".splitlines()[0][:500]
+    message = _QUOTED_BYTES.sub("[...]", f"{type(error).__name__}: {error}".splitlines()[0])[:500]
     if type(error).__name__ == "PanicException":
         try:
             version = _read_raw(data, skip_frames=True).start["slippi"]["version"]
@@ -115,7 +130,8 @@ def _conform(columns: dict[str, pa.Array], schema: pa.Schema, length: int) -> tu
     arrays, present = [], []
     for field in schema:
         if field.name in columns:
-            arrays.append(columns[field.name].cast(field.type))
+            column = columns[field.name]
+            arrays.append(column if column.type == field.type else column.cast(field.type))
             present.append(field.name)
         else:
             arrays.append(pa.nulls(length, field.type))
@@ -160,7 +176,7 @@ def _player_tables(frames: pa.StructArray, game_id: str) -> tuple[list[pa.Table]
             data = port_array.field(role)
             if follower and data.null_count == n:
                 continue  # a follower column that never holds a Nana
-            columns = {"game_id": pa.array([game_id] * n, pa.string()),
+            columns = {"game_id": pa.repeat(game_id, n),
                        "frame": frame_ids,
                        "port": pa.array(np.full(n, port, np.uint8)),
                        "follower": pa.array(np.full(n, follower)),
@@ -190,11 +206,11 @@ def _list_table(frames: pa.StructArray, field: str, game_id: str, schema: pa.Sch
     parents = pc.list_parent_indices(lists)
     offsets = lists.offsets.to_numpy()
     parents_np = parents.to_numpy()
-    columns = {"game_id": pa.array([game_id] * len(values), pa.string()),
+    columns = {"game_id": pa.repeat(game_id, len(values)),
                "frame": pc.take(frames.field("id"), parents),
                "slot": pa.array((np.arange(len(values)) - offsets[parents_np]).astype(np.uint8))}
     for name, value in (extra or {}).items():
-        columns[name] = pa.array([value] * len(values))
+        columns[name] = pa.repeat(value, len(values))
     columns.update(_flatten(values, ""))
     arrays, _ = _conform(columns, schema, len(values))
     return pa.Table.from_arrays(arrays, schema=schema)
@@ -206,7 +222,7 @@ def parse_replay(data: bytes, source: str, *, keep_names: bool = False, game_id:
     if len(data) == 0:
         raise ReplayError("empty file")
     if not data.startswith(SLIPPI_MAGIC):
-        raise ReplayError("not a Slippi replay", f"starts with {data[:12]!r}")
+        raise ReplayError("not a Slippi replay", "the file does not start with Slippi's header")
     try:
         raw = _read_raw(data, skip_frames=False)
     except BaseException as error:  # noqa: BLE001 - pyo3 PanicException is a BaseException
@@ -273,7 +289,7 @@ def _game_record(start: dict, end: dict | None, meta: dict, stats: dict, *, game
     frame_count = int(len(frame_ids))
     return {
         "game_id": game_id,
-        "source": source,
+        **source_fields(source),
         "size_bytes": size,
         "slippi_version": ".".join(map(str, version)),
         "stage": int(start["stage"]),

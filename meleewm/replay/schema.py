@@ -149,7 +149,9 @@ PLAYER_TYPE = pa.struct([
 # The games index: one row per ingested game. ``part`` and the row-group columns give random access.
 GAME_COLUMNS: tuple[Column, ...] = (
     _c("game_id", pa.string(), "sha256 hex", "file bytes", "content hash; the same game found twice is stored once"),
-    _c("source", pa.string(), "path", "ingest", "where it was found: a path, or archive::member"),
+    _c("source", pa.string(), "path", "ingest", "where it was found: a path, or archive::member (bytes of the "
+       "name that are not UTF-8 shown as \\xNN)"),
+    _c("source_bytes", pa.binary(), "bytes", "ingest", "the name's exact bytes when it is not valid UTF-8; else null"),
     _c("size_bytes", pa.int64(), "bytes", "file", "replay file size"),
     _c("slippi_version", pa.string(), "x.y.z", "start.slippi.version", "Slippi version that recorded it"),
     _c("stage", u16, "Slippi stage id", "start.stage", "2 FoD, 3 PS, 8 YS, 28 DL, 31 BF, 32 FD, ..."),
