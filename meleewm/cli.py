@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="meleewm: a playable world model of Super Smash Bros. Melee, learned from Slippi replays.",
@@ -15,7 +16,7 @@ console = Console()
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -410,7 +411,11 @@ def runs(
                       f"{row['params']:,}" if row.get("params") else "?", data_cell, row.get("status") or "?",
                       *[_fmt(row["metrics"].get(m), 3) for m in metric_names], format_duration(row.get("wall_seconds")))
     # Wide enough for every column when the output is a file or a pipe (rich assumes 80 columns there).
-    (console if console.is_terminal else Console(width=240)).print(table)
+    out = console if console.is_terminal else Console(width=240)
+    out.print(table)
+    for row in rows:
+        if row.get("checkpoint_error"):
+            out.print(f"[yellow]{escape(row['run'])}:[/] {escape(row['checkpoint_error'])}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ import yaml
 from meleewm import __version__
 from meleewm.melee import character_name, stage_name
 from meleewm.replay.dataset import dataset_hash
+from meleewm.train.checkpoint import CheckpointError, read_checkpoint
 from meleewm.train.config import TrainConfig, config_to_dict, parse_target
 
 CARD_JSON, CARD_MD = "card.json", "card.md"
@@ -314,19 +315,20 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _checkpoint_facts(run: Path) -> dict:
-    """Parameters and encoding hash of a run without a card, from its checkpoint."""
+    """Parameters and encoding hash of a run without a card, from its checkpoint; ``error`` says why a checkpoint
+    could not be read (a refused or broken file is reported, never loaded beyond plain data)."""
     for name in ("last.pt", "best.pt"):
         path = run / name
         if path.is_file():
             try:
-                payload = torch.load(path, map_location="cpu", weights_only=False)
-                encoding = payload.get("encoding") or {}
-                return {"params": payload.get("num_params"),
-                        "encoding_hash": hashlib.sha256(json.dumps(encoding, sort_keys=True).encode())
-                        .hexdigest()[:16] if encoding else None,
-                        "step": (payload.get("position") or {}).get("step")}
-            except Exception:  # noqa: BLE001 - an unreadable checkpoint just leaves the facts empty
-                return {}
+                payload = read_checkpoint(path)
+            except CheckpointError as error:
+                return {"error": str(error)}
+            encoding = payload["encoding"]
+            return {"params": payload.get("num_params"),
+                    "encoding_hash": hashlib.sha256(json.dumps(encoding, sort_keys=True).encode())
+                    .hexdigest()[:16] if encoding else None,
+                    "step": payload["position"].get("step")}
     return {}
 
 
@@ -376,9 +378,10 @@ def read_run(run: str | Path) -> dict | None:
         row.update(name=config.get("name", run.name),
                    date=_dt.datetime.fromtimestamp(config_file.stat().st_mtime).astimezone().isoformat(
                        timespec="seconds"),
-                   status="no card", params=facts.get("params"), dataset=None, dataset_hash=None,
+                   status="no card" if "error" not in facts else "no card, checkpoint unreadable",
+                   params=facts.get("params"), dataset=None, dataset_hash=None,
                    encoding_hash=facts.get("encoding_hash"), train_games=None, stop_reason=None,
-                   wall_seconds=wall, has_card=False)
+                   wall_seconds=wall, has_card=False, checkpoint_error=facts.get("error"))
     if (run / "eval" / "metrics.json").is_file() and not any(k.startswith("eval_") for k in row["metrics"]):
         try:
             row["metrics"].update(eval_summary(json.loads((run / "eval" / "metrics.json").read_text())))

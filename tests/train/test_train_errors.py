@@ -11,9 +11,8 @@ from meleewm.cli import app
 from meleewm.train.checkpoint import CheckpointError, load_model, read_checkpoint
 from meleewm.train.config import ConfigError, load_config
 from meleewm.train.trainer import Trainer, TrainError
+from tests.train.conftest import FAST
 from tests.train.realdata import TINY, tiny_config
-
-FAST = ("data.batch_size=4", "optim.max_steps=1", "eval.rollout_starts=2", "eval.max_val_batches=1")
 
 
 def cli(*args: str):
@@ -58,17 +57,8 @@ def test_bad_config_file(tmp_path):
         load_config(TINY, ["optim.lr"])
 
 
-@pytest.fixture(scope="module")
-def checkpoint(train_data, tmp_path_factory):
-    """A one-step run folder with last.pt."""
-    out = tmp_path_factory.mktemp("ckpt") / "run"
-    Trainer(train_data, tiny_config(*FAST), out, progress=False).run()
-    assert (out / "last.pt").is_file()
-    return out / "last.pt"
-
-
 def _edited(checkpoint, dest, edit) -> None:
-    payload = torch.load(checkpoint, weights_only=False)
+    payload = torch.load(checkpoint, weights_only=True)
     edit(payload)
     dest.mkdir(parents=True, exist_ok=True)
     torch.save(payload, dest / "last.pt")
@@ -143,3 +133,24 @@ def test_empty_dataset(tmp_path):
 def test_too_few_windows(train_data, tmp_path):
     with pytest.raises(TrainError, match="lower data.seq_len or data.batch_size"):
         Trainer(train_data, tiny_config("data.seq_len=20000"), tmp_path / "run", progress=False)
+
+
+def test_resume_from_an_export(train_data, checkpoint, tmp_path):
+    """An exported model has no optimizer, scheduler or RNG state: a resume from it says so."""
+    from meleewm.train.checkpoint import export_checkpoint
+
+    export_checkpoint(checkpoint, tmp_path / "run" / "last.pt")
+    with pytest.raises(CheckpointError, match="has no optimizer, scheduler, rng .* cannot be resumed"):
+        Trainer(train_data, tiny_config(*FAST), tmp_path / "run", resume=True, progress=False)
+
+
+def test_checkpoint_with_a_bad_config_or_encoding(checkpoint, tmp_path):
+    _edited(checkpoint, tmp_path / "config", lambda p: p["config"]["optim"].update(lr="fast"))
+    with pytest.raises(CheckpointError, match="its config is not valid: optim.lr"):
+        load_model(tmp_path / "config" / "last.pt")
+    _edited(checkpoint, tmp_path / "encoding", lambda p: p["encoding"].pop("vocabs"))
+    with pytest.raises(CheckpointError, match="its encoding is not valid: KeyError"):
+        load_model(tmp_path / "encoding" / "last.pt")
+    _edited(checkpoint, tmp_path / "partial", lambda p: p.pop("model"))
+    with pytest.raises(CheckpointError, match="not a complete meleewm checkpoint: no model"):
+        load_model(tmp_path / "partial" / "last.pt")

@@ -48,7 +48,7 @@ def test_sigkill_then_resume(train_data, tmp_path):
     straight = Trainer(train_data, tiny_config(*LONG, f"optim.max_steps={target}"), tmp_path / "straight",
                        progress=False).run()
     assert resumed.steps == straight.steps == target
-    a = torch.load(out / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
+    a = torch.load(out / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
     for name, value in b.items():
         assert torch.allclose(a[name], value, atol=1e-6), name
