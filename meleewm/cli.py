@@ -110,20 +110,22 @@ def train(
     from meleewm.replay.dataset import DatasetError
     from meleewm.train.checkpoint import CheckpointError
     from meleewm.train.config import ConfigError, load_config
-    from meleewm.train.card import CardRecorder
+    from meleewm.train.card import CardError, CardRecorder
     from meleewm.train.trainer import Trainer, TrainError
 
-    card = CardRecorder(out, data=data, config_path=config, overrides=overrides or [], resume=resume)
+    card = CardRecorder(out, data=data, config_path=config, overrides=overrides or [])
     try:
         train_config = load_config(config, overrides or [])
         trainer = Trainer(data, train_config, out, resume=resume, on_step=card.on_step, on_epoch=card.on_epoch)
+        if trainer.fresh_start and trainer.is_main:
+            console.print(f"[yellow]{escape(trainer.fresh_start)}[/]", soft_wrap=True)
         card.launch(trainer)  # card.md at launch: the plan, the baseline; results appended below
         try:
             result = trainer.run()
         except BaseException as error:
             card.fail(error)
             raise
-    except (ConfigError, TrainError, DatasetError, CheckpointError, EncodingMismatch) as error:
+    except (ConfigError, TrainError, DatasetError, CheckpointError, EncodingMismatch, CardError) as error:
         _fail(str(error))
     if card.active and run_eval_after:
         _eval_into_card(card, trainer, result, data, out)

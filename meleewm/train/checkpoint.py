@@ -128,6 +128,15 @@ def copy_checkpoint(source: Path, destination: Path) -> Path:
     return destination
 
 
+def remove_partial_checkpoints(folder: str | Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a killed process left in ``folder``."""
+    removed = []
+    for path in Path(folder).glob(".*.pt.*.tmp"):
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 # -- reading ----------------------------------------------------------------------------------------------------
 
 
