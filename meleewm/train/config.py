@@ -181,7 +181,7 @@ LIMITS: dict[str, Bound] = {
     "seed": Bound(0, 2**32 - 1),
     "data.seq_len": AT_LEAST_1, "data.batch_size": AT_LEAST_1, "data.val_fraction": Bound(0, 1, high_open=True),
     "data.max_games": AT_LEAST_0, "data.item_slots": AT_LEAST_1, "data.num_workers": AT_LEAST_0,
-    "optim.lr": POSITIVE, "optim.weight_decay": AT_LEAST_0, "optim.betas": Bound(0, 1, high_open=True),
+    "optim.lr": AT_LEAST_0, "optim.weight_decay": AT_LEAST_0, "optim.betas": Bound(0, 1, high_open=True),
     "optim.warmup_steps": AT_LEAST_0, "optim.min_lr_ratio": FRACTION, "optim.grad_clip": POSITIVE,
     "optim.epochs": AT_LEAST_1, "optim.max_steps": AT_LEAST_0, "optim.steps_per_epoch": AT_LEAST_0,
     "self_forcing.prob": FRACTION, "self_forcing.max_unroll": AT_LEAST_0, "self_forcing.start_epoch": AT_LEAST_0,

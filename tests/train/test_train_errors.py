@@ -47,7 +47,7 @@ def test_bad_config_names_the_key(override, key, words, tmp_path):
     ("data.seq_len=0", "an integer >= 1"),
     ("data.batch_size=0", "an integer >= 1"),
     ("data.batch_size=-4", "an integer >= 1"),
-    ("optim.lr=-1", "a number > 0"),
+    ("optim.lr=-1", "a number >= 0"),
     ("optim.lr=.nan", "a finite number"),
     ("optim.lr=nan", "a finite number"),
     ("optim.lr=inf", "a finite number"),
