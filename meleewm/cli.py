@@ -217,6 +217,8 @@ def eval_command(
         except (EvalError, DatasetError, CheckpointError) as error:
             _fail(str(error))
     judged = verdict(metrics)
+    if metrics["meta"].get("teacher_forced"):
+        console.print(f"[yellow]teacher-forced metrics {escape(metrics['meta']['teacher_forced'])}[/]", soft_wrap=True)
     console.print(f"[bold]{judged['headline']}[/]", soft_wrap=True)
     _print_rollout_table(metrics)
     console.print(f"report: {out / 'report.html'}   metrics: {out / 'metrics.json'}")
