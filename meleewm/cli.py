@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="meleewm: a playable world model of Super Smash Bros. Melee, learned from Slippi replays.",
@@ -15,7 +16,7 @@ console = Console()
 
 
 def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code=2)
 
 
@@ -109,20 +110,22 @@ def train(
     from meleewm.replay.dataset import DatasetError
     from meleewm.train.checkpoint import CheckpointError
     from meleewm.train.config import ConfigError, load_config
-    from meleewm.train.card import CardRecorder
+    from meleewm.train.card import CardError, CardRecorder
     from meleewm.train.trainer import Trainer, TrainError
 
-    card = CardRecorder(out, data=data, config_path=config, overrides=overrides or [], resume=resume)
+    card = CardRecorder(out, data=data, config_path=config, overrides=overrides or [])
     try:
         train_config = load_config(config, overrides or [])
         trainer = Trainer(data, train_config, out, resume=resume, on_step=card.on_step, on_epoch=card.on_epoch)
+        if trainer.fresh_start and trainer.is_main:
+            console.print(f"[yellow]{escape(trainer.fresh_start)}[/]", soft_wrap=True)
         card.launch(trainer)  # card.md at launch: the plan, the baseline; results appended below
         try:
             result = trainer.run()
         except BaseException as error:
             card.fail(error)
             raise
-    except (ConfigError, TrainError, DatasetError, CheckpointError, EncodingMismatch) as error:
+    except (ConfigError, TrainError, DatasetError, CheckpointError, EncodingMismatch, CardError) as error:
         _fail(str(error))
     if card.active and run_eval_after:
         _eval_into_card(card, trainer, result, data, out)
@@ -214,6 +217,8 @@ def eval_command(
         except (EvalError, DatasetError, CheckpointError) as error:
             _fail(str(error))
     judged = verdict(metrics)
+    if metrics["meta"].get("teacher_forced"):
+        console.print(f"[yellow]teacher-forced metrics {escape(metrics['meta']['teacher_forced'])}[/]", soft_wrap=True)
     console.print(f"[bold]{judged['headline']}[/]", soft_wrap=True)
     _print_rollout_table(metrics)
     console.print(f"report: {out / 'report.html'}   metrics: {out / 'metrics.json'}")
@@ -428,7 +433,11 @@ def runs(
                       f"{row['params']:,}" if row.get("params") else "?", data_cell, row.get("status") or "?",
                       *[_fmt(row["metrics"].get(m), 3) for m in metric_names], format_duration(row.get("wall_seconds")))
     # Wide enough for every column when the output is a file or a pipe (rich assumes 80 columns there).
-    (console if console.is_terminal else Console(width=240)).print(table)
+    out = console if console.is_terminal else Console(width=240)
+    out.print(table)
+    for row in rows:
+        if row.get("checkpoint_error"):
+            out.print(f"[yellow]{escape(row['run'])}:[/] {escape(row['checkpoint_error'])}", soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -189,16 +189,23 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
     add_baselines(rollouts)
     metrics = evaluate(rollouts, horizons=[h for h in (1, 5, 10, 20, 60, 120, 300, 600) if h <= settings.horizon],
                        allowed_actions=_allowed_actions(dataset, train_ids or eval_ids))
-    decoded = DecodedTeacherForced(model)
-    tf = teacher_forced_metrics(model, windows, batch_size=16, max_batches=settings.tf_batches, device="cpu",
-                                loss_config=config.loss, on_batch=decoded)
-    tf.update(decoded.metrics())
-    metrics["teacher_forced"] = tf
+    metrics["teacher_forced"], teacher_forced_note = {}, None
+    if len(windows):
+        decoded = DecodedTeacherForced(model)
+        tf = teacher_forced_metrics(model, windows, batch_size=16, max_batches=settings.tf_batches, device="cpu",
+                                    loss_config=config.loss, on_batch=decoded)
+        tf.update(decoded.metrics())
+        metrics["teacher_forced"] = tf
+    else:  # rollouts need warm-up + horizon frames, a teacher-forced window the model's whole seq_len
+        teacher_forced_note = (f"not computed: no game of the selection is longer than one window of "
+                               f"{config.data.seq_len} frames (data.seq_len of the model)")
     meta = {"checkpoint": str(checkpoint), "checkpoint_hash": file_hash(checkpoint),
             "dataset": str(dataset.root), "dataset_hash": dataset_hash(eval_ids),
             "games": len(eval_ids), "split": "games" if games else split, "starts": len(starts),
             "warmup": settings.warmup, "horizon": settings.horizon, "seed": settings.seed,
             "code_version": _code_version(), "command": command,
             "compare": [str(p) for p in compare], "num_params": model.num_params()}
+    if teacher_forced_note:
+        meta["teacher_forced"] = teacher_forced_note
     write_report(out_dir, metrics, rollouts, meta)
     return {"meta": meta, **to_jsonable(metrics)}

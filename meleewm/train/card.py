@@ -38,7 +38,9 @@ import yaml
 from meleewm import __version__
 from meleewm.melee import character_name, stage_name
 from meleewm.replay.dataset import dataset_hash
+from meleewm.train.checkpoint import CheckpointError, read_checkpoint
 from meleewm.train.config import TrainConfig, config_to_dict, parse_target
+from meleewm.train.liveness import Heartbeat, dead_reason, live_owner
 
 CARD_JSON, CARD_MD = "card.json", "card.md"
 CARD_FORMAT = "meleewm-run-card"
@@ -314,19 +316,20 @@ def _read_jsonl(path: Path) -> list[dict]:
 
 
 def _checkpoint_facts(run: Path) -> dict:
-    """Parameters and encoding hash of a run without a card, from its checkpoint."""
+    """Parameters and encoding hash of a run without a card, from its checkpoint; ``error`` says why a checkpoint
+    could not be read (a refused or broken file is reported, never loaded beyond plain data)."""
     for name in ("last.pt", "best.pt"):
         path = run / name
         if path.is_file():
             try:
-                payload = torch.load(path, map_location="cpu", weights_only=False)
-                encoding = payload.get("encoding") or {}
-                return {"params": payload.get("num_params"),
-                        "encoding_hash": hashlib.sha256(json.dumps(encoding, sort_keys=True).encode())
-                        .hexdigest()[:16] if encoding else None,
-                        "step": (payload.get("position") or {}).get("step")}
-            except Exception:  # noqa: BLE001 - an unreadable checkpoint just leaves the facts empty
-                return {}
+                payload = read_checkpoint(path)
+            except CheckpointError as error:
+                return {"error": str(error)}
+            encoding = payload["encoding"]
+            return {"params": payload.get("num_params"),
+                    "encoding_hash": hashlib.sha256(json.dumps(encoding, sort_keys=True).encode())
+                    .hexdigest()[:16] if encoding else None,
+                    "step": payload["position"].get("step")}
     return {}
 
 
@@ -357,7 +360,10 @@ def read_run(run: str | Path) -> dict | None:
                    dataset_hash=card["dataset"]["hash"], encoding_hash=card["encoding"]["hash"],
                    train_games=card["split"]["train"]["games"], stop_reason=results.get("stop_reason"),
                    wall_seconds=results.get("wall_seconds"), has_card=True)
-        if row["wall_seconds"] is None and card.get("status") == "running":
+        dead = dead_reason(run) if card.get("status") == "running" else None
+        if dead:  # the card of a run whose process was killed before it could say so
+            row["status"] = f"dead ({dead})"
+        elif row["wall_seconds"] is None and card.get("status") == "running":
             try:
                 started = _dt.datetime.fromisoformat(card["sessions"][-1]["started"])
                 row["wall_seconds"] = (_dt.datetime.now().astimezone() - started).total_seconds()
@@ -376,9 +382,10 @@ def read_run(run: str | Path) -> dict | None:
         row.update(name=config.get("name", run.name),
                    date=_dt.datetime.fromtimestamp(config_file.stat().st_mtime).astimezone().isoformat(
                        timespec="seconds"),
-                   status="no card", params=facts.get("params"), dataset=None, dataset_hash=None,
+                   status="no card" if "error" not in facts else "no card, checkpoint unreadable",
+                   params=facts.get("params"), dataset=None, dataset_hash=None,
                    encoding_hash=facts.get("encoding_hash"), train_games=None, stop_reason=None,
-                   wall_seconds=wall, has_card=False)
+                   wall_seconds=wall, has_card=False, checkpoint_error=facts.get("error"))
     if (run / "eval" / "metrics.json").is_file() and not any(k.startswith("eval_") for k in row["metrics"]):
         try:
             row["metrics"].update(eval_summary(json.loads((run / "eval" / "metrics.json").read_text())))
@@ -728,9 +735,10 @@ class CardRecorder:
     (or :meth:`fail`) after. Does nothing on ranks other than 0.
     """
 
-    def __init__(self, out_dir, *, data, config_path=None, overrides=(), resume: bool = False):
+    def __init__(self, out_dir, *, data, config_path=None, overrides=()):
         self.out_dir, self.data = Path(out_dir), data
-        self.config_path, self.overrides, self.resume = config_path, list(overrides or []), resume
+        self.config_path, self.overrides = config_path, list(overrides or [])
+        self.heartbeat = Heartbeat(self.out_dir)
         self.started = time.perf_counter()
         self.facts: dict | None = None
         self.active = True
@@ -743,6 +751,9 @@ class CardRecorder:
         self.active = trainer.is_main
         if not self.active:
             return None
+        owner = live_owner(self.out_dir)
+        if owner:
+            raise CardError(f"{self.out_dir} is in use: process {owner['pid']} on {owner['host']} trains there")
         old = read_card(self.out_dir)
         facts = collect(trainer, data=self.data, out_dir=self.out_dir, config_path=self.config_path,
                         overrides=self.overrides, status="running")
@@ -750,14 +761,15 @@ class CardRecorder:
             old.get("dataset", {}).get("hash") == facts["dataset"]["hash"]
         if same:  # a plan card of this run, or the card of the run being resumed: keep its estimate and baseline
             facts["estimate"], facts["baseline"] = old.get("estimate"), old.get("baseline")
-            if self.resume:
+            if trainer.resumed:
                 facts["created"], facts["sessions"] = old.get("created", facts["created"]), old.get("sessions", [])
         setup = time.perf_counter() - self.started
-        if facts["baseline"] is None and measure_baseline and not self.resume:
+        self.heartbeat.start()  # from here until finish() or fail(), `meleewm runs` sees the process alive
+        if facts["baseline"] is None and measure_baseline and not trainer.resumed:
             facts["baseline"] = trainer.validate()
         self.measured_estimate = facts["estimate"] is None
         self.setup_seconds = setup
-        facts["sessions"].append({"started": _now(), "resumed_at_step": trainer.step if self.resume else 0})
+        facts["sessions"].append({"started": _now(), "resumed_at_step": trainer.step})
         self.facts = facts
         self.train_started = time.perf_counter()
         return write_card(self.out_dir, facts)
@@ -841,7 +853,9 @@ class CardRecorder:
         }
         if f.get("hourly_cost"):
             f["results"]["cost"] = wall / 3600 * f["hourly_cost"]
-        return write_card(self.out_dir, f)
+        path = write_card(self.out_dir, f)
+        self.heartbeat.stop()
+        return path
 
     def fail(self, error: BaseException) -> None:
         """Record a run that ended by an exception (the card keeps no results)."""
@@ -852,3 +866,4 @@ class CardRecorder:
         else:
             self.facts["status"] = f"failed: {type(error).__name__}: {error}"[:300]
         write_card(self.out_dir, self.facts)
+        self.heartbeat.stop()

@@ -1,13 +1,16 @@
 """Training configuration: nested dataclasses, loaded from YAML, any field overridable as ``section.key=value``.
 
-Unknown keys, wrong types and impossible values are errors that name the offending key.
+Unknown keys, keys given twice, wrong types, non-finite numbers and values outside their allowed range
+(:data:`LIMITS`, :data:`CHOICES`) are errors: one line that names the key and what it allows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,12 +102,6 @@ class KillConfig:
     max: dict[str, float] = field(default_factory=dict)   # validation metric -> highest allowed value
 
     def __post_init__(self):
-        if not 0.0 <= self.no_decrease_fraction <= 1.0:
-            raise ValueError(f"kill.no_decrease_fraction must lie in [0, 1], got {self.no_decrease_fraction}")
-        if not 0.0 <= self.min_decrease < 1.0:
-            raise ValueError(f"kill.min_decrease must lie in [0, 1), got {self.min_decrease}")
-        if self.smoothing < 0 or self.after_epoch < 0:
-            raise ValueError("kill.smoothing and kill.after_epoch must be >= 0")
         for key in ("min", "max"):
             for name in getattr(self, key):
                 _check_metric(f"kill.{key}", name)
@@ -132,8 +129,6 @@ class CardConfig:
                 parse_target(target)
             except ValueError as error:
                 raise ValueError(f"card.targets.{name}: {error}") from None
-        if self.hourly_cost < 0:
-            raise ValueError(f"card.hourly_cost must be >= 0, got {self.hourly_cost}")
 
 
 @dataclass
@@ -154,6 +149,65 @@ class TrainConfig:
     card: CardConfig = field(default_factory=CardConfig)
 
 
+@dataclass(frozen=True)
+class Bound:
+    """The allowed range of a number: ``low``/``high`` (None: unbounded), each end included unless ``open``."""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def allows(self, value: float) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def describe(self, integer: bool) -> str:
+        kind = "an integer" if integer else "a number"
+        if self.high is None:
+            return f"{kind} {'>' if self.low_open else '>='} {_number(self.low)}"
+        return (f"{kind} in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+AT_LEAST_0, AT_LEAST_1, POSITIVE = Bound(0), Bound(1), Bound(0, low_open=True)
+FRACTION = Bound(0, 1)
+# The allowed range of every numeric key of the training sections (the model and loss sections check their own).
+LIMITS: dict[str, Bound] = {
+    "seed": Bound(0, 2**32 - 1),
+    "data.seq_len": AT_LEAST_1, "data.batch_size": AT_LEAST_1, "data.val_fraction": Bound(0, 1, high_open=True),
+    "data.max_games": AT_LEAST_0, "data.item_slots": AT_LEAST_1, "data.num_workers": AT_LEAST_0,
+    "optim.lr": AT_LEAST_0, "optim.weight_decay": AT_LEAST_0, "optim.betas": Bound(0, 1, high_open=True),
+    "optim.warmup_steps": AT_LEAST_0, "optim.min_lr_ratio": FRACTION, "optim.grad_clip": POSITIVE,
+    "optim.epochs": AT_LEAST_1, "optim.max_steps": AT_LEAST_0, "optim.steps_per_epoch": AT_LEAST_0,
+    "self_forcing.prob": FRACTION, "self_forcing.max_unroll": AT_LEAST_0, "self_forcing.start_epoch": AT_LEAST_0,
+    "eval.rollout_starts": AT_LEAST_1, "eval.rollout_horizon": AT_LEAST_1, "eval.warmup": AT_LEAST_1,
+    "eval.max_val_batches": AT_LEAST_1, "eval.seed": AT_LEAST_0,
+    "log.every_steps": AT_LEAST_1,
+    "kill.no_decrease_fraction": FRACTION, "kill.min_decrease": Bound(0, 1, high_open=True),
+    "kill.smoothing": AT_LEAST_0, "kill.after_epoch": AT_LEAST_0,
+    "card.hourly_cost": AT_LEAST_0,
+}
+CHOICES: dict[str, tuple[str, ...]] = {
+    "device": ("auto", "cpu", "cuda"),
+    "log.wandb_mode": ("online", "offline", "disabled"),
+}
+
+
+def _check_allowed(value, key: str):
+    """``value`` when ``key`` allows it, else a ConfigError that names the key and what it allows."""
+    bound, choices = LIMITS.get(key), CHOICES.get(key)
+    if bound is not None and not bound.allows(value):
+        raise ConfigError(f"{key}: {value!r} is out of range; allowed: {bound.describe(isinstance(value, int))}")
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(choices)}")
+    return value
+
+
 def _coerce(value, kind, key: str):
     origin = typing.get_origin(kind)
     if dataclasses.is_dataclass(kind):
@@ -169,7 +223,7 @@ def _coerce(value, kind, key: str):
         kinds = typing.get_args(kind)
         if not isinstance(value, (list, tuple)) or len(value) != len(kinds):
             raise ConfigError(f"{key}: expected {len(kinds)} values, got {value!r}")
-        return tuple(_coerce(v, k, key) for v, k in zip(value, kinds))
+        return tuple(_check_allowed(_coerce(v, k, key), key) for v, k in zip(value, kinds))
     if kind is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -186,6 +240,8 @@ def _coerce(value, kind, key: str):
                 pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
         return float(value)
     if kind is str:
         if not isinstance(value, str):
@@ -202,11 +258,38 @@ def _build(cls, values: dict, prefix: str = ""):
         where = f"{prefix}." if prefix else ""
         raise ConfigError(f"unknown config key(s): {', '.join(where + u for u in unknown)}; "
                           f"known: {', '.join(sorted(names))}")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in values.items()}
+    kwargs = {}
+    for name, value in values.items():
+        key = f"{prefix}.{name}" if prefix else name
+        kwargs[name] = _coerce(value, hints[name], key)
+        if typing.get_origin(hints[name]) is not tuple:  # tuples are checked per element
+            _check_allowed(kwargs[name], key)
     try:
         return cls(**kwargs)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, but a key given twice in one mapping is an error (YAML would keep the last)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, Hashable):
+            if key in seen:
+                raise ConfigError(f"line {key_node.start_mark.line + 1}: key {key!r} is given twice")
+            seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def _set_dotted(values: dict, dotted: str, raw: str) -> None:
@@ -217,9 +300,11 @@ def _set_dotted(values: dict, dotted: str, raw: str) -> None:
         if not isinstance(node, dict):
             raise ConfigError(f"override {dotted}: {key} is not a section")
     try:
-        node[keys[-1]] = yaml.safe_load(raw)
+        node[keys[-1]] = _yaml(raw)
     except yaml.YAMLError as error:
-        raise ConfigError(f"override {dotted}: {raw!r} is not a YAML value: {error}") from None
+        raise ConfigError(f"override {dotted}: {raw!r} is not a YAML value: {_one_line(error)}") from None
+    except ConfigError as error:  # a duplicate key
+        raise ConfigError(f"override {dotted}: {error}") from None
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -228,11 +313,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     if path is not None:
         path = Path(path)
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = _yaml(path.read_text(encoding="utf-8")) or {}
         except FileNotFoundError:
             raise ConfigError(f"config file not found: {path}") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"{path} is not a YAML text file: byte {error.start} is not UTF-8 text") from None
+        except OSError as error:
+            raise ConfigError(f"cannot read config file {path}: {error.strerror}") from None
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from None
+            raise ConfigError(f"{path} is not valid YAML: {_one_line(error)}") from None
+        except ConfigError as error:  # a duplicate key
+            raise ConfigError(f"{path} {error}") from None
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: the top level must be a mapping")
     for item in overrides:
@@ -241,6 +332,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         key, raw = item.split("=", 1)
         _set_dotted(values, key.strip(), raw)
     return _build(TrainConfig, values)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 def config_to_dict(config: TrainConfig) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +18,26 @@ def _clean(values: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in values.items()}
 
 
+def _drop_records_after(path: Path, step: int) -> None:
+    """Keep only the records of steps up to ``step`` (the checkpoint a run resumes from; 0 for a fresh start):
+    a killed run logged steps after its last checkpoint, and the resumed run logs them again."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            record_step = json.loads(line).get("step", 0)
+        except (json.JSONDecodeError, AttributeError):
+            continue  # a line cut short by the kill
+        if isinstance(record_step, int) and record_step <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept != lines:
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
+
+
 class RunLogger:
     def __init__(self, out_dir: Path, config: TrainConfig, *, enabled: bool, progress: bool, total_steps: int,
                  initial_step: int = 0):
@@ -25,10 +46,12 @@ class RunLogger:
         self.jsonl = self.tensorboard = self.wandb = self.bar = None
         if not enabled:
             return
+        _drop_records_after(out_dir / "metrics.jsonl", initial_step)
         self.jsonl = open(out_dir / "metrics.jsonl", "a", encoding="utf-8")
         if config.log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
-            self.tensorboard = SummaryWriter(str(out_dir / "tensorboard"))
+            # Events of steps this run makes again (written after the checkpoint it resumes from) are dropped.
+            self.tensorboard = SummaryWriter(str(out_dir / "tensorboard"), purge_step=initial_step + 1)
         if config.log.wandb:
             try:
                 import wandb

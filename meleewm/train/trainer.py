@@ -24,8 +24,8 @@ from meleewm.data.encoding import EncodingSpec
 from meleewm.data.windows import WindowDataset, split_games
 from meleewm.model.world import MASK_KEYS, WorldModel, next_inputs
 from meleewm.replay.dataset import Dataset
-from meleewm.train.checkpoint import (CheckpointError, copy_checkpoint, read_checkpoint, save_checkpoint,
-                                      set_rng_state)
+from meleewm.train.checkpoint import (CheckpointError, checkpoint_spec, copy_checkpoint, read_checkpoint,
+                                      remove_partial_checkpoints, save_checkpoint, set_rng_state)
 from meleewm.train.config import ConfigError, TrainConfig, config_to_dict
 from meleewm.train.kill import KillSwitch
 from meleewm.train.losses import head_losses, total_loss
@@ -120,6 +120,17 @@ def run_split(dataset: Dataset, config: TrainConfig) -> tuple[list[str], list[st
     return train_ids, val_ids or train_ids[:1]
 
 
+def _resumable(path: Path) -> dict:
+    """A checkpoint that holds everything a resume restores (an exported model does not)."""
+    payload = read_checkpoint(path)
+    missing = [key for key in ("optimizer", "scheduler", "rng") if not isinstance(payload.get(key), dict)]
+    missing += [f"position.{key}" for key in ("step", "epoch", "batch_in_epoch") if key not in payload["position"]]
+    if missing:
+        raise CheckpointError(f"--resume: {path} has no {', '.join(missing)} (an exported model?): it cannot be "
+                              f"resumed")
+    return payload
+
+
 def filters_for(config: TrainConfig) -> list[str]:
     names = ["two_players"]
     names += [f for f in ("two_humans", "completed", "legal_stage", "long_enough") if getattr(config.data, f)]
@@ -156,15 +167,23 @@ class Trainer:
             raise ConfigError(f"data.batch_size ({config.data.batch_size}) must divide evenly over "
                               f"{self.world} processes")
         self.resume_payload = None
+        self.fresh_start: str | None = None  # why a --resume started from step 0 (said by the CLI)
         if resume:
             last = self.out_dir / "last.pt"
-            if not last.is_file():
-                raise TrainError(f"--resume: no checkpoint at {last}")
-            self.resume_payload = read_checkpoint(last)
+            if last.is_file():
+                self.resume_payload = _resumable(last)
+            else:
+                self.fresh_start = (f"--resume: {self.out_dir} has no last.pt (the run stopped before its first "
+                                    f"checkpoint): starting fresh")
         _seed_everything(config.seed)
         self._setup_data(Path(data))
         self.kill = KillSwitch(config.kill, self.steps_per_epoch, self.world, self.device)
         self._setup_model()
+
+    @property
+    def resumed(self) -> bool:
+        """Whether this run continues from a checkpoint (a --resume with no last.pt starts fresh)."""
+        return self.resume_payload is not None
 
     # -- setup --------------------------------------------------------------------------------------------------
 
@@ -177,7 +196,7 @@ class Trainer:
                              f"{', '.join(filters_for(config))} leave none for training)")
         self.train_ids, self.val_ids = train_ids, val_ids
         if self.resume_payload is not None:
-            self.spec = EncodingSpec.from_dict(self.resume_payload["encoding"])
+            self.spec = checkpoint_spec(self.out_dir / "last.pt", self.resume_payload)
         else:
             self.spec = EncodingSpec.fit(self.dataset, train_ids, items=config.data.items,
                                          item_slots=config.data.item_slots)
@@ -311,6 +330,7 @@ class Trainer:
         config, started = self.config, time.perf_counter()
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            remove_partial_checkpoints(self.out_dir)  # left by a process killed while it saved
             (self.out_dir / "config.yaml").write_text(_yaml(config_to_dict(config)))
         logger = RunLogger(self.out_dir, config, enabled=self.is_main, progress=self.progress,
                            total_steps=min(self.total_steps, config.optim.max_steps or self.total_steps),

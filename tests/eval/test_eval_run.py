@@ -99,3 +99,22 @@ def test_eval_cli(trained, tmp_path):
     assert "constant_velocity" in result.output and (tmp_path / "cli" / "report.html").is_file()
     result = CliRunner().invoke(app, ["eval", str(tmp_path / "nothing.pt"), "--data", str(data)])
     assert result.exit_code == 2 and "no checkpoint" in result.output
+
+
+def test_eval_of_games_shorter_than_a_window(trained, tmp_path):
+    """Games long enough for the rollouts but shorter than the model's training window (a small dataset of short
+    games): the rollouts are evaluated, the teacher-forced section says why it is empty (an IndexError before)."""
+    data, checkpoint = trained
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["config"]["data"]["seq_len"] = 1_000_000  # longer than every game
+    torch.save(payload, tmp_path / "long-window.pt")
+    result = CliRunner().invoke(app, ["eval", str(tmp_path / "long-window.pt"), "--data", str(data), "--out",
+                                      str(tmp_path / "short"), "--split", "all", "--starts", "2", "--horizon", "10",
+                                      "--warmup", "10"])
+    assert result.exit_code == 0, result.output
+    assert "teacher-forced metrics not computed" in " ".join(result.output.split()), result.output
+    written = json.loads((tmp_path / "short" / "metrics.json").read_text())
+    meta, metrics = written["meta"], written["metrics"]
+    assert not metrics.get("teacher_forced") and "1000000 frames" in meta["teacher_forced"]
+    assert meta["starts"] == 2 and metrics["summary"]["model"], metrics["summary"]
+    assert "Not computed" in (tmp_path / "short" / "report.html").read_text()

@@ -102,7 +102,7 @@ def test_kill_threshold_stops_the_run(train_data, tmp_path):
     trainer.model.cont_delta_scale.fill_(float("nan"))
     nan = trainer.run()
     assert nan.stop_reason.startswith("kill: non-finite training loss") and nan.steps == 0, nan.stop_reason
-    weights = torch.load(tmp_path / "nan" / "last.pt", weights_only=False)["model"]
+    weights = torch.load(tmp_path / "nan" / "last.pt", weights_only=True)["model"]
     for name, value in before.items():
         if name != "cont_delta_scale":
             assert torch.equal(weights[name], value), name

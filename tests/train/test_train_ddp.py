@@ -38,8 +38,8 @@ def test_torchrun_two_processes_equal_one(train_data, tmp_path):
 
     single = Trainer(train_data, tiny_config(*DDP), tmp_path / "one", progress=False).run()
     assert single.steps == 6
-    a = torch.load(out / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "one" / "last.pt", weights_only=False)
+    a = torch.load(out / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "one" / "last.pt", weights_only=True)
     assert a["position"]["step"] == b["position"]["step"] == 6
     worst = max((a["model"][k].float() - v.float()).abs().max().item() for k, v in b["model"].items())
     for name, value in b["model"].items():

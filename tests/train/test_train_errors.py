@@ -11,9 +11,8 @@ from meleewm.cli import app
 from meleewm.train.checkpoint import CheckpointError, load_model, read_checkpoint
 from meleewm.train.config import ConfigError, load_config
 from meleewm.train.trainer import Trainer, TrainError
+from tests.train.conftest import FAST
 from tests.train.realdata import TINY, tiny_config
-
-FAST = ("data.batch_size=4", "optim.max_steps=1", "eval.rollout_starts=2", "eval.max_val_batches=1")
 
 
 def cli(*args: str):
@@ -44,6 +43,58 @@ def test_bad_config_names_the_key(override, key, words, tmp_path):
     assert "error:" in result.output and key in one_line(result.output), result.output
 
 
+@pytest.mark.parametrize("override, allowed", [
+    ("data.seq_len=0", "an integer >= 1"),
+    ("data.batch_size=0", "an integer >= 1"),
+    ("data.batch_size=-4", "an integer >= 1"),
+    ("optim.lr=-1", "a number >= 0"),
+    ("optim.lr=.nan", "a finite number"),
+    ("optim.lr=nan", "a finite number"),
+    ("optim.lr=inf", "a finite number"),
+    ("data.val_fraction=1.5", "a number in [0, 1)"),
+    ("optim.epochs=-1", "an integer >= 1"),
+    ("optim.grad_clip=-1", "a number > 0"),
+    ("self_forcing.prob=2", "a number in [0, 1]"),
+    ("data.max_games=-3", "an integer >= 0"),
+    ("log.every_steps=0", "an integer >= 1"),
+    ("optim.betas=[0.9, 1.5]", "a number in [0, 1)"),
+    ("seed=-1", "an integer in [0, 4294967295]"),
+    ("eval.warmup=0", "an integer >= 1"),
+    ("kill.min_decrease=1", "a number in [0, 1)"),
+    ("card.hourly_cost=-2", "a number >= 0"),
+    ("device=gpu", "auto, cpu, cuda"),
+])
+def test_out_of_range_value_names_key_and_range(override, allowed, tmp_path):
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError) as error:
+        load_config(TINY, [override])
+    message = str(error.value)
+    assert message.startswith(f"{key}: ") and allowed in message and "\n" not in message, message
+    result = cli("train", "--data", tmp_path, "--config", TINY, "--out", tmp_path / "run", override)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert f"error: {key}: " in one_line(result.output) and allowed in one_line(result.output), result.output
+
+
+def test_duplicate_keys_and_binary_files(tmp_path):
+    config = tmp_path / "dup.yaml"
+    config.write_text("optim:\n  lr: 0.1\n  epochs: 2\n  lr: 0.2\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml line 4: key 'lr' is given twice"):
+        load_config(config)
+    with pytest.raises(ConfigError, match="override optim: line 1: key 'lr' is given twice"):
+        load_config(TINY, ["optim={lr: 0.1, lr: 0.2}"])
+    binary = tmp_path / "model.pt"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ConfigError, match=r"model\.pt is not a YAML text file: byte 128 is not UTF-8 text"):
+        load_config(binary)
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_config(tmp_path)
+    for path in (config, binary, tmp_path):
+        result = cli("train", "--data", tmp_path, "--config", path, "--out", tmp_path / "run")
+        assert result.exit_code == 2 and "error:" in result.output and "Traceback" not in result.output, \
+            result.output
+        assert len(result.output.strip().splitlines()) <= 2, result.output  # one line (wrapped at most once)
+
+
 def test_bad_config_file(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: {d_model: 32, layers: 2}\n")
@@ -58,17 +109,8 @@ def test_bad_config_file(tmp_path):
         load_config(TINY, ["optim.lr"])
 
 
-@pytest.fixture(scope="module")
-def checkpoint(train_data, tmp_path_factory):
-    """A one-step run folder with last.pt."""
-    out = tmp_path_factory.mktemp("ckpt") / "run"
-    Trainer(train_data, tiny_config(*FAST), out, progress=False).run()
-    assert (out / "last.pt").is_file()
-    return out / "last.pt"
-
-
 def _edited(checkpoint, dest, edit) -> None:
-    payload = torch.load(checkpoint, weights_only=False)
+    payload = torch.load(checkpoint, weights_only=True)
     edit(payload)
     dest.mkdir(parents=True, exist_ok=True)
     torch.save(payload, dest / "last.pt")
@@ -118,13 +160,6 @@ def test_not_a_checkpoint(tmp_path):
         load_model(tmp_path / "missing.pt")
 
 
-def test_resume_without_last_checkpoint(train_data, tmp_path):
-    with pytest.raises(TrainError, match="no checkpoint at"):
-        Trainer(train_data, tiny_config(*FAST), tmp_path / "empty", resume=True, progress=False)
-    result = cli("train", "--data", train_data, "--config", TINY, "--out", tmp_path / "empty", "--resume", *FAST)
-    assert result.exit_code == 2 and "no checkpoint at" in one_line(result.output), result.output
-
-
 def test_empty_dataset(tmp_path):
     from meleewm.replay.ingest import ingest
 
@@ -143,3 +178,24 @@ def test_empty_dataset(tmp_path):
 def test_too_few_windows(train_data, tmp_path):
     with pytest.raises(TrainError, match="lower data.seq_len or data.batch_size"):
         Trainer(train_data, tiny_config("data.seq_len=20000"), tmp_path / "run", progress=False)
+
+
+def test_resume_from_an_export(train_data, checkpoint, tmp_path):
+    """An exported model has no optimizer, scheduler or RNG state: a resume from it says so."""
+    from meleewm.train.checkpoint import export_checkpoint
+
+    export_checkpoint(checkpoint, tmp_path / "run" / "last.pt")
+    with pytest.raises(CheckpointError, match="has no optimizer, scheduler, rng .* cannot be resumed"):
+        Trainer(train_data, tiny_config(*FAST), tmp_path / "run", resume=True, progress=False)
+
+
+def test_checkpoint_with_a_bad_config_or_encoding(checkpoint, tmp_path):
+    _edited(checkpoint, tmp_path / "config", lambda p: p["config"]["optim"].update(lr="fast"))
+    with pytest.raises(CheckpointError, match="its config is not valid: optim.lr"):
+        load_model(tmp_path / "config" / "last.pt")
+    _edited(checkpoint, tmp_path / "encoding", lambda p: p["encoding"].pop("vocabs"))
+    with pytest.raises(CheckpointError, match="its encoding is not valid: KeyError"):
+        load_model(tmp_path / "encoding" / "last.pt")
+    _edited(checkpoint, tmp_path / "partial", lambda p: p.pop("model"))
+    with pytest.raises(CheckpointError, match="not a complete meleewm checkpoint: no model"):
+        load_model(tmp_path / "partial" / "last.pt")

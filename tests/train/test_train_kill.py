@@ -3,6 +3,7 @@ as an uninterrupted run to the same step."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,13 +13,14 @@ import time
 import pytest
 import torch
 
+from meleewm.train.card import read_run
 from meleewm.train.checkpoint import read_checkpoint
 from meleewm.train.trainer import Trainer
 from tests.train.realdata import ROOT, TINY, tiny_config
 
 # Short epochs (a last.pt every 3 steps) in a run far too long to finish before the kill.
 LONG = ("data.batch_size=4", "optim.steps_per_epoch=3", "optim.epochs=1000", "self_forcing.prob=0.5",
-        "eval.rollout_starts=4", "eval.max_val_batches=1", "log.tensorboard=false")
+        "eval.rollout_starts=4", "eval.max_val_batches=1", "log.tensorboard=false", "log.every_steps=1")
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
@@ -35,10 +37,12 @@ def test_sigkill_then_resume(train_data, tmp_path):
             assert time.monotonic() < deadline, "no last.pt after 90 s"
             time.sleep(0.05)
         time.sleep(0.1)  # into the next epoch, possibly in the middle of writing the next last.pt
+        assert read_run(out)["status"] == "running"
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
         process.stderr.close()
+    assert read_run(out)["status"] == f"dead (process {process.pid} is gone)"
     payload = read_checkpoint(out / "last.pt")  # complete and loadable
     reached = payload["position"]["step"]
     assert reached >= 3 and reached % 3 == 0, reached  # written at epoch ends only
@@ -48,7 +52,11 @@ def test_sigkill_then_resume(train_data, tmp_path):
     straight = Trainer(train_data, tiny_config(*LONG, f"optim.max_steps={target}"), tmp_path / "straight",
                        progress=False).run()
     assert resumed.steps == straight.steps == target
-    a = torch.load(out / "last.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)["model"]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(line)["kind"] == "train"]
+    assert steps == list(range(1, target + 1)), steps
+    assert not list(out.glob(".*.pt.*.tmp")), list(out.glob(".*.tmp"))  # a save cut short is cleaned up
+    a = torch.load(out / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)["model"]
     for name, value in b.items():
         assert torch.allclose(a[name], value, atol=1e-6), name

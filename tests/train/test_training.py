@@ -77,8 +77,8 @@ def test_resume_is_exact(train_data, tmp_path):
     assert (first.steps, first.epochs_done) == (n, 1)
     resumed = _run(train_data, tmp_path / "split", *RESUME, f"optim.max_steps={2 * n}", resume=True)
     assert straight.steps == resumed.steps == 2 * n
-    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=False)
-    b = torch.load(tmp_path / "split" / "last.pt", weights_only=False)
+    a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
     for name, value in a["model"].items():
         assert torch.equal(value, b["model"][name]), name
     assert a["position"]["step"] == b["position"]["step"] == 2 * n
