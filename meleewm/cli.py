@@ -206,7 +206,7 @@ def eval_command(
     settings = EvalSettings(starts=starts, horizon=horizon, warmup=warmup, seed=seed)
     with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
-        task = progress.add_task("eval", total=starts * (1 + len(compare)))
+        task = progress.add_task("eval", total=starts * (2 + len(compare)))
         try:
             metrics = run_eval(checkpoint, data, out, split=split, games=games.split(",") if games else None,
                                compare=compare, settings=settings, command=shlex.join(sys.argv),
@@ -274,7 +274,8 @@ def play(
     host: str = typer.Option("127.0.0.1", help="interface to bind (localhost unless told otherwise)"),
     port: int = typer.Option(8000, help="TCP port"),
     temperature: float = typer.Option(0.0, min=0.0, max=5.0, help="0 = argmax; > 0 samples categorical heads"),
-    guards: bool = typer.Option(False, "--guards", help="rule guards on: blast-zone clamp, stocks 0-4 (counted)"),
+    rules: bool = typer.Option(True, "--rules/--no-rules", help="game rules (KO and respawn, stocks, percent, "
+                               "solid floor; counted on screen) or the model alone"),
     warmup: int = typer.Option(None, min=0, help="real frames a replay start warms up on (0 = all)"),
 ) -> None:
     """Play the world model in the browser: a local web server, one WebSocket per player."""
@@ -294,7 +295,7 @@ def play(
         elif frame is not None:
             _fail("--frame needs --replay")
         app_ = create_app(world, replays=catalog, default_start=default_start, temperature=temperature,
-                          guards=guards, warmup=warmup)
+                          rules=rules, warmup=warmup)
     except (SessionError, CheckpointError, DatasetError) as error:
         _fail(str(error))
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
@@ -313,6 +314,7 @@ def dream(
     temperature: float = typer.Option(0.0, min=0.0, max=5.0, help="0 = argmax; > 0 samples categorical heads"),
     seed: int = typer.Option(0, help="sampling seed (with --temperature > 0)"),
     warmup: int = typer.Option(None, min=0, help="real frames to warm up on (default 256; 0 = all)"),
+    rules: bool = typer.Option(True, "--rules/--no-rules", help="game rules on (counted) or the model alone"),
 ) -> None:
     """Roll the model forward from a real moment on the replay's recorded inputs; save it as a Slippi replay."""
     from meleewm.play.dream import dream as run_dream
@@ -322,12 +324,14 @@ def dream(
 
     try:
         result = run_dream(model, replay, frame, frames, export, data=data, temperature=temperature, seed=seed,
-                           warmup=warmup)
+                           warmup=warmup, rules=rules)
     except (SessionError, CheckpointError, DatasetError) as error:
         _fail(str(error))
     console.print(f"dream → {result.path}: {result.prefix_frames} real frames (warm-up on the last "
                   f"{result.warmup}), then {result.model_frames} model frames from frame {result.start_frame}; "
                   f"{result.total_frames} in all ({result.elapsed:.1f} s)")
+    if rules:
+        console.print("rules: " + ", ".join(f"{name} {count}" for name, count in result.rule_counts.items()))
 
 
 @app.command()

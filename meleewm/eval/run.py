@@ -3,7 +3,9 @@ validation games, next to the persistence and constant-velocity baselines (and a
 written as ``metrics.json`` and a self-contained ``report.html``.
 
 Rollouts use ``meleewm.model.rollout.rollout`` (the one step function of training, play and dream): after
-warm-up the model reads nothing but its own predictions and the real controllers of the replay.
+warm-up the model reads nothing but its own predictions and the real controllers of the replay. The checkpoint
+is rolled out twice from the same starts: the model alone (``model``) and the model with the game rules of
+``meleewm.model.rules`` (``model_with_rules``), so what is learned is never confused with what is enforced.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from meleewm.eval.metrics import RolloutSet, evaluate, flag_f1, mae, stocks_accu
 from meleewm.eval.plausibility import seen_actions
 from meleewm.eval.report import write_report
 from meleewm.model.rollout import rollout
+from meleewm.model.rules import RULE_EVENTS, GameRules
 from meleewm.model.world import WorldModel
 from meleewm.replay.dataset import Dataset, dataset_hash
 from meleewm.train.checkpoint import file_hash, load_model
@@ -77,15 +80,23 @@ def game_selection(dataset: Dataset, train_ids: list[str], val_ids: list[str], s
     return [g for g in chosen if players[g] == 2]
 
 
+MODEL_WITH_RULES = "model_with_rules"
+
+
 @torch.no_grad()
-def model_rollouts(model: WorldModel, windows: WindowDataset, starts, settings: EvalSettings, *, progress=None):
-    """Predicted raw states [N, H, 2] of ``model`` from every start, plus the truth and context."""
+def model_rollouts(model: WorldModel, windows: WindowDataset, starts, settings: EvalSettings, *, progress=None,
+                   rules: GameRules | None = None, rule_counts: dict | None = None):
+    """Predicted raw states [N, H, 2] of ``model`` (with ``rules``, if given) from every start, plus the truth
+    and context. With ``rules``, ``rule_counts`` (a dict) receives how often each rule acted."""
     W, H = settings.warmup, settings.horizon
     predicted, truth, context = [], [], []
     for begin in range(0, len(starts), settings.batch_size):
         chunk = starts[begin:begin + settings.batch_size]
         batch, warm = rollout_batch(windows, chunk, W, H)
-        out = rollout(model, warm, batch["ctrl"][:, W:])
+        out = rollout(model, warm, batch["ctrl"][:, W:], rules=rules)
+        if rules is not None and rule_counts is not None:
+            for name, count in zip(RULE_EVENTS, out["rule_counts"].tolist()):
+                rule_counts[name] = rule_counts.get(name, 0) + int(count)
         mask = batch["next_cont_mask"][:, W - 1:]
         predicted.append(_decode(model, out["state_cont"], out["state_bin"], out["state_cat"]))
         truth.append(_decode(model, batch["next_cont"][:, W - 1:], batch["next_bin"][:, W - 1:],
@@ -177,6 +188,9 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
         predictions[name] = predicted
         if truth is None:
             truth, context = t, c
+    rule_counts: dict[str, int] = {}
+    predictions[MODEL_WITH_RULES], _, _ = model_rollouts(model, windows, starts, settings, progress=progress,
+                                                        rules=GameRules(model.spec), rule_counts=rule_counts)
 
     # Raw stage and select-screen characters (port order) come from the cache index, frame ids from its arrays.
     entries, frame_ids = cache.entries, cache.arrays["frame_ids"]
@@ -194,6 +208,7 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
                                 loss_config=config.loss, on_batch=decoded)
     tf.update(decoded.metrics())
     metrics["teacher_forced"] = tf
+    metrics["rule_counts"] = rule_counts
     meta = {"checkpoint": str(checkpoint), "checkpoint_hash": file_hash(checkpoint),
             "dataset": str(dataset.root), "dataset_hash": dataset_hash(eval_ids),
             "games": len(eval_ids), "split": "games" if games else split, "starts": len(starts),

@@ -40,7 +40,10 @@ def test_eval_writes_every_section(trained, tmp_path):
     metrics = run_eval(checkpoint, data, tmp_path / "report", split="all", settings=SETTINGS)
     for section in ("rollout", "summary", "ko_timing", "breakdowns", "plausibility", "teacher_forced", "meta"):
         assert metrics[section], section
-    assert set(metrics["rollout"]) == {"model", "persistence", "constant_velocity"}
+    assert set(metrics["rollout"]) == {"model", "model_with_rules", "persistence", "constant_velocity"}
+    rules = metrics["plausibility"]["model_with_rules"]
+    assert rules["outside_blast_zone"]["count"] == 0 and rules["percent_decrease"]["count"] == 0
+    assert rules["stocks_increase"]["count"] == 0
     horizons = [row["horizon"] for row in metrics["rollout"]["model"]]
     assert horizons == [1, 5, 10, 20, 60, 120]
     tf = metrics["teacher_forced"]

@@ -224,8 +224,10 @@ export class Renderer {
       `step ${st ? st.step_ms.toFixed(2) : "–"} ms  tick ${st ? st.tick_ms.toFixed(2) : "–"} ms`,
       `temperature ${st ? st.temperature : "–"}`,
     ];
-    if (st && (st.guards_on || st.guards.blast_zone || st.guards.stocks)) {
-      lines.push(`guards ${st.guards_on ? "on" : "off"}: blast zone ${st.guards.blast_zone}, stocks ${st.guards.stocks}`);
+    if (st && st.rules) {
+      const r = st.rules;
+      lines.push(`rules ${st.rules_on ? "on" : "off"}: KOs ${r.ko_blast_zone + r.ko_model}, respawns ${r.respawn}, ` +
+        `stocks ${r.stocks_fixed}, percent ${r.percent_fixed}, floor ${r.floor_fixed}`);
     }
     ctx.font = "12px monospace";
     ctx.textAlign = "left";
