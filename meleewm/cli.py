@@ -189,8 +189,14 @@ def eval_command(
     horizon: int = typer.Option(600, help="closed-loop frames after warm-up"),
     warmup: int = typer.Option(60, help="real frames before the model takes over"),
     seed: int = typer.Option(0),
+    idle_pairs: int = typer.Option(2, min=0, max=3, help="character pairs per legal stage in the idle test (0: skip)"),
+    idle_frames: int = typer.Option(1800, min=2, help="frames of the idle test (1800 = 30 s)"),
+    timing_starts: int = typer.Option(120, min=0, help="real action onsets in the action-timing measure (0: skip)"),
+    event_starts: int = typer.Option(60, min=0, help="real KOs, and as many hits, to start before (0: skip)"),
 ) -> None:
-    """Rollout quality against persistence and constant velocity: metrics.json and report.html."""
+    """Rollout quality against persistence and constant velocity, and what a player notices (idle test, move
+    timing, KOs and hits, rules of the game), for the model alone and with the game rules: metrics.json and
+    report.html."""
     import shlex
     import sys
 
@@ -203,7 +209,8 @@ def eval_command(
 
     checkpoint = _resolve_model(model)
     out = out or (checkpoint.parent / "eval" if checkpoint.name in ("best.pt", "last.pt") else Path("eval"))
-    settings = EvalSettings(starts=starts, horizon=horizon, warmup=warmup, seed=seed)
+    settings = EvalSettings(starts=starts, horizon=horizon, warmup=warmup, seed=seed, idle_pairs=idle_pairs,
+                            idle_frames=idle_frames, timing_starts=timing_starts, event_starts=event_starts)
     with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         task = progress.add_task("eval", total=starts * (2 + len(compare)))
@@ -214,6 +221,8 @@ def eval_command(
         except (EvalError, DatasetError, CheckpointError) as error:
             _fail(str(error))
     judged = verdict(metrics)
+    for line in judged.get("player_lines", []):
+        console.print(line, soft_wrap=True)
     console.print(f"[bold]{judged['headline']}[/]", soft_wrap=True)
     _print_rollout_table(metrics)
     console.print(f"report: {out / 'report.html'}   metrics: {out / 'metrics.json'}")

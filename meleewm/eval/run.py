@@ -25,6 +25,7 @@ from meleewm.eval.baselines import add_baselines
 from meleewm.eval.metrics import RolloutSet, evaluate, flag_f1, mae, stocks_accuracy, to_jsonable, velocity_mae
 from meleewm.eval.plausibility import seen_actions
 from meleewm.eval.report import write_report
+from meleewm.eval.scenarios import IDLE_FRAMES, IDLE_PAIRS, action_timing, event_detection, idle_test
 from meleewm.model.rollout import rollout
 from meleewm.model.rules import RULE_EVENTS, GameRules
 from meleewm.model.world import WorldModel
@@ -46,6 +47,10 @@ class EvalSettings:
     seed: int = 0
     batch_size: int = 100
     tf_batches: int = 20
+    idle_pairs: int = 2          # character pairs per legal stage in the idle test (0 skips it)
+    idle_frames: int = IDLE_FRAMES
+    timing_starts: int = 120     # action onsets in the action-timing measure (0 skips it)
+    event_starts: int = 60       # real KOs, and as many real hits, in the event-conditioned measure (0 skips it)
 
 
 def _decode(model: WorldModel, cont, binary, cat, cont_mask=None) -> dict[str, np.ndarray]:
@@ -209,6 +214,16 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
     tf.update(decoded.metrics())
     metrics["teacher_forced"] = tf
     metrics["rule_counts"] = rule_counts
+    predictors = [("model", None), (MODEL_WITH_RULES, GameRules(model.spec))]
+    if settings.idle_pairs > 0:
+        metrics["idle"] = idle_test(model, predictors, frames=settings.idle_frames,
+                                    pairs=IDLE_PAIRS[:settings.idle_pairs])
+    if settings.timing_starts > 0:
+        metrics["action_timing"] = action_timing(model, windows, predictors, count=settings.timing_starts,
+                                                 warmup=settings.warmup, seed=settings.seed)
+    if settings.event_starts > 0:
+        metrics["events"] = event_detection(model, windows, predictors, count=settings.event_starts,
+                                            warmup=settings.warmup, seed=settings.seed)
     meta = {"checkpoint": str(checkpoint), "checkpoint_hash": file_hash(checkpoint),
             "dataset": str(dataset.root), "dataset_hash": dataset_hash(eval_ids),
             "games": len(eval_ids), "split": "games" if games else split, "starts": len(starts),
