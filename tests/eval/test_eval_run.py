@@ -21,7 +21,7 @@ from meleewm.train.trainer import train
 from tests.conftest import extract_members
 
 SETTINGS = EvalSettings(starts=12, horizon=120, warmup=30, seed=3, batch_size=6, tf_batches=2, idle_pairs=1,
-                        idle_frames=40, timing_starts=12, event_starts=4)
+                        idle_frames=20, timing_starts=6, event_starts=2)
 
 
 @pytest.fixture(scope="module")
