@@ -192,8 +192,14 @@ def eval_command(
     horizon: int = typer.Option(600, help="closed-loop frames after warm-up"),
     warmup: int = typer.Option(60, help="real frames before the model takes over"),
     seed: int = typer.Option(0),
+    idle_pairs: int = typer.Option(2, min=0, max=3, help="character pairs per legal stage in the idle test (0: skip)"),
+    idle_frames: int = typer.Option(1800, min=2, help="frames of the idle test (1800 = 30 s)"),
+    timing_starts: int = typer.Option(120, min=0, help="real action onsets in the action-timing measure (0: skip)"),
+    event_starts: int = typer.Option(60, min=0, help="real KOs, and as many hits, to start before (0: skip)"),
 ) -> None:
-    """Rollout quality against persistence and constant velocity: metrics.json and report.html."""
+    """Rollout quality against persistence and constant velocity, and what a player notices (idle test, move
+    timing, KOs and hits, rules of the game), for the model alone and with the game rules: metrics.json and
+    report.html."""
     import shlex
     import sys
 
@@ -206,10 +212,11 @@ def eval_command(
 
     checkpoint = _resolve_model(model)
     out = out or (checkpoint.parent / "eval" if checkpoint.name in ("best.pt", "last.pt") else Path("eval"))
-    settings = EvalSettings(starts=starts, horizon=horizon, warmup=warmup, seed=seed)
+    settings = EvalSettings(starts=starts, horizon=horizon, warmup=warmup, seed=seed, idle_pairs=idle_pairs,
+                            idle_frames=idle_frames, timing_starts=timing_starts, event_starts=event_starts)
     with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
-        task = progress.add_task("eval", total=starts * (1 + len(compare)))
+        task = progress.add_task("eval", total=starts * (2 + len(compare)))
         try:
             metrics = run_eval(checkpoint, data, out, split=split, games=games.split(",") if games else None,
                                compare=compare, settings=settings, command=shlex.join(sys.argv),
@@ -219,6 +226,8 @@ def eval_command(
     judged = verdict(metrics)
     if metrics["meta"].get("teacher_forced"):
         console.print(f"[yellow]teacher-forced metrics {escape(metrics['meta']['teacher_forced'])}[/]", soft_wrap=True)
+    for line in judged.get("player_lines", []):
+        console.print(line, soft_wrap=True)
     console.print(f"[bold]{judged['headline']}[/]", soft_wrap=True)
     _print_rollout_table(metrics)
     console.print(f"report: {out / 'report.html'}   metrics: {out / 'metrics.json'}")
@@ -281,7 +290,8 @@ def play(
     host: str = typer.Option("127.0.0.1", help="interface to bind (localhost unless told otherwise)"),
     port: int = typer.Option(8000, help="TCP port (0: any free port)"),
     temperature: float = typer.Option(0.0, min=0.0, max=5.0, help="0 = argmax; > 0 samples categorical heads"),
-    guards: bool = typer.Option(False, "--guards", help="rule guards on: blast-zone clamp, stocks 0-4 (counted)"),
+    rules: bool = typer.Option(True, "--rules/--no-rules", help="game rules (KO and respawn, stocks, percent, "
+                               "solid floor; counted on screen) or the model alone"),
     warmup: int = typer.Option(None, min=0, help="real frames a replay start warms up on (0 = all)"),
 ) -> None:
     """Play the world model in the browser: a local web server, one WebSocket per player."""
@@ -309,7 +319,7 @@ def play(
                       f"(so {game.first_frame + 1}..{game.last_frame})")
             default_start = {"kind": "replay", "replay": game.game_id, "frame": start_frame}
         app_ = create_app(world, replays=catalog, library=library, default_start=default_start,
-                          temperature=temperature, guards=guards, warmup=warmup)
+                          temperature=temperature, rules=rules, warmup=warmup)
         sock, url = listen(host, port)
     except (SessionError, CheckpointError, DatasetError, LibraryError) as error:
         _fail(str(error))
@@ -332,6 +342,7 @@ def dream(
     temperature: float = typer.Option(0.0, min=0.0, max=5.0, help="0 = argmax; > 0 samples categorical heads"),
     seed: int = typer.Option(0, help="sampling seed (with --temperature > 0)"),
     warmup: int = typer.Option(None, min=0, help="real frames to warm up on (default 256; 0 = all)"),
+    rules: bool = typer.Option(True, "--rules/--no-rules", help="game rules on (counted) or the model alone"),
 ) -> None:
     """Roll the model forward from a real moment on the replay's recorded inputs; save it as a Slippi replay."""
     from meleewm.play.dream import dream as run_dream
@@ -343,7 +354,7 @@ def dream(
         _fail(f"cannot write {export}: the folder {export.parent} does not exist")
     try:
         result = run_dream(model, replay, frame, frames, export, data=data, temperature=temperature, seed=seed,
-                           warmup=warmup)
+                           warmup=warmup, rules=rules)
     except (SessionError, CheckpointError, DatasetError) as error:
         _fail(str(error))
     except OSError as error:
@@ -351,6 +362,8 @@ def dream(
     console.print(f"dream → {result.path}: {result.prefix_frames} real frames (warm-up on the last "
                   f"{result.warmup}), then {result.model_frames} model frames from frame {result.start_frame}; "
                   f"{result.total_frames} in all ({result.elapsed:.1f} s)")
+    if rules:
+        console.print("rules: " + ", ".join(f"{name} {count}" for name, count in result.rule_counts.items()))
 
 
 @app.command()

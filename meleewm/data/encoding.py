@@ -410,6 +410,24 @@ class EncodingSpec:
     def ctrl_index(self, name: str) -> int:
         return _index(CTRL_FIELDS, name, "controller")
 
+    def normalise(self, name: str, raw):
+        """A continuous field's raw value(s) in model units, ``(raw - mean) / std`` (numpy, torch or float)."""
+        mean, std = self.cont_stats[name]
+        return (raw - mean) / std
+
+    def denormalise(self, name: str, value):
+        """A continuous field's model-unit value(s) in raw units (the inverse of :meth:`normalise`)."""
+        mean, std = self.cont_stats[name]
+        return value * std + mean
+
+    def cat_value_index(self, name: str, raw: int) -> int:
+        """Vocabulary index of a raw categorical value (0 = UNKNOWN when the fit games never showed it)."""
+        return int(_lookup(np.int64(raw), self._arr("vocab_arrays")[name]))
+
+    def decode_lut(self, name: str) -> np.ndarray:
+        """Vocabulary index → raw value of a categorical field (UNKNOWN → -1)."""
+        return self._arr("decode_luts")[name]
+
     def vocab(self, name: str) -> list[int]:
         """Raw values of a categorical field; vocabulary index i + 1 is ``vocab(name)[i]``, 0 is UNKNOWN."""
         return list(self.vocabs[name])

@@ -10,6 +10,10 @@ Each check looks at every (start, step, player) entry of a RawState [N, H, P] an
   neither this step's nor the previous step's action is a death or respawn state. Real games do this rarely
   (healing items, Ness absorbing energy), hence the ``truth`` yardstick.
 - ``stocks_increase``: the stock count (rounded) rises from the previous step.
+- ``stocks_not_one_ko``: the stock count changes other than by one KO at a time: by anything but -1, or by -1
+  while the action is not a death state (a real KO loses its stock on the first DEAD_* frame).
+- ``inside_stage_body``: a live character inside the main stage's solid body (``meleewm.melee.in_stage_body``:
+  between the ledges, below the surface by more than an aerial's dip); the floor is not solid there.
 - ``impossible_action``: the action id is not one that the character was ever seen in, per the set of
   (internal character, action id) pairs from training data (``seen_actions``). Ids >= 341 (character-
   specific) must have been seen for that very character; ids < 341 (common) must have been seen for some
@@ -27,13 +31,15 @@ from typing import Any
 import numpy as np
 
 from meleewm.eval.metrics import ACTION, CHARACTER, PERCENT, POS_X, POS_Y, STOCKS, RawState, RolloutSet, to_jsonable
-from meleewm.melee import DEAD_STATES, FIRST_SPECIAL, RESPAWN_STATES, geometry, in_blast_zone
+from meleewm.melee import DEAD_STATES, FIRST_SPECIAL, RESPAWN_STATES, geometry, in_blast_zone, in_stage_body
 
 CHECKS: tuple[str, ...] = (
     "nonfinite",
     "outside_blast_zone",
     "percent_decrease",
     "stocks_increase",
+    "stocks_not_one_ko",
+    "inside_stage_body",
     "impossible_action",
 )
 PERCENT_TOL = 0.01
@@ -98,9 +104,9 @@ def check_state(
     act_i = None if act is None else np.where(np.isfinite(act), act, -1).astype(np.int64)
     dead = np.zeros((n, h, p), bool) if act_i is None else np.isin(act_i, list(DEAD_STATES))
 
-    # Blast zones, per stage with geometry.
+    # Blast zones and the stage's solid body, per stage with geometry.
     y = np.asarray(state[POS_Y], np.float64)
-    count = checked = 0
+    count = checked = in_body = 0
     stage = np.asarray(stage).astype(np.int64)
     for s in np.unique(stage).tolist():
         if geometry(s) is None:
@@ -108,8 +114,10 @@ def check_state(
         m = (stage == s)[:, None, None] & np.isfinite(x) & np.isfinite(y) & ~dead
         inside = in_blast_zone(s, x, y)
         count += int((m & ~inside).sum())
+        in_body += int((m & in_stage_body(s, x, y)).sum())
         checked += int(m.sum())
     out["outside_blast_zone"] = _result(count, checked)
+    out["inside_stage_body"] = _result(in_body, checked)
 
     if PERCENT in state:
         pc = np.asarray(state[PERCENT], np.float64)
@@ -137,8 +145,12 @@ def check_state(
         if context.get(STOCKS) is None:
             m[:, 0] = False
         out["stocks_increase"] = _result((m & (np.round(st) > np.round(prev))).sum(), m.sum())
+        change = np.round(st) - np.round(prev)
+        one_ko = (change == -1) & dead
+        out["stocks_not_one_ko"] = _result((m & (change != 0) & ~one_ko).sum(), m.sum())
     else:
         out["stocks_increase"] = _result(0, 0)
+        out["stocks_not_one_ko"] = _result(0, 0)
 
     if allowed_actions is None or act_i is None:
         out["impossible_action"] = {"count": None, "checked": 0, "rate": None}

@@ -6,15 +6,18 @@ browser test reads). Both files are deterministic functions of their inputs: no 
 has them, sorted JSON keys, PNGs saved without a Software tag. Files are written under a temporary name and
 renamed, so a half-written report is never visible.
 
-The verdict at the top compares the model with the baselines and two fixed bars:
+The verdict at the top leads with what a player notices (the idle test, KOs, the floor, move timing; the model
+alone and with the game rules), then compares the model with the baselines and two fixed bars:
 
-- the **reference system** (the best earlier Melee world model we know of): mean position error 8.9 game units
-  and 53% action accuracy over steps 1..20;
+- the **reference system** (the best earlier Melee world model we know of), like with like: at horizon 20 its
+  position error is 8.88 game units and its action accuracy 53.0%; its means over steps 1..20 are 4.80 and
+  77.5%. The model's error at step 20 is read against the first pair, its mean over steps 1..20 against the
+  second;
 - the **watchable bar**: mean position error < 3.0 over steps 1..10 and < 6.0 over 1..20, action accuracy
   > 85% over 1..10 and > 70% over 1..20.
 
-Both are read against the reference-comparable summary (means over steps 1..K). "Beats constant velocity at
-5-20 frames" means a lower position error at each of the horizons 5, 10 and 20 (those <= H).
+"Beats constant velocity at 5-20 frames" means a lower position error at each of the horizons 5, 10 and 20
+(those <= H).
 """
 
 from __future__ import annotations
@@ -42,19 +45,29 @@ from meleewm.eval.metrics import (
 )
 from meleewm.melee import geometry, stage_name
 
-REFERENCE = {"k": 20, "position_error": 8.9, "action_accuracy": 0.53}
+# The reference system at step 20, and its mean over steps 1..20 (compare horizon with horizon, mean with mean).
+REFERENCE_AT = {"horizon": 20, "position_error": 8.88, "action_accuracy": 0.530}
+REFERENCE_MEAN = {"k": 20, "position_error": 4.80, "action_accuracy": 0.775}
 WATCHABLE = {
     10: {"position_error": 3.0, "action_accuracy": 0.85},
     20: {"position_error": 6.0, "action_accuracy": 0.70},
 }
 VERDICT_HORIZONS = (5, 10, 20)
 MODEL = "model"
-BASELINE_ORDER = ("persistence", "constant_velocity")
+MODEL_WITH_RULES = "model_with_rules"
+BASELINE_ORDER = (MODEL_WITH_RULES, "persistence", "constant_velocity")
+# Plausibility checks that are rules of the game (the rules report), with the player's words for them.
+RULE_CHECKS = {"outside_blast_zone": "alive outside a blast zone", "percent_decrease": "percent falls",
+               "stocks_not_one_ko": "stocks change other than by one KO", "inside_stage_body": "inside the stage's floor"}
 N_TRAJECTORIES = 4
 
 SECTIONS = (
     "meta",
     "verdict",
+    "idle",
+    "action-timing",
+    "events",
+    "rules",
     "summary",
     "rollout",
     "teacher-forced",
@@ -97,6 +110,7 @@ def verdict(metrics: Mapping[str, Any]) -> dict[str, Any]:
     model_h = _by(rollout[MODEL], "horizon")
     hs = [h for h in VERDICT_HORIZONS if h in model_h]
     lines = out["lines"]
+    out["player_lines"] = player_lines(metrics)
 
     def compare(base: str) -> bool | None:
         if base not in rollout or not hs:
@@ -122,19 +136,24 @@ def verdict(metrics: Mapping[str, Any]) -> dict[str, Any]:
     out["beats_constant_velocity"] = beats_cv
 
     s = _by(summary.get(MODEL), "k")
-    if REFERENCE["k"] in s:
-        r = s[REFERENCE["k"]]
-        pos_ok = _lt(r["position_error"], REFERENCE["position_error"] + 1e-12)
-        acc_ok = r["action_accuracy"] is not None and r["action_accuracy"] >= REFERENCE["action_accuracy"]
-        out["beats_reference"] = bool(pos_ok and acc_ok)
-        worse = [name for name, ok in (("position", pos_ok), ("action accuracy", acc_ok)) if not ok]
-        worse_on = " on " + " and ".join(worse) if worse else ""
-        lines.append(
-            f"Reference system (steps 1..20): position error {REFERENCE['position_error']} and action accuracy "
-            f"{REFERENCE['action_accuracy']:.0%}; the model: {_fmt(r['position_error'])} and "
-            f"{_fmt(r['action_accuracy'], 'action_accuracy')} "
-            f"({'at or better than' if out['beats_reference'] else 'worse than'} the reference{worse_on})."
-        )
+    at = model_h.get(REFERENCE_AT["horizon"])
+    mean = s.get(REFERENCE_MEAN["k"])
+    if at is not None and mean is not None:
+        verdicts = []
+        for what, r, ref in ((f"at step {REFERENCE_AT['horizon']}", at, REFERENCE_AT),
+                             (f"mean over steps 1..{REFERENCE_MEAN['k']}", mean, REFERENCE_MEAN)):
+            pos_ok = _lt(r["position_error"], ref["position_error"] + 1e-12)
+            acc_ok = r["action_accuracy"] is not None and r["action_accuracy"] >= ref["action_accuracy"]
+            verdicts.append(pos_ok and acc_ok)
+            lines.append(
+                f"Reference system, {what}: position error {ref['position_error']} and action accuracy "
+                f"{ref['action_accuracy']:.1%}; the model: {_fmt(r['position_error'])} and "
+                f"{_fmt(r['action_accuracy'], 'action_accuracy')} ("
+                + ("at or better than the reference" if pos_ok and acc_ok else "behind the reference on " + " and ".join(
+                    name for name, ok in (("position", pos_ok), ("action accuracy", acc_ok)) if not ok))
+                + ")."
+            )
+        out["beats_reference"] = all(verdicts)
     if all(k in s for k in WATCHABLE):
         fails = []
         for k, bar in WATCHABLE.items():
@@ -168,6 +187,45 @@ def verdict(metrics: Mapping[str, Any]) -> dict[str, Any]:
         out["status"] = "BROKEN"
         out["headline"] = f"BROKEN: the model does not beat constant velocity at {_span(hs)} frames."
     return out
+
+
+def _pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.2f}%"
+
+
+def player_lines(metrics: Mapping[str, Any]) -> list[str]:
+    """What a player would notice, in words, for the model alone and with the game rules."""
+    lines = []
+    idle = metrics.get("idle") or {}
+    if MODEL in idle:
+        parts = [f"{label}: moves up to {_fmt(idle[n]['max_displacement'])} units, percent changes by up to "
+                 f"{_fmt(idle[n]['percent_change'])}, idle action on {_pct(idle[n]['idle_share'])} of frames, "
+                 f"{idle[n]['stocks_lost']} stocks lost"
+                 for n, label in ((MODEL, "model alone"), (MODEL_WITH_RULES, "with rules")) if n in idle]
+        lines.append(f"Idle {idle['frames'] / 60:.0f} s, controllers neutral ({len(idle['starts'])} starts; in Melee "
+                     f"nothing moves): " + "; ".join(parts) + ".")
+    plaus = metrics.get("plausibility") or {}
+    if MODEL in plaus:
+        for check, words in RULE_CHECKS.items():
+            rates = [f"{label} {_pct((plaus.get(n, {}).get(check) or {}).get('rate'))}"
+                     for n, label in ((MODEL, "model alone"), (MODEL_WITH_RULES, "with rules"), ("truth", "real games"))
+                     if n in plaus]
+            lines.append(f"Frames {words}: " + ", ".join(rates) + ".")
+    events = metrics.get("events") or {}
+    for kind, words in (("ko", "KOs"), ("hit", "hits")):
+        section = events.get(kind) or {}
+        if MODEL in section:
+            parts = [f"{label} {section[n]['hits']} of {section[n]['events']} ({section[n]['false_alarms']} false alarms)"
+                     for n, label in ((MODEL, "model alone"), (MODEL_WITH_RULES, "with rules")) if n in section]
+            lines.append(f"Real {words} predicted within ±{section['tolerance']} frames, from {events['lead']} frames "
+                         f"before: " + "; ".join(parts) + ".")
+    timing = metrics.get("action_timing") or {}
+    if MODEL in timing:
+        parts = [f"{label} {_fmt(timing[n]['overall']['median_abs_error'])} frames "
+                 f"({timing[n]['overall']['reproduced']} of {timing[n]['overall']['onsets']} actions reproduced)"
+                 for n, label in ((MODEL, "model alone"), (MODEL_WITH_RULES, "with rules")) if n in timing]
+        lines.append("Move durations, median absolute error: " + "; ".join(parts) + ".")
+    return lines
 
 
 def _span(hs) -> str:
@@ -280,8 +338,8 @@ def _curve_plots(rollouts: RolloutSet, names: list[str]) -> list[tuple[str, str]
         for n in names:
             y = np.array([np.nan if v is None else v for v in cums[n][metric][:kmax]], float)
             ax.plot(steps[:kmax], y, label=n, **_style(n))
-        if REFERENCE["k"] <= kmax:
-            ax.plot([REFERENCE["k"]], [REFERENCE[metric]], "k*", ms=12, label="reference system")
+        if REFERENCE_MEAN["k"] <= kmax:
+            ax.plot([REFERENCE_MEAN["k"]], [REFERENCE_MEAN[metric]], "k*", ms=12, label="reference system")
         wk = [k for k in WATCHABLE if k <= kmax]
         if wk:
             ax.plot(
@@ -467,11 +525,86 @@ def _meta_html(meta: Mapping[str, Any]) -> str:
 
 
 def _verdict_html(v: Mapping[str, Any]) -> str:
+    player = "".join(f"<li>{html.escape(x)}</li>" for x in v.get("player_lines", []))
     lines = "".join(f"<li>{html.escape(x)}</li>" for x in v.get("lines", []))
     return (
         f'<div class="verdict {html.escape(v["status"])}"><div class="headline">{html.escape(v["headline"])}</div>'
-        f"<ul>{lines}</ul></div>"
+        + (f"<h3>What a player notices</h3><ul>{player}</ul><h3>Prediction error</h3>" if player else "")
+        + f"<ul>{lines}</ul></div>"
     )
+
+
+def _pair_names(section: Mapping[str, Any]) -> list[str]:
+    return [n for n in (MODEL, MODEL_WITH_RULES) if n in section]
+
+
+def _idle_html(metrics: Mapping[str, Any]) -> str:
+    idle = metrics.get("idle")
+    if not idle:
+        return "<p>Not run (--idle-pairs 0).</p>"
+    cols = ("max_displacement", "mean_displacement", "percent_change", "mean_percent_change", "idle_share",
+            "stocks_lost")
+    rows = [["<i>Melee</i>", "0", "0", "0", "0", "100.0%", "0"]]
+    rows += [[html.escape(n)] + [_fmt(idle[n][c], "rate" if c == "idle_share" else c) for c in cols]
+             for n in _pair_names(idle)]
+    stages = [r["stage"] for r in idle[MODEL]["by_stage"]] if MODEL in idle else []
+    stage_rows = [[html.escape(st)] + [
+        _fmt(idle[n]["by_stage"][i][c], "rate" if c == "idle_share" else c)
+        for n in _pair_names(idle) for c in ("max_displacement", "percent_change", "idle_share")]
+        for i, st in enumerate(stages)]
+    starts = ", ".join(sorted({" vs ".join(s["chars"]) for s in idle["starts"]}))
+    return (f"<p>Both characters standing at the spawn points, both controllers neutral for {idle['frames']} "
+            f"frames, on each legal stage ({html.escape(starts)}). Displacement from the start in game units; "
+            f"percent change is the largest absolute change from 0.</p>"
+            + _table(["predictor", *cols], rows)
+            + _table(["stage"] + [f"{n} {c}" for n in _pair_names(idle)
+                                  for c in ("max displacement", "percent change", "idle share")], stage_rows))
+
+
+def _timing_html(metrics: Mapping[str, Any]) -> str:
+    t = metrics.get("action_timing")
+    if not t:
+        return "<p>Not run (--timing-starts 0).</p>"
+    names = _pair_names(t)
+    rows = []
+    for family in (*t["families"], "overall"):
+        first = t[names[0]][family] if names else {}
+        rows.append([html.escape(family), _fmt(first.get("onsets")), _fmt(first.get("median_real"))]
+                    + [c for n in names for c in (_fmt(t[n][family]["median_abs_error"]),
+                                                   _fmt(t[n][family]["reproduced"]))])
+    return (f"<p>{t['starts']} real action onsets of (character, action) pairs seen at least {t['min_count']} "
+            f"times; each rollout starts {t['lead']} frames before the onset with the real controllers. Error: "
+            f"|rolled-out − real| frames in the action, over the onsets the rollout reproduced (its action begins "
+            f"within ±{t['tolerance']} frames). Real games: 0.</p>"
+            + _table(["family", "onsets", "median real frames"]
+                     + [f"{n} {c}" for n in names for c in ("median abs error", "reproduced")], rows))
+
+
+def _events_html(metrics: Mapping[str, Any]) -> str:
+    e = metrics.get("events")
+    if not e:
+        return "<p>Not run (--event-starts 0).</p>"
+    cols = ("events", "hits", "misses", "false_alarms", "detection_rate", "mean_offset")
+    parts = [f"<p>Rollouts start {e['lead']} frames before each real event (real controllers fed).</p>"]
+    for kind, title in (("ko", "KOs (a stock lost)"), ("hit", "hits (percent up)")):
+        section = e.get(kind) or {}
+        names = [n for n in ("real", MODEL, MODEL_WITH_RULES) if n in section]
+        rows = [[html.escape(n)] + [_fmt(section[n].get(c), c) for c in cols] for n in names]
+        parts.append(f"<h3>{title}, within ±{_fmt(section.get('tolerance'))} frames</h3>"
+                     + _table(["predictor", *cols], rows))
+    return "".join(parts)
+
+
+def _rules_html(metrics: Mapping[str, Any]) -> str:
+    plaus = metrics.get("plausibility") or {}
+    names = [n for n in ("truth", MODEL, MODEL_WITH_RULES, *BASELINE_ORDER[1:]) if n in plaus]
+    rows = [[html.escape(words)] + [_fmt((plaus[n].get(check) or {}).get("rate"), "rate") for n in names]
+            for check, words in RULE_CHECKS.items()]
+    counts = metrics.get("rule_counts") or {}
+    acted = ", ".join(f"{html.escape(k)} {v}" for k, v in counts.items())
+    return ("<p>Share of rolled-out (start, step, player) entries that break a rule of the game; <i>truth</i> is "
+            "the real games. With rules, the rules of <code>meleewm.model.rules</code> act on every frame: "
+            f"{acted or 'no rule acted'}.</p>" + _table(["rule broken", *names], rows))
 
 
 def _rollout_html(metrics: Mapping[str, Any]) -> str:
@@ -488,6 +621,9 @@ def _rollout_html(metrics: Mapping[str, Any]) -> str:
             per = [recs.get(h, {}).get(f"{metric}_per_player") or [] for h in horizons]
             for j in range(max((len(x) for x in per), default=0)):
                 pp_rows.append([f"{html.escape(n)} P{j}"] + [_fmt(x[j] if j < len(x) else None, metric) for x in per])
+        if metric in REFERENCE_AT:
+            rows.append(["<i>reference system</i>"] + [_fmt(REFERENCE_AT[metric], metric)
+                                                       if h == REFERENCE_AT["horizon"] else "" for h in horizons])
         better = "higher is better" if metric in HIGHER_IS_BETTER else "lower is better"
         parts.append(
             f"<h3>{html.escape(LABELS[metric])} <small>({better})</small></h3>"
@@ -509,12 +645,12 @@ def _summary_html(metrics: Mapping[str, Any]) -> str:
         recs = _by(metrics["summary"][n], "k")
         rows.append([html.escape(n)] + [_fmt(recs.get(k, {}).get(m), m) for k, m in cols])
     ref = [
-        (f"{REFERENCE[m]:.0%}" if m == "action_accuracy" else str(REFERENCE[m]))
-        if k == REFERENCE["k"] and m in REFERENCE
+        (f"{REFERENCE_MEAN[m]:.1%}" if m == "action_accuracy" else str(REFERENCE_MEAN[m]))
+        if k == REFERENCE_MEAN["k"] and m in REFERENCE_MEAN
         else ""
         for k, m in cols
     ]
-    rows.append(["<i>reference system</i>"] + ref)
+    rows.append(["<i>reference system (mean 1..20)</i>"] + ref)
     bar = [
         (f"&lt; {WATCHABLE[k][m]}" if m == "position_error" else f"&gt; {WATCHABLE[k][m]:.0%}")
         if k in WATCHABLE and m in WATCHABLE[k]
@@ -652,6 +788,10 @@ def render_html(metrics: Mapping[str, Any], rollouts: RolloutSet, meta: Mapping[
             f"<p>{n} rollouts of {h} steps, {p} players; predictors: {html.escape(', '.join(names))}.</p>",
             _section("meta", "Run", _meta_html(meta)),
             _section("verdict", "Verdict", _verdict_html(v)),
+            _section("idle", "Idle test", _idle_html(metrics)),
+            _section("action-timing", "Action timing", _timing_html(metrics)),
+            _section("events", "Event-conditioned starts", _events_html(metrics)),
+            _section("rules", "Rules report: model alone and with rules", _rules_html(metrics)),
             _section("summary", "Summary (reference-comparable)", _summary_html(metrics)),
             _section("rollout", "Rollout metrics per horizon", _rollout_html(metrics)),
             _section("teacher-forced", "Teacher-forced metrics", _teacher_forced_html(metrics)),

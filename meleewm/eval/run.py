@@ -3,7 +3,9 @@ validation games, next to the persistence and constant-velocity baselines (and a
 written as ``metrics.json`` and a self-contained ``report.html``.
 
 Rollouts use ``meleewm.model.rollout.rollout`` (the one step function of training, play and dream): after
-warm-up the model reads nothing but its own predictions and the real controllers of the replay.
+warm-up the model reads nothing but its own predictions and the real controllers of the replay. The checkpoint
+is rolled out twice from the same starts: the model alone (``model``) and the model with the game rules of
+``meleewm.model.rules`` (``model_with_rules``), so what is learned is never confused with what is enforced.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from meleewm.eval.baselines import add_baselines
 from meleewm.eval.metrics import RolloutSet, evaluate, flag_f1, mae, stocks_accuracy, to_jsonable, velocity_mae
 from meleewm.eval.plausibility import seen_actions
 from meleewm.eval.report import write_report
+from meleewm.eval.scenarios import IDLE_FRAMES, IDLE_PAIRS, action_timing, event_detection, idle_test
 from meleewm.model.rollout import rollout
+from meleewm.model.rules import RULE_EVENTS, GameRules
 from meleewm.model.world import WorldModel
 from meleewm.replay.dataset import Dataset, dataset_hash
 from meleewm.train.checkpoint import file_hash, load_model
@@ -43,6 +47,10 @@ class EvalSettings:
     seed: int = 0
     batch_size: int = 100
     tf_batches: int = 20
+    idle_pairs: int = 2          # character pairs per legal stage in the idle test (0 skips it)
+    idle_frames: int = IDLE_FRAMES
+    timing_starts: int = 120     # action onsets in the action-timing measure (0 skips it)
+    event_starts: int = 60       # real KOs, and as many real hits, in the event-conditioned measure (0 skips it)
 
 
 def _decode(model: WorldModel, cont, binary, cat, cont_mask=None) -> dict[str, np.ndarray]:
@@ -77,15 +85,23 @@ def game_selection(dataset: Dataset, train_ids: list[str], val_ids: list[str], s
     return [g for g in chosen if players[g] == 2]
 
 
+MODEL_WITH_RULES = "model_with_rules"
+
+
 @torch.no_grad()
-def model_rollouts(model: WorldModel, windows: WindowDataset, starts, settings: EvalSettings, *, progress=None):
-    """Predicted raw states [N, H, 2] of ``model`` from every start, plus the truth and context."""
+def model_rollouts(model: WorldModel, windows: WindowDataset, starts, settings: EvalSettings, *, progress=None,
+                   rules: GameRules | None = None, rule_counts: dict | None = None):
+    """Predicted raw states [N, H, 2] of ``model`` (with ``rules``, if given) from every start, plus the truth
+    and context. With ``rules``, ``rule_counts`` (a dict) receives how often each rule acted."""
     W, H = settings.warmup, settings.horizon
     predicted, truth, context = [], [], []
     for begin in range(0, len(starts), settings.batch_size):
         chunk = starts[begin:begin + settings.batch_size]
         batch, warm = rollout_batch(windows, chunk, W, H)
-        out = rollout(model, warm, batch["ctrl"][:, W:])
+        out = rollout(model, warm, batch["ctrl"][:, W:], rules=rules)
+        if rules is not None and rule_counts is not None:
+            for name, count in zip(RULE_EVENTS, out["rule_counts"].tolist()):
+                rule_counts[name] = rule_counts.get(name, 0) + int(count)
         mask = batch["next_cont_mask"][:, W - 1:]
         predicted.append(_decode(model, out["state_cont"], out["state_bin"], out["state_cat"]))
         truth.append(_decode(model, batch["next_cont"][:, W - 1:], batch["next_bin"][:, W - 1:],
@@ -177,6 +193,9 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
         predictions[name] = predicted
         if truth is None:
             truth, context = t, c
+    rule_counts: dict[str, int] = {}
+    predictions[MODEL_WITH_RULES], _, _ = model_rollouts(model, windows, starts, settings, progress=progress,
+                                                        rules=GameRules(model.spec), rule_counts=rule_counts)
 
     # Raw stage and select-screen characters (port order) come from the cache index, frame ids from its arrays.
     entries, frame_ids = cache.entries, cache.arrays["frame_ids"]
@@ -199,6 +218,17 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
     else:  # rollouts need warm-up + horizon frames, a teacher-forced window the model's whole seq_len
         teacher_forced_note = (f"not computed: no game of the selection is longer than one window of "
                                f"{config.data.seq_len} frames (data.seq_len of the model)")
+    metrics["rule_counts"] = rule_counts
+    predictors = [("model", None), (MODEL_WITH_RULES, GameRules(model.spec))]
+    if settings.idle_pairs > 0:
+        metrics["idle"] = idle_test(model, predictors, frames=settings.idle_frames,
+                                    pairs=IDLE_PAIRS[:settings.idle_pairs])
+    if settings.timing_starts > 0:
+        metrics["action_timing"] = action_timing(model, windows, predictors, count=settings.timing_starts,
+                                                 warmup=settings.warmup, seed=settings.seed)
+    if settings.event_starts > 0:
+        metrics["events"] = event_detection(model, windows, predictors, count=settings.event_starts,
+                                            warmup=settings.warmup, seed=settings.seed)
     meta = {"checkpoint": str(checkpoint), "checkpoint_hash": file_hash(checkpoint),
             "dataset": str(dataset.root), "dataset_hash": dataset_hash(eval_ids),
             "games": len(eval_ids), "split": "games" if games else split, "starts": len(starts),

@@ -4,7 +4,10 @@ from meleewm.melee.actions import (
     ACTION_IDS,
     ACTION_NAMES,
     DAMAGE_STATES,
+    DEAD_FRAMES,
     DEAD_STATES,
+    HALO_DESCENT_FRAMES,
+    HALO_WAIT_MAX_FRAMES,
     FIRST_SPECIAL,
     LEDGE_STATES,
     RESPAWN_STATES,
@@ -21,20 +24,26 @@ from meleewm.melee.characters import (
     internal_to_external,
 )
 from meleewm.melee.stages import (
+    HALO_DESCENT_SPEED,
     LEGAL_STAGES,
     MAIN_GROUND,
+    RESPAWN_POINTS,
     SPAWN_POINTS,
     STAGE_NAMES,
     StageGeometry,
+    body_bounds,
     geometry,
     in_blast_zone,
+    in_stage_body,
     stage_name,
 )
 
 __all__ = [
-    "ACTION_IDS", "ACTION_NAMES", "DAMAGE_STATES", "DEAD_STATES", "FIRST_SPECIAL", "LEDGE_STATES",
-    "RESPAWN_STATES", "SHIELD_STATES", "action_name", "is_dead",
+    "ACTION_IDS", "ACTION_NAMES", "DAMAGE_STATES", "DEAD_FRAMES", "DEAD_STATES", "FIRST_SPECIAL",
+    "HALO_DESCENT_FRAMES", "HALO_WAIT_MAX_FRAMES", "LEDGE_STATES", "RESPAWN_STATES", "SHIELD_STATES",
+    "action_name", "is_dead",
     "DIGITAL_BUTTONS", "PhysicalButton", "ProcessedButton", "button_bits",
     "EXTERNAL_NAMES", "INTERNAL_NAMES", "character_name", "external_to_internal", "internal_to_external",
-    "LEGAL_STAGES", "MAIN_GROUND", "SPAWN_POINTS", "STAGE_NAMES", "StageGeometry", "geometry", "in_blast_zone", "stage_name",
+    "HALO_DESCENT_SPEED", "LEGAL_STAGES", "MAIN_GROUND", "RESPAWN_POINTS", "SPAWN_POINTS", "STAGE_NAMES",
+    "StageGeometry", "body_bounds", "geometry", "in_blast_zone", "in_stage_body", "stage_name",
 ]

@@ -161,6 +161,15 @@ DAMAGE_STATES = frozenset(range(0x04B, 0x05C))  # 75..91: DAMAGE_* (hitstun anim
 SHIELD_STATES = frozenset(range(0x0B2, 0x0B7))  # 178..182: SHIELD_START..SHIELD_REFLECT
 LEDGE_STATES = frozenset(range(0x0FC, 0x108))  # 252..263: EDGE_CATCHING..EDGE_JUMP_2_QUICK
 
+# The death sequence, as every KO with a stock left in the shared replays shows it (1,023 of them): the stock
+# count drops on the first DEAD_* frame; the character stays where it crossed the blast zone, with velocities 0
+# and its percent unchanged, for a fixed number of frames that depends on the KO animation; then ON_HALO_DESCENT
+# for 60 frames above the stage (percent 0), then ON_HALO_WAIT until the player moves (at most 240 frames).
+DEAD_FRAMES: dict[int, int] = {0x000: 60, 0x001: 60, 0x002: 60, 0x003: 60,   # DEAD_DOWN/LEFT/RIGHT/UP
+                               0x004: 176, 0x006: 51, 0x007: 78}              # DEAD_FLY_STAR, FLY, FLY_SPLATTER
+HALO_DESCENT_FRAMES = 60
+HALO_WAIT_MAX_FRAMES = 240
+
 
 def is_dead(action_id):
     """True for death states; works on an int or a numpy array of ids."""

@@ -121,6 +121,31 @@ MAIN_GROUND: dict[int, int] = {FINAL_DESTINATION: 1, BATTLEFIELD: 1, YOSHIS_STOR
                                POKEMON_STADIUM: 34, FOUNTAIN_OF_DREAMS: 5}
 
 
+# Where a KO'd character comes back: the respawn platform's resting point per port (ports 1 and 2; player 0 is
+# the lower port), and how fast the platform descends to it (units per frame over the 60 frames of
+# ON_HALO_DESCENT, which starts 59 steps above the resting point). Read off every respawn in games-1/games-2:
+# the point depends on the port only (Battlefield and Final Destination differ by port, the others do not).
+RESPAWN_POINTS: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {
+    FINAL_DESTINATION: ((16.0, 45.0), (-50.0, 45.0)),
+    BATTLEFIELD: ((12.8, 80.0), (-40.0, 80.0)),
+    YOSHIS_STORY: ((0.0, 52.5), (0.0, 52.5)),
+    DREAM_LAND: ((0.0, 84.2215), (0.0, 84.2215)),
+    POKEMON_STADIUM: ((0.0, 60.0), (0.0, 60.0)),
+    FOUNTAIN_OF_DREAMS: ((0.0, 63.75), (0.0, 63.75)),
+}
+HALO_DESCENT_SPEED: dict[int, float] = {FINAL_DESTINATION: 1.15, BATTLEFIELD: 0.9333, YOSHIS_STORY: 1.0967,
+                                        DREAM_LAND: 1.763, POKEMON_STADIUM: 1.0, FOUNTAIN_OF_DREAMS: 0.8125}
+
+# The solid body of the main stage: between the ledges (less an inset, where ledge hangs and recoveries hug the
+# stage's tapered sides) and from a little below the surface (a character's position dips up to ~8 units below
+# it in some aerials and landings, since Melee collides by the ECB, not by the position) down to a depth.
+# A live character is never inside it in the shared replays except for a few grabs and throws (~0.04 % of live
+# frames); a character sinking through the stage crosses it. Below the body is open air on every legal stage.
+BODY_INSET = 15.0
+BODY_TOLERANCE = 10.0
+BODY_DEPTH = 40.0
+
+
 def stage_name(stage_id: int) -> str:
     return STAGE_NAMES.get(int(stage_id), f"UNKNOWN_{int(stage_id)}")
 
@@ -143,3 +168,18 @@ def in_blast_zone(stage_id: int, x, y) -> np.ndarray:
         raise ValueError(f"no geometry for stage {stage_id} ({stage_name(stage_id)})")
     x, y = np.asarray(x), np.asarray(y)
     return (x > g.blast_left) & (x < g.blast_right) & (y > g.blast_bottom) & (y < g.blast_top)
+
+
+def body_bounds(stage_id: int) -> tuple[float, float, float]:
+    """(half-width, top, bottom) of the main stage's solid body (see BODY_INSET); ValueError without geometry."""
+    g = geometry(stage_id)
+    if g is None:
+        raise ValueError(f"no geometry for stage {stage_id} ({stage_name(stage_id)})")
+    return g.ledge_x - BODY_INSET, g.main_y - BODY_TOLERANCE, g.main_y - BODY_DEPTH
+
+
+def in_stage_body(stage_id: int, x, y) -> np.ndarray:
+    """True where (x, y) lies inside the main stage's solid body (vectorised, like :func:`in_blast_zone`)."""
+    half, top, bottom = body_bounds(stage_id)
+    x, y = np.asarray(x), np.asarray(y)
+    return (np.abs(x) < half) & (y < top) & (y > bottom)

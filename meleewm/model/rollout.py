@@ -1,44 +1,78 @@
 """Closed-loop rollouts: warm up on real frames, then run on the model's own predictions.
 
 Only the controllers come from outside after warm-up, so whatever this measures is what a player sees.
+:func:`advance` is the one step that training rollouts, evaluation, ``dream`` and play all take: ``model.step``,
+the prediction turned into the next inputs, and (when given) the game rules of ``meleewm.model.rules`` applied
+to them. With ``rules=None`` it is the model alone.
 """
 
 from __future__ import annotations
 
 import torch
 
+from meleewm.model.rules import RULE_KEYS, GameRules
 from meleewm.model.world import MASK_KEYS, WorldModel, last_step, next_inputs
 
 CONSTANT_KEYS = ("stage", "chars")
 
 
-def warm_start(model: WorldModel, warmup: dict[str, torch.Tensor], *, temperature: float = 0.0,
-               generator: torch.Generator | None = None):
-    """Run the chunked forward over real frames and take over: returns (the model's first frame as inputs,
-    the last real step's inputs, the body state). Rollouts, eval, dream and play all start this way."""
+def _next_frame(pred: dict, x: dict, rules: GameRules | None, temperature: float,
+                generator: torch.Generator | None) -> tuple[dict, torch.Tensor | None]:
+    """The prediction ``pred`` made from inputs ``x`` as the next inputs, with the rules applied (and counted)."""
+    nxt = next_inputs(pred, x, temperature=temperature, generator=generator)
+    if rules is None:
+        return nxt, None
+    return rules.apply(x, nxt)
+
+
+def advance(model: WorldModel, x: dict[str, torch.Tensor], body, *, rules: GameRules | None = None,
+            temperature: float = 0.0, generator: torch.Generator | None = None):
+    """One frame: inputs ``x`` (state of frame t-1, controllers of frame t, constants, and the rule state when
+    ``rules`` is given) → (the inputs for frame t, the new body state, counts of rule actions or None)."""
+    pred, body = model.step(x, body)
+    nxt, counts = _next_frame(pred, x, rules, temperature, generator)
+    return nxt, body, counts
+
+
+def warm_start(model: WorldModel, warmup: dict[str, torch.Tensor], *, rules: GameRules | None = None,
+               temperature: float = 0.0, generator: torch.Generator | None = None):
+    """Run the chunked forward over real frames and take over: returns (the model's first frame as inputs, the
+    last real step's inputs, the body state, counts of rule actions or None). Rollouts, eval, dream and play all
+    start this way; the first frame obeys the rules like every later one."""
     pred, state = model(warmup, return_state=True)
     last = {k: (v if k in CONSTANT_KEYS else v[:, -1]) for k, v in warmup.items()}
-    first = next_inputs(last_step(pred), last, temperature=temperature, generator=generator)
-    return first, last, state
+    if rules is not None:
+        last.update(rules.initial_state(warmup))
+    first, counts = _next_frame(last_step(pred), last, rules, temperature, generator)
+    return first, last, state, counts
 
 
 @torch.no_grad()
 def rollout(model: WorldModel, warmup: dict[str, torch.Tensor], controllers: torch.Tensor, *,
-            temperature: float = 0.0, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+            rules: GameRules | None = None, temperature: float = 0.0,
+            generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Predict ``H = controllers.shape[1] + 1`` frames after a teacher-forced warm-up.
 
     ``warmup``: step inputs with a time axis, ``[B, W, ...]`` (state of frames 0..W-1 and controllers of frames
     1..W), plus constants ``stage [B]`` and ``chars [B, 2]``. ``controllers``: ``[B, H-1, 2, n_ctrl]``, the real
     controllers of frames W+1..W+H-1. Step 1 predicts frame W (from the true frame W-1); step h predicts frame
     W+h-1 from the model's own frame W+h-2. Returns encoded states ``[B, H, ...]`` under the input names
-    (state_cont, state_bin, state_cat, state_item_*).
+    (state_cont, state_bin, state_cat, state_item_*); with ``rules``, also ``rule_counts`` (one total per
+    ``meleewm.model.rules.RULE_EVENTS``).
     """
-    first, last, state = warm_start(model, warmup, temperature=temperature, generator=generator)
+    first, last, state, counts = warm_start(model, warmup, rules=rules, temperature=temperature,
+                                            generator=generator)
     frames = [first]
     for h in range(controllers.shape[1]):
         x = {**last, **frames[-1], "ctrl": controllers[:, h]}
-        current, state = model.step(x, state)
+        current, state, step_counts = advance(model, x, state, rules=rules, temperature=temperature,
+                                              generator=generator)
+        if rules is not None:
+            counts = counts + step_counts
         last = x
-        frames.append(next_inputs(current, x, temperature=temperature, generator=generator))
-    keys = [k for k in frames[0] if k not in MASK_KEYS]
-    return {k: torch.stack([f[k] for f in frames], dim=1) for k in keys}
+        frames.append(current)
+    keys = [k for k in frames[0] if k not in MASK_KEYS and k not in RULE_KEYS]
+    out = {k: torch.stack([f[k] for f in frames], dim=1) for k in keys}
+    if rules is not None:
+        out["rule_counts"] = counts
+    return out

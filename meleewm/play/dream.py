@@ -28,7 +28,7 @@ class DreamResult:
     prefix_frames: int
     warmup: int
     elapsed: float
-    guard_counts: dict
+    rule_counts: dict
 
     @property
     def total_frames(self) -> int:
@@ -36,12 +36,12 @@ class DreamResult:
 
 
 def dream_session(model, replay: ReplayGame, frame: int, frames: int, *, temperature: float = 0.0, seed: int = 0,
-                  warmup: int | None = None, guards: bool = False) -> Session:
+                  warmup: int | None = None, rules: bool = True) -> Session:
     """A session started at ``frame`` of ``replay`` with both ports on the recorded inputs, run to ``frames``
     model frames (the start frame included)."""
     if frames < 1:
         raise SessionError("--frames must be at least 1")
-    session = Session(model, temperature=temperature, seed=seed, guards=guards, warmup=warmup)
+    session = Session(model, temperature=temperature, seed=seed, rules=rules, warmup=warmup)
     session.set_controller(0, replay.controller(0))
     session.set_controller(1, replay.controller(1))
     session.start_replay(replay, frame)
@@ -51,7 +51,7 @@ def dream_session(model, replay: ReplayGame, frame: int, frames: int, *, tempera
 
 def dream(model_path: str | Path | None, replay: str | Path, frame: int, frames: int, export: str | Path, *,
           data: str | Path | None = None, temperature: float = 0.0, seed: int = 0, warmup: int | None = None,
-          guards: bool = False) -> DreamResult:
+          rules: bool = True) -> DreamResult:
     """Load the model (default ``DEFAULT_MODEL``), open the replay (a ``.slp`` or, with ``data``, a dataset game
     id), dream ``frames`` frames from ``frame`` and write ``export``."""
     started = time.perf_counter()
@@ -61,10 +61,10 @@ def dream(model_path: str | Path | None, replay: str | Path, frame: int, frames:
         model, _ = load_play_model(model_path)
         game = ReplayGame.open(replay, model.spec, data=data)
         session = dream_session(model, game, frame, frames, temperature=temperature, seed=seed, warmup=warmup,
-                                guards=guards)
+                                rules=rules)
         path = session.export_slp(export)
     finally:
         torch.set_num_threads(threads)
     return DreamResult(path=Path(path), replay=game.source, start_frame=int(frame), model_frames=int(frames),
                        prefix_frames=int(frame) - game.first_frame, warmup=session.start_info["warmup"],
-                       elapsed=time.perf_counter() - started, guard_counts=session.guard_counts.as_dict())
+                       elapsed=time.perf_counter() - started, rule_counts=session.rule_counts_dict())

@@ -15,7 +15,7 @@ replays are kept (the last ``MAX_OPENED``) for replay starts; a bad file is a 40
 Client → server (``port`` is 0 or 1: the lower or the higher port of the game):
 
 =================================================  ===================================================================
-``{"type": "new", "start": S, "controllers": [C, C], "temperature": t, "guards": b}``  create a session and join it
+``{"type": "new", "start": S, "controllers": [C, C], "temperature": t, "rules": b}``  create a session and join it
 ``{"type": "join", "session": id, "port": p}``     join a session; ``port`` 0/1 takes that port (keyboard), null watches
 ``{"type": "start", "start": S}``                  restart the session from another start state
 ``{"type": "input", "port": p, "state": K}``       this client's controller state for a port it holds
@@ -25,7 +25,7 @@ Client → server (``port`` is 0 or 1: the lower or the higher port of the game)
 ``{"type": "reset"}``                              start again from the same start state
 ``{"type": "swap"}``                               swap the two ports' controllers (and the clients holding them)
 ``{"type": "temperature", "value": t}``            0 = argmax; > 0 samples categorical heads at t
-``{"type": "guards", "on": b}``                    rule guards on/off (counted in every state message)
+``{"type": "rules", "on": b}``                     game rules on/off (counted in every state message)
 ``{"type": "ping"}``                               answered by ``{"type": "pong"}``
 =================================================  ===================================================================
 
@@ -37,7 +37,7 @@ Server → client: ``hello`` (what ``/api/info`` returns, and this client's id),
 description and the ports this client holds; sent on every change), ``state`` (every tick: frame, timer, per
 player x, y, action id and name, pose, percent, stocks, facing, shield, hitlag, hitstun, airborne, ...; items;
 in a replay takeover ``real``: the real game's players and items at that frame and the divergence; fps, step and
-tick latency in ms, guard counts; see ``Session.message``), ``error`` (``message``; the connection stays open)
+tick latency in ms, rule counts; see ``Session.message``), ``error`` (``message``; the connection stays open)
 and ``pong``.
 
 A message that is not text, longer than :data:`MAX_MESSAGE_BYTES`, not JSON, not an object with a known ``type``
@@ -276,7 +276,7 @@ class SessionRunner:
         return {"type": "session", "id": self.id, "you": client.id if client else None, "your_ports": mine,
                 "controllers": ctrls, "paused": self.paused, "clients": len(self.clients),
                 "start": self.session.start_info, "temperature": self.session.temperature,
-                "guards": self.session.guards, "replay_available": self.session.replay is not None,
+                "rules": self.session.rules, "replay_available": self.session.replay is not None,
                 "download": f"/api/sessions/{self.id}/replay.slp"}
 
     # -- commands -----------------------------------------------------------------------------------------------
@@ -350,7 +350,7 @@ class Hub:
     """What the app serves: the model, the replays, the sessions."""
 
     def __init__(self, model, *, replays: ReplayCatalog | None = None, library: ReplayLibrary | None = None,
-                 default_start: dict | None = None, temperature: float = 0.0, guards: bool = False,
+                 default_start: dict | None = None, temperature: float = 0.0, rules: bool = True,
                  warmup: int | None = None):
         self.model = model
         self.replays = replays or ReplayCatalog(model.spec)
@@ -359,7 +359,7 @@ class Hub:
         # entry animation, whose frames it saw only at game starts.
         self.default_start = default_start or {"kind": "synthetic", "stage": 31, "chars": [20, 2],
                                                "mode": "standing"}
-        self.temperature, self.guards, self.warmup = float(temperature), bool(guards), warmup
+        self.temperature, self.rules, self.warmup = float(temperature), bool(rules), warmup
         self.sessions: dict[str, SessionRunner] = {}
 
     def info(self) -> dict:
@@ -373,7 +373,7 @@ class Hub:
             "default_start": self.default_start,
             "controller_kinds": list(CONTROLLER_KINDS),
             "temperature": self.temperature,
-            "guards": self.guards,
+            "rules": self.rules,
             "fps": FPS,
             "max_message_bytes": MAX_MESSAGE_BYTES,
         }
@@ -399,7 +399,7 @@ class Hub:
         if len(self.sessions) >= MAX_SESSIONS:
             raise ClientError(f"the server already runs {MAX_SESSIONS} sessions")
         temperature = data.get("temperature", self.temperature)
-        session = Session(self.model, guards=bool(data.get("guards", self.guards)), warmup=self.warmup)
+        session = Session(self.model, rules=bool(data.get("rules", self.rules)), warmup=self.warmup)
         session.set_temperature(_float(temperature, "temperature"))
         runner = SessionRunner(self, session)
         controllers = data.get("controllers", [{"kind": "keyboard"}, {"kind": "approach"}])
@@ -480,12 +480,12 @@ class Hub:
         runner.session.set_temperature(_float(data.get("value"), "value"))
         runner.broadcast_session()
 
-    def _on_guards(self, client: Client, data: dict) -> None:
+    def _on_rules(self, client: Client, data: dict) -> None:
         runner = self._runner(client)
         on = data.get("on")
         if not isinstance(on, bool):
             raise ClientError("on must be true or false")
-        runner.session.guards = on
+        runner.session.rules = on
         runner.broadcast_session()
 
     # -- membership ----------------------------------------------------------------------------------------------
@@ -522,11 +522,11 @@ def _float(value: Any, name: str) -> float:
 # -- the app ------------------------------------------------------------------------------------------------------
 
 def create_app(model, *, replays: ReplayCatalog | None = None, library: ReplayLibrary | None = None,
-               default_start: dict | None = None, temperature: float = 0.0, guards: bool = False,
+               default_start: dict | None = None, temperature: float = 0.0, rules: bool = True,
                warmup: int | None = None):
     """The FastAPI app serving ``model`` (a loaded WorldModel)."""
     hub = Hub(model, replays=replays, library=library, default_start=default_start, temperature=temperature,
-              guards=guards, warmup=warmup)
+              rules=rules, warmup=warmup)
     app = FastAPI(title="meleewm play", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.hub = hub
     app.mount("/static", StaticFiles(directory=STATIC), name="static")

@@ -2,9 +2,10 @@
 
 Each :meth:`Session.tick` reads both controllers (``meleewm.play.controllers``), encodes them in one place
 (``encode_controllers`` → ``spec.encode_ctrl_columns``), calls ``WorldModel.step`` once, turns the prediction into
-the next inputs with ``next_inputs`` (argmax, or sampled at ``temperature``) and decodes the whole state with
-``spec.decode_state`` (``post_state_age`` by ``apply_state_age_rule``). Those are the functions training rollouts,
-evaluation (``meleewm.model.rollout.rollout``) and ``dream`` use: one step function.
+the next inputs with ``next_inputs`` (argmax, or sampled at ``temperature``), applies the game rules and decodes
+the whole state once with
+``spec.decode_state`` (``post_state_age`` by ``apply_state_age_rule``). ``model.step``, ``next_inputs`` and the rules
+are :func:`meleewm.model.rollout.advance`, the one step function of training rollouts, evaluation and ``dream``.
 
 Starts:
 
@@ -20,9 +21,11 @@ Starts:
   ``mode="standing"`` puts both on the main stage (action 14 STANDING, grounded on the stage's main ground id).
   The first state is frame −123 either way, so the timer starts at frame 0 as in Melee.
 
-Rule guards (``guards=True``; off by default): positions clamped into the blast zones, stocks kept in 0..4 (an
-UNKNOWN or larger value is replaced by the last value, or 4). When a guard acts, the model's next input is the
-guarded state, the decoded state says so, and the count is shown in every state message; nothing is hidden.
+Game rules (``rules=True``, the default): the exact rules of ``meleewm.model.rules`` (a KO past a blast zone
+with one stock lost, the death sequence and a respawn at 0 %; percent never falls; stocks change only by a KO;
+the floor is solid) act on the model's next inputs inside :func:`meleewm.model.rollout.advance`, the step
+rollouts, eval and ``dream`` take too. Every rule action is counted and shown in each state message
+(``rules``); ``rules=False`` is the model alone.
 
 Pacing (60 fps, or as fast as possible for scripts) is the caller's business: the web server runs one asyncio
 task per session, ``dream`` runs ticks back to back.
@@ -47,19 +50,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from meleewm.data.encoding import STATE_COLUMNS, EncodingSpec
-from meleewm.melee.actions import ACTION_IDS
-from meleewm.melee.characters import EXTERNAL_NAMES, character_name, external_to_internal
-from meleewm.melee.stages import (
-    BATTLEFIELD,
-    LEGAL_STAGES,
-    MAIN_GROUND,
-    SPAWN_POINTS,
-    geometry,
-    stage_name,
-)
-from meleewm.model.rollout import warm_start
-from meleewm.model.world import WorldModel, next_inputs
+from meleewm.data import starts
+from meleewm.data.encoding import EncodingSpec
+from meleewm.melee.characters import character_name
+from meleewm.melee.stages import BATTLEFIELD, LEGAL_STAGES, SPAWN_POINTS, geometry, stage_name
+from meleewm.model.rollout import advance, warm_start
+from meleewm.model.rules import RULE_EVENTS, RULE_KEYS, GameRules
+from meleewm.model.world import WorldModel
 from meleewm.play.controllers import (
     NEUTRAL,
     Controller,
@@ -80,13 +77,6 @@ DEFAULT_TIMER = 480         # seconds (8 minutes), as in recorded local games
 MAX_HISTORY = 60 * 60 * FPS  # frames kept for export (one hour); later frames are played but not recorded
 
 
-# Synthesized starts copy the states of frame -123 that every recorded game in games-1 has (the entry animation:
-# airborne, ground 65535, 1 jump left (5 for Kirby and Jigglypuff), flags byte 4 = 0x40), at the stage's spawn
-# points (meleewm.melee.SPAWN_POINTS).
-ENTRY_ACTION, STANDING_ACTION = ACTION_IDS["ENTRY"], ACTION_IDS["STANDING"]
-MULTI_JUMPERS = frozenset({4, 15})   # external ids: Kirby, Jigglypuff
-START_MODES = ("entry", "standing")
-GROUND_Y = 1e-4                       # y of a character standing on the main stage, as recorded
 
 
 class SessionError(ValueError):
@@ -134,48 +124,11 @@ def load_play_model(path: str | Path | None = None, device: str = "cpu"):
 # -- synthesized starts -------------------------------------------------------------------------------------------
 
 def synthetic_columns(stage: int, chars, mode: str = "entry") -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Raw post-frame columns ``{column: [2]}`` of a game start, and its ``post_state_age [2]``."""
-    stage = int(stage)
-    if stage not in SPAWN_POINTS:
-        legal = ", ".join(f"{s} {stage_name(s)}" for s in LEGAL_STAGES)
-        raise SessionError(f"synthesized starts need a legal stage ({legal}), not {stage} ({stage_name(stage)})")
-    if mode not in START_MODES:
-        raise SessionError(f"start mode must be one of {', '.join(START_MODES)}, not {mode!r}")
-    chars = [int(c) for c in chars]
-    if len(chars) != 2:
-        raise SessionError(f"a game needs two characters, got {len(chars)}")
-    for c in chars:
-        if c not in EXTERNAL_NAMES or c > 25:
-            raise SessionError(f"unknown or unplayable character id {c}")
-    (x0, y0), (x1, y1) = SPAWN_POINTS[stage]
-    entry = mode == "entry"
-    multi = np.array([c in MULTI_JUMPERS for c in chars])
-    zeros = np.zeros(2, np.float32)
-    v: dict[str, np.ndarray] = {
-        "post_position_x": np.array([x0, x1], np.float32),
-        "post_position_y": np.array([y0, y1] if entry else [GROUND_Y, GROUND_Y], np.float32),
-        "post_percent": zeros, "post_shield": np.full(2, 60.0, np.float32), "post_hitlag": zeros,
-        "post_misc_as": zeros, "post_combo_count": zeros,
-        "post_direction": np.array([1.0, -1.0], np.float32),   # player 0 on the left faces right
-        "post_airborne": np.full(2, 1 if entry else 0, np.int64),
-        "post_hurtbox_state": np.zeros(2, np.int64),
-        "post_state": np.full(2, ENTRY_ACTION if entry else STANDING_ACTION, np.int64),
-        "post_jumps": np.where(multi, 5 if entry else 6, 1 if entry else 2).astype(np.int64),
-        "post_stocks": np.full(2, 4, np.int64),
-        "post_l_cancel": np.zeros(2, np.int64),
-        "post_ground": np.full(2, 65535 if entry else MAIN_GROUND[stage], np.int64),
-        "post_last_attack_landed": np.zeros(2, np.int64),
-        "post_character": np.array([external_to_internal(c) for c in chars], np.int64),
-    }
-    for name in ("post_velocities_self_x_air", "post_velocities_self_y", "post_velocities_knockback_x",
-                 "post_velocities_knockback_y", "post_velocities_self_x_ground"):
-        v[name] = zeros
-    for j in range(5):
-        v[f"post_state_flags_{j}"] = np.full(2, 0x40 if (entry and j == 4) else 0, np.int64)
-    missing = set(STATE_COLUMNS) - set(v) - {"post_state_age"}
-    assert not missing, missing
-    age = np.full(2, -1.0 if entry else 0.0, np.float32)
-    return v, age
+    """``meleewm.data.starts.synthetic_columns``, its errors as SessionError."""
+    try:
+        return starts.synthetic_columns(stage, chars, mode)
+    except starts.StartError as error:
+        raise SessionError(str(error)) from None
 
 
 # -- replays ------------------------------------------------------------------------------------------------------
@@ -334,17 +287,8 @@ def resolve_game_id(dataset, text: str) -> str:
 # -- the session --------------------------------------------------------------------------------------------------
 
 @dataclass
-class GuardCounts:
-    blast_zone: int = 0
-    stocks: int = 0
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-
-@dataclass
 class _History:
-    """Per-frame records of a session (the encoded state after guards, its state_age, the controller input)."""
+    """Per-frame records of a session (the encoded state after the rules, its state_age, the controller input)."""
 
     spec: EncodingSpec
     capacity: int = 1024
@@ -395,17 +339,19 @@ class Session:
     """One game in progress: the model, its recurrent state, the two controllers and the decoded state.
 
     ``temperature`` 0 decodes categorical and binary heads by argmax/threshold; above 0 it samples (seeded by
-    ``seed``). ``guards`` switches the rule guards on. After a start, ``state`` holds the decoded state of the
+    ``seed``). ``rules`` switches the game rules on (the default) or off. After a start, ``state`` holds the decoded
+state of the
     current frame ``frame`` (``{dataset column: [2]}``).
     """
 
-    def __init__(self, model: WorldModel, *, temperature: float = 0.0, seed: int = 0, guards: bool = False,
+    def __init__(self, model: WorldModel, *, temperature: float = 0.0, seed: int = 0, rules: bool = True,
                  warmup: int | None = None, timer_seconds: int = DEFAULT_TIMER):
         self.model = model.eval()
         self.spec: EncodingSpec = model.spec
         self.temperature = float(temperature)
         self.seed = int(seed)
-        self.guards = bool(guards)
+        self.rules = bool(rules)
+        self._rules = GameRules(self.spec)
         self.warmup = DEFAULT_WARMUP if warmup is None else int(warmup)
         self.timer_seconds = int(timer_seconds)
         self.controllers: list[Controller] = [IdleController(), IdleController()]
@@ -413,16 +359,14 @@ class Session:
         self.start_info: dict | None = None
         self.frame: int | None = None
         self.state: dict[str, np.ndarray] | None = None
-        self.guard_counts = GuardCounts()
+        self.rule_counts = torch.zeros(len(RULE_EVENTS), dtype=torch.long)
         self.real: dict | None = None   # the real game beside the dream in a replay takeover (_compare_real)
         self.last_inputs: tuple[ControllerState, ControllerState] = (NEUTRAL, NEUTRAL)
         self.step_ms = 0.0     # model.step + next_inputs of the last tick
-        self.tick_ms = 0.0     # the whole last tick (controllers, step, decode, guards, record)
+        self.tick_ms = 0.0     # the whole last tick (controllers, step, rules, decode, record)
         self.ticks = 0
         self._generator = torch.Generator().manual_seed(self.seed)
         self._ctrl_cache: tuple = (None, None)
-        self._pos_idx = (self.spec.cont_index("post_position_x"), self.spec.cont_index("post_position_y"))
-        self._stock_idx = self.spec.cat_index("post_stocks")
 
     # -- starting -------------------------------------------------------------------------------------------------
 
@@ -443,7 +387,7 @@ class Session:
     def _reset_common(self, stage: int, chars) -> None:
         self.stage = int(stage)
         self.chars = tuple(int(c) for c in chars)
-        self.guard_counts = GuardCounts()
+        self.rule_counts = torch.zeros(len(RULE_EVENTS), dtype=torch.long)
         self._generator = torch.Generator().manual_seed(self.seed)
         self._history = _History(self.spec)
         self._divergence = Divergence()
@@ -517,8 +461,9 @@ class Session:
         self.start_info = {"kind": "replay", "replay": replay.game_id, "source": replay.source,
                            "frame": int(frame), "warmup": W}
         with torch.inference_mode():
-            self._cur, last, self._body = warm_start(self.model, warm, temperature=self.temperature,
-                                                     generator=self._generator)
+            self._cur, last, self._body, counts = warm_start(self.model, warm, rules=self._active_rules(),
+                                                             temperature=self.temperature, generator=self._generator)
+        self._count(counts)
         self._last = last
         self.frame = int(frame)
         self.first_frame = int(frame)
@@ -527,7 +472,6 @@ class Session:
         self._prev_raw = prev
         self.state = self._decode(prev)
         self.last_inputs = tuple(replay.controller(p).read(TickView(int(frame), p, prev)) for p in range(2))
-        self._apply_guards()
         self._record()
         self._compare_real()
 
@@ -563,15 +507,18 @@ class Session:
         ctrl = self._ctrl_cache[1]
         t1 = time.perf_counter()
         with torch.inference_mode():
+            rules = self._active_rules()
+            if rules is not None and RULE_KEYS[0] not in self._cur:   # rules switched on during the session
+                self._cur.update(rules.initial_state(self._cur))
             x = {**self._last, **self._cur, "ctrl": ctrl}
-            pred, self._body = self.model.step(x, self._body)
-            self._cur = next_inputs(pred, x, temperature=self.temperature, generator=self._generator)
+            self._cur, self._body, counts = advance(self.model, x, self._body, rules=rules,
+                                                    temperature=self.temperature, generator=self._generator)
+        self._count(counts)
         self._last = x
         t2 = time.perf_counter()
         self.frame += 1
         self.last_inputs = inputs
         self.state = self._decode(self.state)
-        self._apply_guards()
         self._record()
         self._compare_real()
         self.ticks += 1
@@ -600,49 +547,16 @@ class Session:
         return self.spec.decode_state(cur["state_cont"][0], cur["state_bin"][0], cur["state_cat"][0],
                                       prev_state=prev)
 
-    def _apply_guards(self) -> None:
-        """Rule guards (when on): clamp positions into the blast zones, keep stocks in 0..4. Counted, never hidden."""
-        if not self.guards:
-            return
-        st, spec = self.state, self.spec
-        acted = False
-        g = self._stage_geometry
-        if g is not None:
-            x, y = st["post_position_x"], st["post_position_y"]
-            cx = np.clip(x, g.blast_left, g.blast_right).astype(np.float32)
-            cy = np.clip(y, g.blast_bottom, g.blast_top).astype(np.float32)
-            moved = (cx != x) | (cy != y)
-            if moved.any():
-                self.guard_counts.blast_zone += int(moved.sum())
-                (mx, sx), (my, sy) = spec.cont_stats["post_position_x"], spec.cont_stats["post_position_y"]
-                ix, iy = self._pos_idx
-                with torch.inference_mode():
-                    cont = self._cur["state_cont"]
-                    for p in np.nonzero(moved)[0]:
-                        cont[0, p, ix] = float((cx[p] - mx) / sx)
-                        cont[0, p, iy] = float((cy[p] - my) / sy)
-                acted = True
-        stocks = st["post_stocks"]
-        bad = (stocks < 0) | (stocks > 4)
-        if bad.any():
-            n = self._history.n
-            last = self._history.arrays["cat"][n - 1, :, self._stock_idx] if n else None
-            vocab = spec.vocab("post_stocks")
-            four = vocab.index(4) + 1 if 4 in vocab else 0
-            with torch.inference_mode():
-                for p in np.nonzero(bad)[0]:
-                    # UNKNOWN (-1) keeps the last frame's value; more than 4 (or no last frame) becomes 4
-                    idx = int(last[p]) if stocks[p] < 0 and last is not None else four
-                    self._cur["state_cat"][0, p, self._stock_idx] = idx
-            self.guard_counts.stocks += int(bad.sum())
-            acted = True
-        if acted:  # decode the guarded state again, so display and export match the model's next input
-            self.state = self._decode(self._prev_for_redecode())
+    def _active_rules(self) -> GameRules | None:
+        return self._rules if self.rules else None
 
-    def _prev_for_redecode(self) -> dict | None:
-        if self._history.n == 0:
-            return self._prev_raw
-        return {"post_state": self._last_action, "post_state_age": self._last_age}
+    def _count(self, counts: torch.Tensor | None) -> None:
+        if counts is not None:
+            self.rule_counts += counts
+
+    def rule_counts_dict(self) -> dict[str, int]:
+        """How often each rule acted since the start (``meleewm.model.rules.RULE_EVENTS``)."""
+        return dict(zip(RULE_EVENTS, (int(c) for c in self.rule_counts.tolist())))
 
     def _record(self) -> None:
         cur = self._cur
@@ -650,8 +564,6 @@ class Session:
             self.state["post_state_age"] = np.zeros(2, np.float32)
         self._history.append(self.frame, cur["state_cont"][0].numpy(), cur["state_bin"][0].numpy(),
                              cur["state_cat"][0].numpy(), self.state["post_state_age"], self.last_inputs)
-        self._last_action = self.state["post_state"]
-        self._last_age = self.state["post_state_age"]
 
     # -- messages -------------------------------------------------------------------------------------------------
 
@@ -696,7 +608,7 @@ class Session:
         return {"type": "state", "frame": int(self.frame), "stage": self.stage, "timer": round(self.timer(), 3),
                 "players": self.players(), "items": self.items(), "real": self.real,
                 "step_ms": round(self.step_ms, 3), "tick_ms": round(self.tick_ms, 3),
-                "guards": self.guard_counts.as_dict(), "guards_on": self.guards,
+                "rules": self.rule_counts_dict(), "rules_on": self.rules,
                 "temperature": self.temperature, **extra}
 
     def message_json(self, **extra) -> str:
@@ -788,7 +700,7 @@ class Session:
     def describe(self) -> dict:
         return {"start": self.start_info, "frame": self.frame, "stage": getattr(self, "stage", None),
                 "chars": list(getattr(self, "chars", ())), "ports": list(getattr(self, "ports", ())),
-                "temperature": self.temperature, "guards": self.guards,
+                "temperature": self.temperature, "rules": self.rules,
                 "controllers": [c.describe() for c in self.controllers]}
 
 
@@ -804,7 +716,7 @@ def stage_geometry_message() -> dict[str, Any]:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "DEFAULT_WARMUP", "FIRST_FRAME", "FPS", "GuardCounts", "ModelNotFound",
+    "DEFAULT_MODEL", "DEFAULT_WARMUP", "FIRST_FRAME", "FPS", "ModelNotFound",
     "ReplayGame", "Session", "SessionError", "load_play_model", "resolve_model", "stage_geometry_message",
     "synthetic_columns", "use_play_threads",
 ]

@@ -100,7 +100,8 @@ def rollout_batch(windows: WindowDataset, starts: list[tuple[int, int]], warmup:
 @torch.no_grad()
 def rollout_metric(model: WorldModel, windows: WindowDataset, starts: list[tuple[int, int]], *, warmup: int,
                    horizon: int, device, batch_size: int = 64) -> dict[str, float]:
-    """Mean position error (game units) over ``horizon`` closed-loop steps, real controllers fed."""
+    """Mean position error (game units) over ``horizon`` closed-loop steps, real controllers fed: the model alone
+    (``rollout`` without rules), since this picks the checkpoint for what it learned."""
     model.eval()
     errors = []
     for begin in range(0, len(starts), batch_size):

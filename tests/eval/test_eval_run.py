@@ -20,7 +20,8 @@ from meleewm.train.config import load_config
 from meleewm.train.trainer import train
 from tests.conftest import extract_members
 
-SETTINGS = EvalSettings(starts=12, horizon=120, warmup=30, seed=3, batch_size=6, tf_batches=2)
+SETTINGS = EvalSettings(starts=12, horizon=120, warmup=30, seed=3, batch_size=6, tf_batches=2, idle_pairs=1,
+                        idle_frames=20, timing_starts=6, event_starts=2)
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +39,21 @@ def trained(replays, manifest, tmp_path_factory):
 def test_eval_writes_every_section(trained, tmp_path):
     data, checkpoint = trained
     metrics = run_eval(checkpoint, data, tmp_path / "report", split="all", settings=SETTINGS)
-    for section in ("rollout", "summary", "ko_timing", "breakdowns", "plausibility", "teacher_forced", "meta"):
+    for section in ("rollout", "summary", "ko_timing", "breakdowns", "plausibility", "teacher_forced", "meta",
+                    "idle", "action_timing", "events", "rule_counts"):
         assert metrics[section], section
-    assert set(metrics["rollout"]) == {"model", "persistence", "constant_velocity"}
+    for name in ("model", "model_with_rules"):
+        assert len(metrics["idle"][name]["by_stage"]) == 6
+        assert metrics["action_timing"][name]["overall"]["onsets"] == metrics["action_timing"]["starts"] > 0
+        for kind in ("ko", "hit"):
+            section = metrics["events"][kind]
+            if section["starts"]:
+                r = section[name]
+                assert r["hits"] + r["misses"] == r["events"] == section["starts"]
+    assert set(metrics["rollout"]) == {"model", "model_with_rules", "persistence", "constant_velocity"}
+    rules = metrics["plausibility"]["model_with_rules"]
+    assert rules["outside_blast_zone"]["count"] == 0 and rules["percent_decrease"]["count"] == 0
+    assert rules["stocks_increase"]["count"] == 0
     horizons = [row["horizon"] for row in metrics["rollout"]["model"]]
     assert horizons == [1, 5, 10, 20, 60, 120]
     tf = metrics["teacher_forced"]
@@ -49,6 +62,8 @@ def test_eval_writes_every_section(trained, tmp_path):
         assert tf[key] is not None, key
     html = (tmp_path / "report" / "report.html").read_text()
     assert html.count("<img") >= 5 and "constant_velocity" in html
+    for title in ("Idle test", "Action timing", "Event-conditioned starts", "Rules report", "What a player notices"):
+        assert title in html, title
     written = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert written["meta"]["checkpoint_hash"] and written["meta"]["dataset_hash"]
 

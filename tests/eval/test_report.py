@@ -183,3 +183,20 @@ def test_report_images_load_in_a_browser(report, tmp_path):
     n_imgs = len(re.findall(r"<img ", report.read_text(encoding="utf-8")))
     assert int(total.group(1)) == n_imgs
     assert int(loaded.group(1)) == n_imgs
+
+
+def test_reference_is_compared_horizon_with_horizon_and_mean_with_mean():
+    """The reference's 8.88 / 53.0 % are at step 20 and its 4.80 / 77.5 % the mean over 1..20: the bundled
+    model's 11.06 / 58.2 % at step 20 and 5.19 / 75.2 % mean are behind it, not ahead."""
+    step20 = {"horizon": 20, "position_error": 11.06, "action_accuracy": 0.582}
+    mean20 = {"k": 20, "position_error": 5.19, "action_accuracy": 0.752}
+    v = verdict({"rollout": {"model": [step20]}, "summary": {"model": [mean20]}})
+    assert v["beats_reference"] is False
+    at, mean = [line for line in v["lines"] if line.startswith("Reference system")]
+    assert "at step 20" in at and "8.88" in at and "53.0%" in at and "behind the reference on position" in at
+    assert "action accuracy" not in at.split("behind")[1]                  # 58.2 % beats 53.0 % at step 20
+    assert "1..20" in mean and "4.8" in mean and "77.5%" in mean
+    assert "position and action accuracy" in mean
+    better = verdict({"rollout": {"model": [{**step20, "position_error": 8.0}]},
+                      "summary": {"model": [{**mean20, "position_error": 4.5, "action_accuracy": 0.78}]}})
+    assert better["beats_reference"] is True

@@ -51,7 +51,7 @@ def test_a_session_streams_state_and_takes_input(client):
         for key in ("x", "y", "action", "action_name", "percent", "stocks", "facing", "shield", "hitlag", "hitstun",
                     "airborne"):
             assert key in p, key
-        assert {"fps", "step_ms", "tick_ms", "guards", "frame", "timer"} <= set(state)
+        assert {"fps", "step_ms", "tick_ms", "rules", "frame", "timer"} <= set(state)
         ws.send_json({"type": "input", "port": 0, "state": {"stick": [1, 0], "buttons": ["A"]}})
         got = recv(ws, "state", where=lambda m: m["players"][0]["input"]["stick"] == [1.0, 0.0])
         assert got["players"][0]["input"]["buttons"] == 0x0100          # A
@@ -79,10 +79,10 @@ def test_pause_step_reset_swap_and_settings(client):
         assert "replay" in recv(ws, "error")["message"]
         ws.send_json({"type": "temperature", "value": 0.5})
         assert recv(ws, "session")["temperature"] == 0.5
-        ws.send_json({"type": "guards", "on": True})
-        assert recv(ws, "session")["guards"] is True
+        ws.send_json({"type": "rules", "on": False})
+        assert recv(ws, "session")["rules"] is False
         ws.send_json({"type": "step", "frames": 2})
-        assert recv(ws, "state")["guards_on"] is True
+        assert recv(ws, "state")["rules_on"] is False
 
 
 def test_replay_start_with_recorded_inputs(client):

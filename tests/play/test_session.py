@@ -1,4 +1,4 @@
-"""The play session engine on real replays: the same step as ``rollout``, synthesized starts, guards, export, dream.
+"""The play session engine on real replays: the same step as ``rollout``, synthesized starts, rules, export, dream.
 
 The model is a tiny Mamba-2 world model (configs/tiny.yaml) with the encoding fitted on two real games of
 games-1.zip. Its weights are not trained (training belongs to tests/train); the continuous head gets small random
@@ -20,6 +20,7 @@ from meleewm.data.encoding import EncodingSpec
 from meleewm.data.windows import WindowDataset
 from meleewm.melee import SPAWN_POINTS
 from meleewm.model.rollout import rollout
+from meleewm.model.rules import RULE_EVENTS, GameRules
 from meleewm.model.world import WorldModel
 from meleewm.play import session as session_module
 from meleewm.play.controllers import (
@@ -92,9 +93,10 @@ def history_tensors(session: Session) -> dict[str, torch.Tensor]:
             "state_cat": torch.from_numpy(h["cat"])}
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.8])
-def test_replay_inputs_reproduce_rollout_exactly(model, dataset, game_id, replay, tmp_path, temperature):
-    """Session with replay controllers on both ports == meleewm.model.rollout.rollout, bit for bit."""
+@pytest.mark.parametrize("temperature,rules", [(0.0, False), (0.8, False), (0.0, True), (0.8, True)])
+def test_replay_inputs_reproduce_rollout_exactly(model, dataset, game_id, replay, tmp_path, temperature, rules):
+    """Session with replay controllers on both ports == meleewm.model.rollout.rollout, bit for bit, with the game
+    rules on or off (one step function, so the rules act identically in eval, training rollouts, dream and play)."""
     cache = build_cache(dataset, model.spec, [game_id], cache_dir=tmp_path / "cache", progress=False)
     windows = WindowDataset(cache, 8)
     W, H, start = 40, 90, 500
@@ -103,9 +105,9 @@ def test_replay_inputs_reproduce_rollout_exactly(model, dataset, game_id, replay
     keys = ("state_cont", "cont_mask", "state_bin", "bin_mask", "state_cat", "cat_mask", "ctrl", "stage", "chars")
     warmup = {k: warm[k].unsqueeze(0) for k in keys}
     expected = rollout(model, warmup, ctrl.unsqueeze(0), temperature=temperature,
-                       generator=torch.Generator().manual_seed(7))
+                       generator=torch.Generator().manual_seed(7), rules=GameRules(model.spec) if rules else None)
 
-    session = Session(model, temperature=temperature, seed=7)
+    session = Session(model, temperature=temperature, seed=7, rules=rules)
     session.set_controller(0, replay.controller(0))
     session.set_controller(1, replay.controller(1))
     frame = int(replay.frame_ids[start + W])
@@ -116,6 +118,8 @@ def test_replay_inputs_reproduce_rollout_exactly(model, dataset, game_id, replay
     for key in ("state_cont", "state_bin", "state_cat"):
         assert got[key].shape == expected[key][0].shape, key
         assert torch.equal(got[key], expected[key][0].to(got[key].dtype)), key
+    if rules:
+        assert torch.equal(session.rule_counts, expected["rule_counts"])
     # the controllers the session encoded are the replay's, exactly as the cache holds them
     inputs = session._history.view()
     enc = np.stack([encode_controllers(model.spec, [ControllerState(*inputs["stick"][i, p], *inputs["trig"][i, p],
@@ -182,28 +186,26 @@ def test_sampling_is_seeded(model):
     assert not torch.equal(run(1), run(2))
 
 
-def test_guards_act_visibly_and_only_when_on(model):
+def test_rules_act_visibly_and_only_when_on(model):
+    """A character put past the blast zone is KO'd (one stock) with the rules on, counted in the state message;
+    the model alone leaves it there."""
     for on in (False, True):
-        session = Session(model, guards=on)
-        session.start_synthetic(31, (20, 2))
+        session = Session(model, rules=on)
+        session.start_synthetic(31, (20, 2), mode="standing")
         session.run(2)
-        before = session.guard_counts.as_dict()
-        mean, std = model.spec.cont_stats["post_position_x"]
         with torch.inference_mode():
-            session._cur["state_cont"][0, 0, model.spec.cont_index("post_position_x")] = (1000.0 - mean) / std
-            session._cur["state_cat"][0, 1, model.spec.cat_index("post_stocks")] = 0   # UNKNOWN → -1
-        session.state = session._decode(session._prev_for_redecode())
-        session._apply_guards()
-        counts = session.guard_counts.as_dict()
+            session._cur["state_cont"][0, 0, model.spec.cont_index("post_position_x")] = \
+                model.spec.normalise("post_position_x", 1000.0)
+        st = session.tick()
         msg = session.message()
-        assert msg["guards"] == counts and msg["guards_on"] is on
+        assert msg["rules"] == session.rule_counts_dict() and msg["rules_on"] is on
+        assert set(msg["rules"]) == set(RULE_EVENTS)
         if on:
-            assert {k: counts[k] - before[k] for k in counts} == {"blast_zone": 1, "stocks": 1}
-            assert session.state["post_position_x"][0] <= 224.01
-            assert session.state["post_stocks"][1] == 4
+            assert msg["rules"]["ko_blast_zone"] == 1
+            assert st["post_stocks"].tolist() == [3, 4] and st["post_state"][0] == 2    # DEAD_RIGHT
         else:
-            assert counts == {"blast_zone": 0, "stocks": 0}
-            assert session.state["post_position_x"][0] > 999
+            assert sum(msg["rules"].values()) == 0
+            assert st["post_position_x"][0] > 900           # the untrained model alone: still out there
 
 
 def test_controller_state_messages():

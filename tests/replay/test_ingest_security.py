@@ -3,7 +3,6 @@ input folder, and the bookkeeping of failures (issue 9, items 4-7 and 11)."""
 
 from __future__ import annotations
 
-import bz2
 import json
 import os
 import signal

@@ -92,7 +92,7 @@ function onSession(msg) {
   $("step").disabled = !msg.paused;
   $("temperature").value = msg.temperature;
   $("temperature-value").textContent = Number(msg.temperature).toFixed(2);
-  $("guards").checked = msg.guards;
+  $("rules").checked = msg.rules;
   for (const p of [0, 1]) {
     const c = msg.controllers[p];
     const sel = $(`ctrl-${p}`);
@@ -174,7 +174,7 @@ function newSession() {
   const start = startFromForm();
   if (!start) return;
   const controllers = [0, 1].map((p) => ({ kind: controllerKind(p) }));
-  send({ type: "new", start, controllers, temperature: Number($("temperature").value), guards: $("guards").checked });
+  send({ type: "new", start, controllers, temperature: Number($("temperature").value), rules: $("rules").checked });
 }
 
 function fillStartForm(info) {
@@ -202,7 +202,7 @@ function fillStartForm(info) {
   }
   $("temperature").value = info.temperature;
   $("temperature-value").textContent = Number(info.temperature).toFixed(2);
-  $("guards").checked = info.guards;
+  $("rules").checked = info.rules;
 }
 
 function fillHelp() {
@@ -253,7 +253,7 @@ function wire() {
   };
   $("temperature").oninput = () => { $("temperature-value").textContent = Number($("temperature").value).toFixed(2); };
   $("temperature").onchange = () => send({ type: "temperature", value: Number($("temperature").value) });
-  $("guards").onchange = () => send({ type: "guards", on: $("guards").checked });
+  $("rules").onchange = () => send({ type: "rules", on: $("rules").checked });
   for (const p of [0, 1]) {
     $(`ctrl-${p}`).onchange = () => {
       const kind = controllerKind(p);

@@ -562,8 +562,10 @@ export class Renderer {
       `step ${st && st.step_ms !== undefined ? st.step_ms.toFixed(2) : "–"} ms  tick ${st && st.tick_ms !== undefined ? st.tick_ms.toFixed(2) : "–"} ms`,
       `render p99 ${r.p99 === null ? "–" : r.p99.toFixed(2)} ms  temperature ${st && st.temperature !== undefined ? st.temperature : "–"}`,
     ];
-    if (st && st.guards && (st.guards_on || st.guards.blast_zone || st.guards.stocks)) {
-      lines.push(`guards ${st.guards_on ? "on" : "off"}: blast zone ${st.guards.blast_zone}, stocks ${st.guards.stocks}`);
+    if (st && st.rules) {
+      const rc = st.rules;
+      lines.push(`rules ${st.rules_on ? "on" : "off"}: KOs ${rc.ko_blast_zone + rc.ko_model}, respawns ${rc.respawn}, ` +
+        `stocks ${rc.stocks_fixed}, percent ${rc.percent_fixed}, floor ${rc.floor_fixed}`);
     }
     ctx.font = "12px monospace";
     ctx.textAlign = "left";
