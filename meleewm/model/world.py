@@ -101,14 +101,16 @@ class WorldModel(nn.Module):
         self.stage_embedding = nn.Embedding(spec.n_stages, config.const_embed_dim)
         self.char_embedding = nn.Embedding(spec.n_chars, config.const_embed_dim)
         per_player = (2 * spec.n_cont + 2 * spec.n_bin + spec.n_ctrl + config.const_embed_dim
-                      + sum(e.embedding_dim for e in self.cat_embeddings) + config.age_embed_dim)
-        if config.age_embed_dim:  # one more row for an unknown age (a game without post_state_age)
-            self.age_embedding = nn.Embedding(config.age_max + 2, config.age_embed_dim)
+                      + sum(e.embedding_dim for e in self.cat_embeddings))
         width = 2 * per_player + config.const_embed_dim
         if spec.items:
             self.item_type_embedding = nn.Embedding(spec.n_item_types, config.cat_embed_dim)
             self.item_owner_embedding = nn.Embedding(spec.n_item_owners, config.cat_embed_dim)
             width += spec.item_slots * (1 + 2 * config.cat_embed_dim + spec.n_item_cont)
+        # Optional inputs come last, so that a model without them is a prefix of the input layer (warm starts).
+        if config.age_embed_dim:  # one more row for an unknown age (a game without post_state_age)
+            self.age_embedding = nn.Embedding(config.age_max + 2, config.age_embed_dim)
+            width += 2 * config.age_embed_dim
         self.input_proj = nn.Linear(width, config.d_model)
         if config.body == "mamba2":
             self.body = Mamba2(Mamba2Config(d_model=config.d_model, n_layer=config.n_layer, d_state=config.d_state,
@@ -123,6 +125,10 @@ class WorldModel(nn.Module):
         self.cat_heads = nn.ModuleList(nn.Linear(d, 2 * size) for _, size in spec.cat_fields)
         if config.cont_gate:
             self.gate_head = nn.Linear(d, 2 * spec.n_cont * 3)
+            # Start as the ungated model ("the head's value" everywhere); the weights learn from there.
+            nn.init.zeros_(self.gate_head.weight)
+            with torch.no_grad():
+                self.gate_head.bias.copy_(torch.tensor([2.0, 0.0, 0.0]).repeat(2 * spec.n_cont))
         if spec.items:
             s = spec.item_slots
             self.item_present_head = nn.Linear(d, s)
@@ -161,8 +167,6 @@ class WorldModel(nn.Module):
                  x["bin_mask"].to(cont.dtype), x["ctrl"].to(cont.dtype)]
         cat = x["state_cat"].long() * x["cat_mask"].long()  # masked entries read as UNKNOWN
         parts += [emb(cat[..., i]) for i, emb in enumerate(self.cat_embeddings)]
-        if self.config.age_embed_dim:
-            parts.append(self.age_embedding(self.age_bucket(x["state_age"])))
         chars = x["chars"].long()
         while chars.dim() < cont.dim() - 1:          # broadcast constants over the time axis
             chars = chars.unsqueeze(-2)
@@ -177,6 +181,8 @@ class WorldModel(nn.Module):
                                        self.item_type_embedding(x["state_item_type"].long()),
                                        self.item_owner_embedding(x["state_item_owner"].long()),
                                        x["state_item_cont"].to(cont.dtype)], dim=-1).flatten(-2))
+        if self.config.age_embed_dim:
+            features.append(self.age_embedding(self.age_bucket(x["state_age"])).flatten(-2))
         return self.input_proj(torch.cat(features, dim=-1))
 
     def age_bucket(self, age: torch.Tensor) -> torch.Tensor:

@@ -147,6 +147,7 @@ class TrainConfig:
     device: str = "auto"           # auto, cpu, cuda
     compile: bool = False
     bf16: bool = True              # autocast on CUDA only
+    init_from: str = ""            # a checkpoint whose matching weights start the run (a warm start); "" = none
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)

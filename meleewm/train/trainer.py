@@ -24,8 +24,8 @@ from meleewm.data.encoding import EncodingSpec
 from meleewm.data.windows import WindowDataset, split_games
 from meleewm.model.world import MASK_KEYS, WorldModel, next_inputs
 from meleewm.replay.dataset import Dataset
-from meleewm.train.checkpoint import (CheckpointError, copy_checkpoint, read_checkpoint, save_checkpoint,
-                                      set_rng_state)
+from meleewm.train.checkpoint import (CheckpointError, copy_checkpoint, load_matching_weights, read_checkpoint,
+                                      save_checkpoint, set_rng_state)
 from meleewm.train.config import ConfigError, TrainConfig, config_to_dict
 from meleewm.train.kill import KillSwitch
 from meleewm.train.losses import head_losses, total_loss
@@ -216,6 +216,8 @@ class Trainer:
         config = self.config
         self.model = WorldModel(self.spec, config.model)
         self.model.cont_delta_scale.copy_(cont_delta_scale(self.train_cache))
+        if config.init_from and self.resume_payload is None:
+            load_matching_weights(self.model, config.init_from)
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.optim.weight_decay), lr=config.optim.lr,
                                            betas=config.optim.betas)
