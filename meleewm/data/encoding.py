@@ -451,6 +451,8 @@ class EncodingSpec:
                 cache[name] = np.array([self.cont_stats[f][0] for f in CONT_FIELDS], np.float64)
             elif name == "std":
                 cache[name] = np.array([self.cont_stats[f][1] for f in CONT_FIELDS], np.float64)
+            elif name == "zero":  # raw 0 encoded as encode_state_columns writes it
+                cache[name] = ((0.0 - self._arr("mean")) / self._arr("std")).astype(np.float32)
             elif name == "item_mean":
                 cache[name] = np.array([self.item_stats.get(f, [0.0, 1.0])[0] for f in ITEM_CONT_FIELDS])
             elif name == "item_std":
@@ -659,6 +661,8 @@ class EncodingSpec:
         cont, binary, cat = _to_numpy(cont), _to_numpy(binary), _to_numpy(cat)
         out: dict[str, np.ndarray] = {}
         raw = cont.astype(np.float64) * self._arr("std") + self._arr("mean")
+        # the encoded raw 0 (what a gated model writes for "exactly 0") decodes to exactly 0, not to a rounding
+        raw = np.where(cont.astype(np.float32) == self._arr("zero"), 0.0, raw)
         for i, f in enumerate(CONT_FIELDS):
             v = raw[..., i]
             if f in INTEGER_CONT:

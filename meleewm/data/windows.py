@@ -9,6 +9,7 @@ w[i+1], and predicts state w[i+1]. One sample (a dict of tensors; the default co
     bin_mask       [T, 2, n_bin]   bool
     state_cat      [T, 2, n_cat]   int64    vocabulary indices                                  (inputs)
     cat_mask       [T, 2, n_cat]   bool
+    state_age      [T, 2]          float32  raw post_state_age of frames w[0..T-1] (NaN where unknown)  (inputs)
     ctrl           [T, 2, n_ctrl]  float32  controllers of frames w[1..T]: the frame being predicted
     next_cont      [T, 2, n_cont]  float32  state of frames w[1..T]                             (targets)
     next_cont_mask [T, 2, n_cont]  bool     losses skip False entries
@@ -30,6 +31,9 @@ borders move between epochs while every epoch has the same length; ``random_phas
 stride, for validation). Augmentation flags (swap players, mirror x; p = 0.5 each) are drawn from the same
 generator; mirroring applies only to games on ``mirror_stages`` (Slippi ids; default the legal six,
 ``meleewm.data.encoding.MIRROR_STAGES``).
+Rare events: with ``ko_windows`` = r > 0, each epoch adds about r extra windows per KO of the games (a frame where
+a player's stock count falls), each placed so that the KO lies at a random position in its middle three quarters.
+They come on top of the disjoint windows (validation uses none).
 Call ``set_epoch(e)`` before iterating epoch e (before creating the DataLoader iterator when workers are used).
 """
 
@@ -90,20 +94,23 @@ class WindowDataset(torch.utils.data.Dataset):
 
     def __init__(self, cache: EncodedCache, window: int, *, seed: int = 0, swap: bool = False,
                  mirror: bool = False, random_phase: bool = True, games: Iterable[int] | None = None,
-                 mirror_stages: Iterable[int] = MIRROR_STAGES):
+                 mirror_stages: Iterable[int] = MIRROR_STAGES, ko_windows: float = 0.0):
         if window < 1:
             raise ValueError("window must be >= 1")
+        if ko_windows < 0:
+            raise ValueError(f"ko_windows must be >= 0, got {ko_windows}")
         self.cache, self.window, self.seed = cache, int(window), int(seed)
         self.swap, self.mirror, self.random_phase = bool(swap), bool(mirror), bool(random_phase)
         self.spec = cache.spec
         self.games = np.asarray(sorted(games) if games is not None else range(len(cache)), np.int64)
         self.counts = np.maximum((cache.lengths[self.games] - 1) // self.window, 0)
-        self._game_of = np.repeat(self.games, self.counts)
+        self._disjoint_game = np.repeat(self.games, self.counts)
         self._k = np.concatenate([np.arange(c) for c in self.counts]) if len(self.counts) else np.zeros(0, int)
         mirror_idx = [cache.spec.stage_index(s) for s in mirror_stages]
         self._mirrorable = np.isin([e.const_stage for e in cache.entries], mirror_idx)
-        # The cache arrays a sample reads (state_age is decoded output, not a model input).
-        self._names = [n for n in FRAME_ARRAYS if n != "state_age" and (self.spec.items or n not in ITEM_ARRAYS)]
+        self._names = [n for n in FRAME_ARRAYS if self.spec.items or n not in ITEM_ARRAYS]
+        self.ko_windows = float(ko_windows)
+        self.kos = ko_frames(cache, self.games) if self.ko_windows else np.zeros((0, 2), np.int64)
         self.set_epoch(0)
 
     def __len__(self) -> int:
@@ -116,7 +123,18 @@ class WindowDataset(torch.utils.data.Dataset):
         slack = (self.cache.lengths[self.games] - 1) - self.counts * self.window
         phase = rng.integers(0, np.maximum(slack, 0) + 1) if self.random_phase else np.zeros(len(self.games), np.int64)
         game_phase = np.repeat(phase, self.counts)
+        self._game_of = self._disjoint_game
         self._start_in_game = game_phase + self._k * self.window
+        if len(self.kos):
+            # floor(r) windows per KO, plus one more with probability frac(r)
+            copies = int(self.ko_windows) + (rng.random(len(self.kos)) < self.ko_windows % 1)
+            game, frame = np.repeat(self.kos[:, 0], copies), np.repeat(self.kos[:, 1], copies)
+            offset = rng.integers(self.window // 8, self.window - self.window // 8 + 1, len(game))
+            last_start = self.cache.lengths[game] - 1 - self.window
+            start = np.clip(frame - offset, 0, np.maximum(last_start, 0))
+            fits = last_start >= 0
+            self._game_of = np.concatenate([self._game_of, game[fits]])
+            self._start_in_game = np.concatenate([self._start_in_game, start[fits]])
         n = len(self)
         self._swap = (rng.random(n) < 0.5) & self.swap
         self._mirror = (rng.random(n) < 0.5) & self.mirror & self._mirrorable[self._game_of]
@@ -138,7 +156,7 @@ class WindowDataset(torch.utils.data.Dataset):
             "state_cont": w["cont"][:-1], "cont_mask": w["cont_mask"][:-1],
             "state_bin": w["binary"][:-1], "bin_mask": w["bin_mask"][:-1],
             "state_cat": w["cat"][:-1], "cat_mask": w["cat_mask"][:-1],
-            "ctrl": w["ctrl"][1:],
+            "state_age": w["state_age"][:-1], "ctrl": w["ctrl"][1:],
             "next_cont": w["cont"][1:], "next_cont_mask": w["cont_mask"][1:],
             "next_bin": w["binary"][1:], "next_bin_mask": w["bin_mask"][1:],
             "next_cat": w["cat"][1:], "next_cat_mask": w["cat_mask"][1:],
@@ -165,3 +183,18 @@ class WindowDataset(torch.utils.data.Dataset):
         out["swapped"] = torch.tensor(swap)
         out["mirrored"] = torch.tensor(mirror)
         return out
+
+
+def ko_frames(cache: EncodedCache, games: Iterable[int]) -> np.ndarray:
+    """``[K, 2]`` (cache game, frame index) of every KO in ``games``: a frame where a player's stock count is
+    lower than on the frame before (stock vocabulary indices follow the sorted raw counts)."""
+    column = cache.spec.cat_index("post_stocks")
+    found = []
+    for game in games:
+        start, length = int(cache.offsets[game]), int(cache.lengths[game])
+        stocks = np.asarray(cache.arrays["cat"][start:start + length, :, column], np.int64)
+        known = np.asarray(cache.arrays["cat_mask"][start:start + length, :, column]) & (stocks > 0)
+        fell = (stocks[1:] < stocks[:-1]) & known[1:] & known[:-1]
+        frames = np.nonzero(fell.any(axis=1))[0] + 1
+        found.append(np.stack([np.full(len(frames), game), frames], axis=1))
+    return np.concatenate(found).astype(np.int64) if found else np.zeros((0, 2), np.int64)

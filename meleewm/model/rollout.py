@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 
 from meleewm.model.rules import RULE_KEYS, GameRules
-from meleewm.model.world import MASK_KEYS, WorldModel, last_step, next_inputs
+from meleewm.data.encoding import apply_state_age_rule
+from meleewm.model.world import ACTION_COLUMN, MASK_KEYS, WorldModel, last_step, next_inputs
 
 CONSTANT_KEYS = ("stage", "chars")
 
@@ -22,7 +23,11 @@ def _next_frame(pred: dict, x: dict, rules: GameRules | None, temperature: float
     nxt = next_inputs(pred, x, temperature=temperature, generator=generator)
     if rules is None:
         return nxt, None
-    return rules.apply(x, nxt)
+    nxt, counts = rules.apply(x, nxt)
+    if "state_age" in nxt:  # an action a rule set (a KO, a respawn) starts its age at 0, as the game does
+        nxt["state_age"] = apply_state_age_rule(x["state_cat"][..., ACTION_COLUMN], x["state_age"],
+                                                nxt["state_cat"][..., ACTION_COLUMN])
+    return nxt, counts
 
 
 def advance(model: WorldModel, x: dict[str, torch.Tensor], body, *, rules: GameRules | None = None,

@@ -16,13 +16,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from meleewm.data.encoding import EncodingSpec
+from meleewm.data.encoding import CAT_FIELDS, EncodingSpec, apply_state_age_rule
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
 
 # Input keys of a step (and, with a time axis, of a sequence). Items only when the encoding has them.
 # Inputs use the names of meleewm.data.windows samples: state_* (frame t-1), masks, ctrl (frame t), constants.
-STATE_KEYS = ("state_cont", "state_bin", "state_cat")
+# state_age (raw post_state_age [..., 2], NaN where unknown) is read only by models with an age embedding, and is
+# always advanced by apply_state_age_rule in next_inputs, so it stays exact in closed loop.
+STATE_KEYS = ("state_cont", "state_bin", "state_cat", "state_age")
+ACTION_COLUMN = CAT_FIELDS.index("post_state")
+# Classes of the continuous gate: the head's value, exactly 0 (raw), or exactly the input value.
+GATE_FREE, GATE_ZERO, GATE_SAME = 0, 1, 2
 MASK_KEYS = ("cont_mask", "bin_mask", "cat_mask")
 # Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
 MOTION_FIELDS = ("post_velocities_self_x_air", "post_velocities_self_x_ground", "post_velocities_knockback_x",
@@ -47,10 +52,19 @@ class WorldModelConfig:
     action_embed_dim: int = 32
     cat_embed_dim: int = 8
     const_embed_dim: int = 16
+    # post_state_age as an input: a learned embedding of floor(age) clipped to 0..age_max (0 = not an input)
+    age_embed_dim: int = 0
+    age_max: int = 100
+    # Continuous gate: per field, "exactly 0", "exactly unchanged" or the head's value (most velocities, percents
+    # and positions of a frame are one of the first two)
+    cont_gate: bool = False
 
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
             raise ValueError(f"model.body must be 'mamba2' or 'mlp', not {self.body!r}")
+        if self.age_embed_dim < 0 or self.age_max < 1:
+            raise ValueError(f"model.age_embed_dim must be >= 0 and model.age_max >= 1, got {self.age_embed_dim}, "
+                             f"{self.age_max}")
         for name in ("d_model", "n_layer", "d_state", "headdim", "chunk_size", "context"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
@@ -65,7 +79,8 @@ class LossConfig:
     huber_delta: float = 1.0
     uniform_mix: float = 0.01     # categorical targets mixed with this much uniform mass (0 disables)
     # Continuous errors are small numbers next to 8 categorical cross-entropies: weight them up.
-    weights: dict[str, float] = field(default_factory=lambda: {"cont": 10.0, "binary": 1.0, "cat": 1.0, "items": 1.0})
+    weights: dict[str, float] = field(default_factory=lambda: {"cont": 10.0, "binary": 1.0, "cat": 1.0, "items": 1.0,
+                                                                "gate": 1.0})
     field_weights: dict[str, float] = field(default_factory=lambda: {"post_state": 2.0})
 
     def __post_init__(self):
@@ -92,6 +107,10 @@ class WorldModel(nn.Module):
             self.item_type_embedding = nn.Embedding(spec.n_item_types, config.cat_embed_dim)
             self.item_owner_embedding = nn.Embedding(spec.n_item_owners, config.cat_embed_dim)
             width += spec.item_slots * (1 + 2 * config.cat_embed_dim + spec.n_item_cont)
+        # Optional inputs come last, so that a model without them is a prefix of the input layer (warm starts).
+        if config.age_embed_dim:  # one more row for an unknown age (a game without post_state_age)
+            self.age_embedding = nn.Embedding(config.age_max + 2, config.age_embed_dim)
+            width += 2 * config.age_embed_dim
         self.input_proj = nn.Linear(width, config.d_model)
         if config.body == "mamba2":
             self.body = Mamba2(Mamba2Config(d_model=config.d_model, n_layer=config.n_layer, d_state=config.d_state,
@@ -104,6 +123,12 @@ class WorldModel(nn.Module):
         self.cont_head = nn.Linear(d, 2 * spec.n_cont)
         self.bin_head = nn.Linear(d, 2 * spec.n_bin)
         self.cat_heads = nn.ModuleList(nn.Linear(d, 2 * size) for _, size in spec.cat_fields)
+        if config.cont_gate:
+            self.gate_head = nn.Linear(d, 2 * spec.n_cont * 3)
+            # Start as the ungated model ("the head's value" everywhere); the weights learn from there.
+            nn.init.zeros_(self.gate_head.weight)
+            with torch.no_grad():
+                self.gate_head.bias.copy_(torch.tensor([2.0, 0.0, 0.0]).repeat(2 * spec.n_cont))
         if spec.items:
             s = spec.item_slots
             self.item_present_head = nn.Linear(d, s)
@@ -118,6 +143,10 @@ class WorldModel(nn.Module):
         self.register_buffer("cont_mean", torch.tensor([spec.cont_stats[f][0] for f in spec.cont_fields]),
                              persistent=False)
         self.register_buffer("cont_std", torch.tensor([spec.cont_stats[f][1] for f in spec.cont_fields]),
+                             persistent=False)
+        # Raw 0 as the encoder writes it (float64 arithmetic, then float32), so a gated zero equals the data's.
+        self.register_buffer("cont_zero", torch.tensor([-spec.cont_stats[f][0] / spec.cont_stats[f][1]
+                                                        for f in spec.cont_fields], dtype=torch.float64).float(),
                              persistent=False)
         self.position_index = [spec.cont_index("post_position_x"), spec.cont_index("post_position_y")]
         self.register_buffer("position_columns", torch.tensor(self.position_index), persistent=False)
@@ -152,17 +181,40 @@ class WorldModel(nn.Module):
                                        self.item_type_embedding(x["state_item_type"].long()),
                                        self.item_owner_embedding(x["state_item_owner"].long()),
                                        x["state_item_cont"].to(cont.dtype)], dim=-1).flatten(-2))
+        if self.config.age_embed_dim:
+            features.append(self.age_embedding(self.age_bucket(x["state_age"])).flatten(-2))
         return self.input_proj(torch.cat(features, dim=-1))
 
+    def age_bucket(self, age: torch.Tensor) -> torch.Tensor:
+        """Embedding rows of raw state ages: floor(age) clipped to 0..age_max; NaN (unknown) → age_max + 1."""
+        top = self.config.age_max
+        bucket = torch.nan_to_num(age.float(), nan=0.0).floor().clamp(0, top).long()
+        return torch.where(torch.isnan(age), torch.full_like(bucket, top + 1), bucket)
+
     def heads(self, h: torch.Tensor, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Body features ``[*L, d]`` → predictions of the next state (continuous as residual on the input)."""
+        """Body features ``[*L, d]`` → predictions of the next state (continuous as residual on the input).
+
+        With the gate, each continuous field is the gate's choice (argmax) of the head's value, the encoded raw 0,
+        or the input value, exactly; positions move by the gated velocities. ``cont_free`` is the head's value
+        everywhere (what the regression loss reads); ``cont`` is what a rollout feeds back.
+        """
         lead = h.shape[:-1]
         delta = self.cont_head(h).view(*lead, 2, -1) * self.cont_delta_scale
         bin_logits = self.bin_head(h).view(*lead, 2, -1)
-        cont = x["state_cont"] * x["cont_mask"] + delta
-        out = {"cont": cont + self._motion(cont, bin_logits, x["cont_mask"]),
-               "bin_logits": bin_logits,
-               "cat_logits": [head(h).view(*lead, 2, -1) for head in self.cat_heads]}
+        base = x["state_cont"] * x["cont_mask"]
+        free = base + delta
+        out = {"bin_logits": bin_logits, "cat_logits": [head(h).view(*lead, 2, -1) for head in self.cat_heads]}
+        if self.config.cont_gate:
+            gate_logits = self.gate_head(h).view(*lead, 2, -1, 3)
+            choice = gate_logits.argmax(-1)
+
+            def gated(values):
+                return torch.where(choice == GATE_ZERO, self.cont_zero.to(values.dtype),
+                                   torch.where(choice == GATE_SAME, base.to(values.dtype), values))
+            moved = free + self._motion(gated(free), bin_logits, x["cont_mask"])
+            out.update(cont=gated(moved), cont_free=moved, gate_logits=gate_logits)
+        else:
+            out["cont"] = free + self._motion(free, bin_logits, x["cont_mask"])
         if self.spec.items:
             s = self.spec.item_slots
             out["item_present_logits"] = self.item_present_head(h).view(*lead, s)
@@ -206,6 +258,15 @@ class WorldModel(nn.Module):
         return self.heads(h, x), state
 
 
+def gate_classes(next_cont: torch.Tensor, prev_cont: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """The gate's target per continuous entry: GATE_ZERO where the next value is exactly the encoded raw 0 (first:
+    a still character's velocity snaps to 0 in closed loop), else GATE_SAME where it equals the previous value
+    exactly, else GATE_FREE."""
+    classes = torch.full(next_cont.shape, GATE_FREE, dtype=torch.long, device=next_cont.device)
+    classes = torch.where(next_cont == prev_cont, torch.full_like(classes, GATE_SAME), classes)
+    return torch.where(next_cont == zero.to(next_cont.dtype), torch.full_like(classes, GATE_ZERO), classes)
+
+
 def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> torch.Tensor:
     if temperature <= 0:
         return logits.argmax(-1)
@@ -218,7 +279,8 @@ def next_inputs(pred: dict[str, torch.Tensor], prev: dict[str, torch.Tensor], *,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """The model's own predictions as the next step's state inputs (argmax, or sampled at ``temperature``).
 
-    Masks carry over from the previous input: a field the game lacks stays absent for the whole rollout.
+    Masks carry over from the previous input: a field the game lacks stays absent for the whole rollout. The state
+    age follows :func:`apply_state_age_rule` from the previous input's action and age (when ``prev`` has one).
     """
     state = {"state_cont": pred["cont"].detach(), **{k: prev[k] for k in MASK_KEYS}}
     bin_logits = pred["bin_logits"].detach()
@@ -229,6 +291,9 @@ def next_inputs(pred: dict[str, torch.Tensor], prev: dict[str, torch.Tensor], *,
         state["state_bin"] = torch.bernoulli(probs, generator=generator).to(prev["state_bin"].dtype)
     state["state_cat"] = torch.stack([_pick(l.detach(), temperature, generator) for l in pred["cat_logits"]],
                                      dim=-1).to(prev["state_cat"].dtype)
+    if "state_age" in prev:
+        state["state_age"] = apply_state_age_rule(prev["state_cat"][..., ACTION_COLUMN], prev["state_age"],
+                                                  state["state_cat"][..., ACTION_COLUMN])
     if "item_present_logits" in pred:
         present = (pred["item_present_logits"].detach() > 0).to(prev["state_item_present"].dtype)
         state["state_item_present"] = present

@@ -419,7 +419,8 @@ state of the
                       "chars": torch.from_numpy(np.asarray(char_idx, np.int64)).unsqueeze(0)}
         self._cur = {"state_cont": _to_input(enc["cont"], np.float32),
                      "state_bin": _to_input(enc["binary"], np.float32),
-                     "state_cat": _to_input(enc["cat"], np.int64), **self._item_zeros()}
+                     "state_cat": _to_input(enc["cat"], np.int64), "state_age": _to_input(age, np.float32),
+                     **self._item_zeros()}
         self._body = self.model.init_state(1)
         self.frame = FIRST_FRAME
         self.first_frame = FIRST_FRAME
@@ -446,6 +447,7 @@ state of the
             "state_cont": _to_input(g.cont[s:i], np.float32), "cont_mask": _to_input(g.cont_mask[s:i], bool),
             "state_bin": _to_input(g.binary[s:i], np.float32), "bin_mask": _to_input(g.bin_mask[s:i], bool),
             "state_cat": _to_input(g.cat[s:i], np.int64), "cat_mask": _to_input(g.cat_mask[s:i], bool),
+            "state_age": _to_input(g.state_age[s:i], np.float32),
             "ctrl": _to_input(g.ctrl[s + 1:i + 1], np.float32),
             "stage": torch.tensor([stage_idx], dtype=torch.long),
             "chars": torch.from_numpy(char_idx.copy()).unsqueeze(0),

@@ -228,3 +228,31 @@ def file_hash(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def load_matching_weights(model: torch.nn.Module, path: str | Path) -> list[str]:
+    """Start ``model`` from the weights of the checkpoint at ``path`` (a warm start): every tensor whose name and
+    shape match, and an input layer that has only gained input columns (optional inputs come last) with its old
+    columns first and the new ones at zero, so the model starts out computing what the old one did. Returns the
+    names loaded. The two encodings must agree on normalisation and vocabularies, or the weights mean nothing."""
+    payload = read_checkpoint(path)
+    old = EncodingSpec.from_dict(payload["encoding"])
+    for name in ("cont_stats", "vocabs", "stage_vocab", "char_vocab"):
+        if getattr(old, name) != getattr(model.spec, name):
+            raise CheckpointError(f"{path}: its encoding's {name} differ from this run's; a warm start needs the "
+                                  f"same normalisation and vocabularies (the same training games)")
+    state, loaded = model.state_dict(), []
+    for name, value in payload["model"].items():
+        target = state.get(name)
+        if target is None:
+            continue
+        if target.shape == value.shape:
+            state[name] = value
+        elif name == "input_proj.weight" and target.shape[0] == value.shape[0] and target.shape[1] > value.shape[1]:
+            state[name] = torch.cat([value, torch.zeros(target.shape[0], target.shape[1] - value.shape[1],
+                                                        dtype=value.dtype)], dim=1)
+        else:
+            continue
+        loaded.append(name)
+    model.load_state_dict(state)
+    return loaded

@@ -38,6 +38,7 @@ class DataConfig:
     mirror: bool = True            # augmentation: left-right mirror with p=0.5
     items: bool = False            # item slots in the encoding (read and predicted)
     item_slots: int = 8
+    ko_windows: float = 0.0        # extra training windows per KO and epoch, around the KO (rare-event oversampling)
     num_workers: int = 0
 
 
@@ -60,6 +61,9 @@ class SelfForcingConfig:
     prob: float = 0.2              # share of batches trained on the model's own predictions
     max_unroll: int = 3            # curriculum: 1 → max_unroll passes over the run
     start_epoch: int = 0           # no self-forcing before this epoch
+    # Gaussian noise on the continuous state inputs of every training batch (GNS-style), in units of each field's
+    # typical per-frame change; 0 = off
+    input_noise: float = 0.0
 
 
 @dataclass
@@ -138,6 +142,7 @@ class TrainConfig:
     device: str = "auto"           # auto, cpu, cuda
     compile: bool = False
     bf16: bool = True              # autocast on CUDA only
+    init_from: str = ""            # a checkpoint whose matching weights start the run (a warm start); "" = none
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     data: DataConfig = field(default_factory=DataConfig)

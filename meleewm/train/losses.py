@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from meleewm.model.world import LossConfig
+from meleewm.model.world import LossConfig, gate_classes
 
 
 def _per_sample_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -19,19 +19,27 @@ def _per_sample_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfig,
-                cont_scale: torch.Tensor) -> dict[str, torch.Tensor]:
+                cont_scale: torch.Tensor, cont_zero: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-head losses (unweighted) against the ``next_*`` targets of a window batch.
 
     Continuous errors are divided by ``cont_scale`` (each field's typical per-frame change), so that a
-    one-unit position error weighs like a typical frame's movement, not like 1/std of the whole stage.
+    one-unit position error weighs like a typical frame's movement, not like 1/std of the whole stage. With a
+    continuous gate (``gate_logits``; ``cont_zero`` is then the encoded raw 0 per field), the regression reads the
+    head's ungated value and the gate learns its class by cross-entropy against the true previous frame.
     """
     scale = cont_scale.float()
-    pred_cont, true_cont = pred["cont"].float() / scale, batch["next_cont"].float() / scale
+    pred_cont, true_cont = pred.get("cont_free", pred["cont"]).float() / scale, batch["next_cont"].float() / scale
     if config.continuous == "mse":
         cont = F.mse_loss(pred_cont, true_cont, reduction="none")
     else:
         cont = F.huber_loss(pred_cont, true_cont, reduction="none", delta=config.huber_delta)
     losses = {"cont": _per_sample_mean(cont, batch["next_cont_mask"])}
+    if "gate_logits" in pred:
+        if cont_zero is None:
+            raise ValueError("a gated model's losses need cont_zero (the model's encoded raw 0 per field)")
+        target = gate_classes(batch["next_cont"], batch["state_cont"], cont_zero)
+        ce = F.cross_entropy(pred["gate_logits"].float().movedim(-1, 1), target, reduction="none")
+        losses["gate"] = _per_sample_mean(ce, batch["next_cont_mask"])
     bce = F.binary_cross_entropy_with_logits(pred["bin_logits"].float(), batch["next_bin"].float(), reduction="none")
     losses["binary"] = _per_sample_mean(bce, batch["next_bin_mask"])
     for i, (name, logits) in enumerate(zip(cat_names, pred["cat_logits"])):

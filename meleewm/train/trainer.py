@@ -24,8 +24,8 @@ from meleewm.data.encoding import EncodingSpec
 from meleewm.data.windows import WindowDataset, split_games
 from meleewm.model.world import MASK_KEYS, WorldModel, next_inputs
 from meleewm.replay.dataset import Dataset
-from meleewm.train.checkpoint import (CheckpointError, checkpoint_spec, copy_checkpoint, read_checkpoint,
-                                      remove_partial_checkpoints, save_checkpoint, set_rng_state)
+from meleewm.train.checkpoint import (CheckpointError, checkpoint_spec, copy_checkpoint, load_matching_weights,
+                                      read_checkpoint, remove_partial_checkpoints, save_checkpoint, set_rng_state)
 from meleewm.train.config import ConfigError, TrainConfig, config_to_dict
 from meleewm.train.kill import KillSwitch
 from meleewm.train.losses import head_losses, total_loss
@@ -155,6 +155,14 @@ def _self_forced(model, batch: dict, unroll: int) -> dict:
     return x
 
 
+def _noisy(inputs: dict, std: torch.Tensor, generator: torch.Generator) -> dict:
+    """The inputs with Gaussian noise of ``std`` (per continuous field) on the present continuous state entries;
+    the targets stay true, so the model learns to pull a perturbed state back (as in GNS simulators)."""
+    cont = inputs["state_cont"]
+    noise = torch.randn(cont.shape, generator=generator, device=generator.device) * std.to(cont.device)
+    return {**inputs, "state_cont": cont + noise.to(cont.dtype) * inputs["cont_mask"]}
+
+
 class Trainer:
     def __init__(self, data: str | Path, config: TrainConfig, out_dir: str | Path, *, resume: bool = False,
                  progress: bool = True, on_epoch=None, on_step=None):
@@ -211,7 +219,8 @@ class Trainer:
             self.val_cache = build_cache(self.dataset, self.spec, val_ids, progress=False)
         T = config.data.seq_len
         self.train_windows = WindowDataset(self.train_cache, T, seed=config.seed, swap=config.data.swap_players,
-                                           mirror=config.data.mirror, random_phase=True)
+                                           mirror=config.data.mirror, random_phase=True,
+                                           ko_windows=config.data.ko_windows)
         self.val_windows = WindowDataset(self.val_cache, T, seed=config.eval.seed, random_phase=False)
         if len(self.train_windows) < config.data.batch_size:
             raise TrainError(f"{data}: {len(self.train_windows)} training windows of {T} frames, fewer than one "
@@ -226,6 +235,8 @@ class Trainer:
         config = self.config
         self.model = WorldModel(self.spec, config.model)
         self.model.cont_delta_scale.copy_(cont_delta_scale(self.train_cache))
+        if config.init_from and self.resume_payload is None:
+            load_matching_weights(self.model, config.init_from)
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.optim.weight_decay), lr=config.optim.lr,
                                            betas=config.optim.betas)
@@ -291,8 +302,14 @@ class Trainer:
         unroll = self._unroll_for()
         with self._autocast():
             inputs = _self_forced(self.train_model, batch, unroll) if unroll else batch
+            if self.config.self_forcing.input_noise:
+                # seeded by step and rank, so a resumed run draws the same noise
+                noise_seed = (self.config.seed * 104_729 + self.step) * self.world + self.rank
+                inputs = _noisy(inputs, self.config.self_forcing.input_noise * self.model.cont_delta_scale,
+                                torch.Generator(self.device).manual_seed(noise_seed))
             pred = self.train_model(inputs)
-        losses = head_losses(pred, batch, self.model.cat_names, self.config.loss, self.model.cont_delta_scale)
+        losses = head_losses(pred, batch, self.model.cat_names, self.config.loss, self.model.cont_delta_scale,
+                             self.model.cont_zero)
         loss = total_loss(losses, self.config.loss)
         if self.kill.nonfinite(loss):  # NaN/inf here or on any rank: no update; run() stops with the reason
             return {"loss": loss.item(), "nonfinite": 1.0}

@@ -7,7 +7,9 @@ import torch
 from torch.utils.data import default_collate
 
 from meleewm.model.rollout import rollout
-from meleewm.model.world import MASK_KEYS, WorldModel, WorldModelConfig, last_step, next_inputs
+from meleewm.data.encoding import apply_state_age_rule
+from meleewm.model.world import (ACTION_COLUMN, GATE_FREE, GATE_SAME, GATE_ZERO, MASK_KEYS, WorldModel,
+                                 WorldModelConfig, gate_classes, last_step, next_inputs)
 from tests.conftest import extract_members
 from tests.train.realdata import real_dataset
 
@@ -19,6 +21,10 @@ BODIES = {
                    action_embed_dim=16, cat_embed_dim=4, const_embed_dim=8),
     "mlp": dict(body="mlp", d_model=32, n_layer=2, context=10, hidden_mult=2,
                 action_embed_dim=16, cat_embed_dim=4, const_embed_dim=8),
+    # state_age as an input and the continuous gate (their argmax choices must agree between step and forward)
+    "mamba2_age_gate": dict(body="mamba2", d_model=32, n_layer=2, d_state=16, headdim=16, chunk_size=32,
+                            action_embed_dim=16, cat_embed_dim=4, const_embed_dim=8, age_embed_dim=8, age_max=40,
+                            cont_gate=True),
 }
 CONSTANTS = ("stage", "chars")
 
@@ -267,3 +273,63 @@ def test_positions_move_by_the_predicted_velocity(recent, airborne):
         expected = torch.where(has_velocity, moved, torch.zeros_like(moved))
         torch.testing.assert_close(got, expected.float(), atol=1e-3, rtol=1e-4)
     assert moved_x[has_velocity].abs().max() > 0.1  # the check is not all zeros
+
+
+def test_state_age_is_exact_in_closed_loop(real, batch):
+    """A rollout's state_age is the rule's, frame by frame, from the last real age of the warm-up: +1 while the
+    predicted action stays, 0 when it changes; and the age model reads it (another age, another prediction)."""
+    spec, _ = real
+    model = make(spec, "mamba2_age_gate", seed=4)
+    x = inputs(batch)
+    W, H = 40, 30
+    warm = at(x, slice(0, W))
+    out = rollout(model, warm, x["ctrl"][:, W:W + H - 1])
+    actions = torch.cat([warm["state_cat"][:, -1:, :, ACTION_COLUMN], out["state_cat"][..., ACTION_COLUMN]], 1)
+    age = warm["state_age"][:, -1]
+    assert not torch.isnan(age).any()
+    changed = 0
+    for h in range(H):
+        age = torch.where(actions[:, h + 1] == actions[:, h], age + 1, torch.zeros_like(age))
+        changed += int((actions[:, h + 1] != actions[:, h]).sum())
+        assert torch.equal(out["state_age"][:, h], age), h
+    assert changed > 0 and (out["state_age"] > 0).any()  # both branches of the rule were exercised
+    with torch.no_grad():
+        older = model(dict(x, state_age=x["state_age"] + 7))["cat_logits"][0]
+        assert not torch.allclose(older, model(x)["cat_logits"][0])
+    assert torch.equal(apply_state_age_rule(actions[:, 0], warm["state_age"][:, -1], actions[:, 1]),
+                       out["state_age"][:, 0])
+
+
+def test_gate_classes_on_hand_built_values():
+    zero = torch.tensor([-0.5, 0.0])
+    prev = torch.tensor([[[-0.5, 1.0], [2.0, 3.0]]])
+    nxt = torch.tensor([[[-0.5, 1.0], [2.5, 0.0]]])
+    # field 0 of player 0 is both zero and unchanged: zero wins (a still character's speed snaps to 0)
+    assert gate_classes(nxt, prev, zero).tolist() == [[[GATE_ZERO, GATE_SAME], [GATE_FREE, GATE_ZERO]]]
+
+
+def test_gate_gives_exact_zero_and_exact_copy(real, batch):
+    """Where the gate says "zero" the prediction is exactly the encoded raw 0 and decodes to exactly 0.0; where it
+    says "unchanged" it is exactly the input value, positions included (no motion term is added)."""
+    spec, _ = real
+    model = make(spec, "mamba2_age_gate", seed=5)
+    velocity = [spec.cont_index(f) for f in spec.cont_fields if f.startswith("post_velocities")]
+    n = spec.n_cont
+    with torch.no_grad():
+        model.gate_head.weight.zero_()
+        bias = torch.full((2, n, 3), -10.0)
+        bias[:, :, GATE_SAME] = 10.0
+        bias[:, velocity, GATE_SAME] = -10.0
+        bias[:, velocity, GATE_ZERO] = 10.0
+        model.gate_head.bias.copy_(bias.flatten())
+        x = inputs(batch)
+        pred = model(x)
+    cont, mask = pred["cont"], x["cont_mask"]
+    others = [i for i in range(n) if i not in velocity]
+    assert torch.equal(cont[..., velocity], model.cont_zero[velocity].expand_as(cont[..., velocity]))
+    assert torch.equal(cont[..., others], (x["state_cont"] * mask)[..., others])
+    assert not torch.equal(pred["cont_free"][..., others], cont[..., others])  # the head alone would move them
+    decoded = spec.decode_state(cont[0], x["state_bin"][0], x["state_cat"][0])
+    for f in spec.cont_fields:
+        if f.startswith("post_velocities"):
+            assert (decoded[f] == 0.0).all(), f

@@ -152,3 +152,25 @@ def test_best_checkpoint_without_rollout_metric(train_data, tmp_path):
     result = Trainer(train_data, tiny_config("data.batch_size=4", "optim.steps_per_epoch=2", "eval.warmup=100000",
                                              "eval.max_val_batches=1"), out, progress=False).run()
     assert result.epochs_done == 2 and (out / "best.pt").is_file() and (out / "last.pt").is_file()
+
+
+def test_rules_of_melee_options_train(train_data, tmp_path):
+    """The issue-12 options together (state_age embedding, continuous gate, input noise, KO windows) train a
+    tiny model: every step's loss is finite, the gate has its own loss, and the noise reaches the inputs."""
+    from meleewm.train.trainer import _noisy
+
+    config = tiny_config("model.age_embed_dim=4", "model.age_max=20", "model.cont_gate=true",
+                         "self_forcing.input_noise=0.5", "data.ko_windows=1.0", "data.batch_size=4",
+                         "optim.epochs=1", "optim.steps_per_epoch=3", "eval.rollout_starts=4",
+                         "eval.max_val_batches=1")
+    trainer = Trainer(train_data, config, tmp_path / "rules", progress=False)
+    assert len(trainer.train_windows.kos) > 0
+    windows = trainer.train_windows
+    batch = default_collate([windows[i] for i in range(4)])
+    values = trainer.train_step(batch)
+    assert "loss/gate" in values and all(torch.isfinite(torch.tensor(v)) for v in values.values()), values
+    noisy = _noisy(batch, trainer.model.cont_delta_scale, torch.Generator().manual_seed(0))
+    moved = noisy["state_cont"] != batch["state_cont"]
+    assert moved.any() and not moved[~batch["cont_mask"]].any()  # absent fields stay untouched
+    result = trainer.run()
+    assert result.stop_reason == "finished" and result.steps == 4
