@@ -276,9 +276,13 @@ def play(
     temperature: float = typer.Option(0.0, min=0.0, max=5.0, help="0 = argmax; > 0 samples categorical heads"),
     guards: bool = typer.Option(False, "--guards", help="rule guards on: blast-zone clamp, stocks 0-4 (counted)"),
     warmup: int = typer.Option(None, min=0, help="real frames a replay start warms up on (0 = all)"),
+    allow_origin: list[str] = typer.Option(None, "--allow-origin", help="a web origin (scheme://host:port) that "
+                                           "may use the server besides its own page; repeatable"),
 ) -> None:
-    """Play the world model in the browser: a local web server, one WebSocket per player."""
-    from meleewm.play.server import ReplayCatalog, create_app, serve
+    """Play the world model in the browser: a local web server, one WebSocket per player.
+
+    Only the server's own page (and each --allow-origin) may use it; see docs/security.md."""
+    from meleewm.play.server import OriginError, ReplayCatalog, create_app, serve
     from meleewm.play.session import SessionError, load_play_model
     from meleewm.replay.dataset import DatasetError
     from meleewm.train.checkpoint import CheckpointError
@@ -294,8 +298,8 @@ def play(
         elif frame is not None:
             _fail("--frame needs --replay")
         app_ = create_app(world, replays=catalog, default_start=default_start, temperature=temperature,
-                          guards=guards, warmup=warmup)
-    except (SessionError, CheckpointError, DatasetError) as error:
+                          guards=guards, warmup=warmup, allow_origins=allow_origin or ())
+    except (SessionError, CheckpointError, DatasetError, OriginError) as error:
         _fail(str(error))
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
     console.print(f"meleewm play: open [bold]http://{shown}:{port}/[/] (Ctrl+C stops the server)")
