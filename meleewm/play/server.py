@@ -972,10 +972,18 @@ def _snapshot(session: Session) -> Session:
     return snap
 
 
+def server_config(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning"):
+    """The uvicorn configuration ``serve`` runs ``app`` with: message size and queue limits, the request deadline."""
+    import uvicorn
+
+    timeout = app.state.hub.limits.request_timeout_s
+    return uvicorn.Config(app, host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_SIZE,
+                          ws_max_queue=WS_MAX_QUEUE, http=request_deadline_protocol(timeout),
+                          timeout_keep_alive=max(1, min(5, int(timeout))))
+
+
 def serve(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
     import uvicorn
 
     use_play_threads()
-    timeout = app.state.hub.limits.request_timeout_s
-    uvicorn.run(app, host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_SIZE, ws_max_queue=WS_MAX_QUEUE,
-                http=request_deadline_protocol(timeout), timeout_keep_alive=min(5, int(timeout)) or 1)
+    uvicorn.Server(server_config(app, host, port, log_level)).run()
