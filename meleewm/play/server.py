@@ -61,6 +61,7 @@ import json
 import math
 import queue
 import secrets
+import sys
 import threading
 import time
 import urllib.parse
@@ -194,18 +195,26 @@ class Limits:
     max_clients: int = 64             # WebSocket connections
     queued_commands: int = 8          # one client's commands waiting for its session; more get an error reply
     queued_replies: int = 32          # replies waiting to go out to a client before the server reads on from it
-    messages_per_s: int = 480         # messages read from one client per second (the page sends ≤ 240 inputs/s)
+    reply_wait_s: float = 10.0        # a client that leaves its replies unread this long is let go
+    messages_per_s: int = 400         # more from one client in a second closes it (the page sends ≤ 240 inputs/s)
     request_timeout_s: float = 10.0   # an HTTP request must arrive in full within this (``serve``)
-    model_threads: int = 2            # threads running model work: ticks, starts, steps, exports
+    # Threads running model work (ticks, starts, steps, exports). One: a batch-1 tick is mostly Python, so a second
+    # thread mostly adds contention for the GIL, and with one a 60 fps tick waits for at most one other tick.
+    model_threads: int = 1
 
 
 REALTIME, COMMAND = 0, 1              # ModelThreads priorities: 60 fps ticks first, then commands and exports
+COMMAND_SHARE = 0.25                  # of the model threads' time that commands may use, all clients together
 
 
 class ModelThreads:
-    """A few threads that run model work off the event loop, so that no message stalls the server. Work waits in
-    one priority queue: a running session's next tick goes before any command or export, and each session has at
-    most one piece of work waiting (its runner awaits each), so no client can crowd out the others."""
+    """A few threads that run model work off the event loop, so that no message stalls the server.
+
+    Work waits in one priority queue: a running session's next tick goes before any command or export, and each
+    session has at most one piece of work waiting (its runner awaits each). Commands (steps, starts, exports) take
+    turns, first come first served, and rest after each piece of work as long as it took (:data:`COMMAND_SHARE`):
+    a tick is mostly Python, and back-to-back command work would hold the GIL and starve the event loop that
+    carries every client's messages."""
 
     def __init__(self, threads: int):
         self._queue: queue.PriorityQueue = queue.PriorityQueue()
@@ -213,8 +222,31 @@ class ModelThreads:
         self._threads = [threading.Thread(target=self._serve, name=f"meleewm-model-{i}", daemon=True)
                          for i in range(max(1, threads))]
         self._started = False
+        self._command_turn: asyncio.Lock | None = None
+        self._command_rest_until = 0.0
 
     async def run(self, work: Callable[[], Any], priority: int = COMMAND) -> Any:
+        if priority == REALTIME:
+            return await self._submit(work, priority)
+        if self._command_turn is None:
+            self._command_turn = asyncio.Lock()
+        async with self._command_turn:
+            await asyncio.sleep(max(0.0, self._command_rest_until - time.monotonic()))
+            spent = [0.0]
+
+            def timed() -> Any:
+                started = time.perf_counter()
+                try:
+                    return work()
+                finally:
+                    spent[0] = time.perf_counter() - started
+
+            try:
+                return await self._submit(timed, priority)
+            finally:
+                self._command_rest_until = time.monotonic() + spent[0] * (1 - COMMAND_SHARE) / COMMAND_SHARE
+
+    async def _submit(self, work: Callable[[], Any], priority: int) -> Any:
         if not self._started:
             self._started = True
             for thread in self._threads:
@@ -275,12 +307,16 @@ class Client:
     _replies: int = 0
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _room: asyncio.Event = field(default_factory=asyncio.Event)
+    _empty: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self):
         self._room.set()
+        self._empty.set()
 
     def send(self, message: dict | str) -> None:
-        """Queue a message: a dict, or the JSON text of a state message."""
+        """Queue a message: a dict, or the JSON text of a state message. Once the connection is gone, nothing."""
+        if self.closed:         # the pump has stopped: a reply could never leave, and would close the reader's room
+            return
         if isinstance(message, str):
             kind, text = "state", message
         else:
@@ -295,12 +331,17 @@ class Client:
                 self._room.clear()
         self.queue.append((kind, text))
         self._ready.set()
+        self._empty.clear()
 
     def error(self, message: str) -> None:
         self.send({"type": "error", "message": message})
 
     async def wait_for_room(self) -> None:
         await self._room.wait()
+
+    async def drained(self) -> None:
+        """Until every queued message has been handed to the connection."""
+        await self._empty.wait()
 
     async def pump(self) -> None:
         try:
@@ -314,9 +355,11 @@ class Client:
                             self._room.set()
                     await self.ws.send_text(text)
                 self._ready.clear()
+                self._empty.set()
         finally:                  # the connection is gone: never leave the reader waiting for room
             self.closed = True
             self._room.set()
+            self._empty.set()
 
 
 @dataclass(eq=False)
@@ -620,6 +663,7 @@ class Hub:
             "fps": FPS,
             "max_message_bytes": MAX_MESSAGE_BYTES,
             "max_step_frames": MAX_STEP_FRAMES,
+            "max_messages_per_s": self.limits.messages_per_s,
         }
 
     # -- messages in ---------------------------------------------------------------------------------------------
@@ -940,22 +984,36 @@ def create_app(model, *, replays: ReplayCatalog | None = None, default_start: di
         hub.clients.add(client)
         pump = asyncio.get_running_loop().create_task(client.pump())
         client.send({"type": "hello", "client": client.id, **hub.info()})
-        window_start, read = time.monotonic(), 0
+        window_start, read, close_code = time.monotonic(), 0, 1000
         try:
             while True:
-                await client.wait_for_room()
+                try:
+                    await asyncio.wait_for(client.wait_for_room(), limits.reply_wait_s)
+                except TimeoutError:      # it reads none of its replies (and, unread, no disconnect reaches us)
+                    client.error(f"closing: your replies went unread for {limits.reply_wait_s:g} s")
+                    close_code = 1008
+                    break
                 message = await ws.receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                hub.receive(client, message.get("text"))
+                now = time.monotonic()
+                if now - window_start >= 1.0:
+                    window_start, read = now, 0
                 read += 1
-                if read >= limits.messages_per_s:     # read no faster than the limit: the sender waits
-                    await asyncio.sleep(max(0.0, window_start + 1.0 - time.monotonic()))
-                    window_start, read = time.monotonic(), 0
+                if read > limits.messages_per_s:
+                    # Closing (not reading slower) drops whatever the flood left unread in the socket at once;
+                    # read slowly, a backlog would keep the server working for a client long gone.
+                    client.error(f"closing: more than {limits.messages_per_s} messages in a second")
+                    close_code = 1008
+                    break
+                hub.receive(client, message.get("text"))
         except WebSocketDisconnect:
             pass
         finally:
             hub.disconnect(client)
+            with contextlib.suppress(Exception):     # the last replies (why it is closed), if it still reads
+                await asyncio.wait_for(client.drained(), 1.0)
+                await asyncio.wait_for(ws.close(code=close_code), 1.0)
             pump.cancel()
 
     app.add_middleware(OriginGuard, allow_origins=allow_origins)
@@ -977,13 +1035,17 @@ def server_config(app, host: str = "127.0.0.1", port: int = 8000, log_level: str
     import uvicorn
 
     timeout = app.state.hub.limits.request_timeout_s
+    # No per-message deflate: on a local connection it only costs a zlib pass per state message and per client.
     return uvicorn.Config(app, host=host, port=port, log_level=log_level, ws_max_size=WS_MAX_SIZE,
-                          ws_max_queue=WS_MAX_QUEUE, http=request_deadline_protocol(timeout),
-                          timeout_keep_alive=max(1, min(5, int(timeout))))
+                          ws_max_queue=WS_MAX_QUEUE, ws_per_message_deflate=False,
+                          http=request_deadline_protocol(timeout), timeout_keep_alive=max(1, min(5, int(timeout))))
 
 
 def serve(app, host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> None:
     import uvicorn
 
     use_play_threads()
+    # The event loop wakes for every message and tick; while a model thread computes, each wake waits for the GIL
+    # up to the switch interval (5 ms by default), which at hundreds of wakes a second starves the loop.
+    sys.setswitchinterval(0.001)
     uvicorn.Server(server_config(app, host, port, log_level)).run()
