@@ -56,10 +56,7 @@ import asyncio
 import collections
 import contextlib
 import copy
-import itertools
 import json
-import math
-import queue
 import secrets
 import sys
 import threading
@@ -205,20 +202,24 @@ class Limits:
 
 REALTIME, COMMAND = 0, 1              # ModelThreads priorities: 60 fps ticks first, then commands and exports
 COMMAND_SHARE = 0.25                  # of the model threads' time that commands may use, all clients together
+REALTIME_STREAK = 4                   # ticks at most before a waiting command: commands progress under overload
 
 
 class ModelThreads:
     """A few threads that run model work off the event loop, so that no message stalls the server.
 
-    Work waits in one priority queue: a running session's next tick goes before any command or export, and each
-    session has at most one piece of work waiting (its runner awaits each). Commands (steps, starts, exports) take
+    A running session's next tick goes before any command or export (but a waiting command goes after at most
+    :data:`REALTIME_STREAK` ticks, so that commands progress on an overloaded machine), and each session has at most
+    one piece of work waiting (its runner awaits each). Commands (steps, starts, exports) take
     turns, first come first served, and rest after each piece of work as long as it took (:data:`COMMAND_SHARE`):
     a tick is mostly Python, and back-to-back command work would hold the GIL and starve the event loop that
     carries every client's messages."""
 
     def __init__(self, threads: int):
-        self._queue: queue.PriorityQueue = queue.PriorityQueue()
-        self._order = itertools.count()
+        self._ready = threading.Condition()
+        self._realtime: collections.deque = collections.deque()
+        self._commands: collections.deque = collections.deque()
+        self._stopping = False
         self._threads = [threading.Thread(target=self._serve, name=f"meleewm-model-{i}", daemon=True)
                          for i in range(max(1, threads))]
         self._started = False
@@ -253,14 +254,25 @@ class ModelThreads:
                 thread.start()
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._queue.put((priority, next(self._order), work, future, loop))
+        with self._ready:
+            (self._realtime if priority == REALTIME else self._commands).append((work, future, loop))
+            self._ready.notify()
         return await future
 
     def _serve(self) -> None:
+        streak = 0          # ticks run in a row while a command waited: a command goes after REALTIME_STREAK
         while True:
-            _, _, work, future, loop = self._queue.get()
-            if work is None:
-                return
+            with self._ready:
+                while not (self._realtime or self._commands or self._stopping):
+                    self._ready.wait()
+                if not (self._realtime or self._commands):
+                    return
+                if self._commands and (not self._realtime or streak >= REALTIME_STREAK):
+                    work, future, loop = self._commands.popleft()
+                    streak = 0
+                else:
+                    work, future, loop = self._realtime.popleft()
+                    streak += 1 if self._commands else 0
             try:
                 result, error = work(), None
             except BaseException as caught:  # noqa: BLE001 - handed to the awaiting coroutine
@@ -269,8 +281,9 @@ class ModelThreads:
 
     def close(self) -> None:
         if self._started:
-            for _ in self._threads:
-                self._queue.put((math.inf, next(self._order), None, None, None))
+            with self._ready:
+                self._stopping = True
+                self._ready.notify_all()
             for thread in self._threads:
                 thread.join(timeout=5)
 
