@@ -166,6 +166,6 @@ def parse_message(text: str) -> _Strict:
 
 __all__ = [
     "BROWSER_KINDS", "CONTROLLER_KINDS", "MAX_CONTAINERS", "MAX_MESSAGE_BYTES", "MAX_STEP_FRAMES", "MESSAGES",
-    "START", "ControllerChoice", "Guards", "Input", "Join", "New", "Pause", "Ping", "ProtocolError", "ReplayStart", "Reset",
-    "Restart", "Resume", "SetController", "Step", "Swap", "SyntheticStart", "Temperature", "parse_message",
+    "START", "ControllerChoice", "Guards", "Input", "Join", "New", "Pause", "Ping", "ProtocolError", "ReplayStart",
+    "Reset", "Restart", "Resume", "SetController", "Step", "Swap", "SyntheticStart", "Temperature", "parse_message",
 ]

@@ -269,8 +269,8 @@ async def hold_partial_requests(port: int, stop: asyncio.Event, **connect_option
     return cut
 
 
-ATTACKERS = {f.__name__: f for f in (flood_steps, flood_over_limit, send_bad_messages, send_oversized, churn_sessions, never_read,
-                                     hold_partial_requests)}
+ATTACKERS = {f.__name__: f for f in (flood_steps, flood_over_limit, send_bad_messages, send_oversized,
+                                     churn_sessions, never_read, hold_partial_requests)}
 
 
 async def attack(port: int, seconds: float, names: list[str]) -> dict:

@@ -111,9 +111,9 @@ def test_soak_a_player_keeps_60_fps_and_memory_stays_flat(play_server, baseline)
               "churn_sessions@127.0.0.4", "never_read@127.0.0.5", "hold_partial_requests")
     counts, (early, late), results = player_states(port, seconds, attack, during=sample_memory)
     flood, kicked, (bad_sent, bad_answered), oversized, churned, _, cut = results.values()
-    print(f"soak: player states/s {counts}; RSS {early:.1f} → {late:.1f} MiB; flood steps refused "
-          f"{flood}; over-limit floods closed {kicked}; bad messages {bad_sent} sent, {bad_answered} answered; oversized closes "
-          f"{oversized}; sessions churned {churned}; partial requests cut {cut}")
+    print(f"soak: player states/s {counts}; RSS {early:.1f} → {late:.1f} MiB; flood steps refused {flood}; "
+          f"over-limit floods closed {kicked}; bad messages {bad_sent} sent, {bad_answered} answered; oversized "
+          f"closes {oversized}; sessions churned {churned}; partial requests cut {cut}")
     if machine_can_keep_60_fps(baseline):
         assert sum(counts) / len(counts) >= MIN_STATES_PER_S, counts
         assert min(counts) >= 45, counts                 # no stall of a second or more
