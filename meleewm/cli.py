@@ -282,12 +282,13 @@ def play(
     """Play the world model in the browser: a local web server, one WebSocket per player.
 
     Only the server's own page (and each --allow-origin) may use it; see docs/security.md."""
-    from meleewm.play.server import OriginError, ReplayCatalog, create_app, serve
+    from meleewm.play.server import OriginError, ReplayCatalog, create_app, normalize_origin, serve
     from meleewm.play.session import SessionError, load_play_model
     from meleewm.replay.dataset import DatasetError
     from meleewm.train.checkpoint import CheckpointError
 
     try:
+        origins = [normalize_origin(o) for o in allow_origin or ()]   # before the model loads: fail fast
         world, _ = load_play_model(model)
         catalog = ReplayCatalog(world.spec, [replay] if replay else [], data=data)
         default_start = None
@@ -298,7 +299,7 @@ def play(
         elif frame is not None:
             _fail("--frame needs --replay")
         app_ = create_app(world, replays=catalog, default_start=default_start, temperature=temperature,
-                          guards=guards, warmup=warmup, allow_origins=allow_origin or ())
+                          guards=guards, warmup=warmup, allow_origins=origins)
     except (SessionError, CheckpointError, DatasetError, OriginError) as error:
         _fail(str(error))
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
