@@ -293,10 +293,14 @@ def play(
     rules: bool = typer.Option(True, "--rules/--no-rules", help="game rules (KO and respawn, stocks, percent, "
                                "solid floor; counted on screen) or the model alone"),
     warmup: int = typer.Option(None, min=0, help="real frames a replay start warms up on (0 = all)"),
+    allow_origin: list[str] = typer.Option(None, "--allow-origin", help="a web origin (scheme://host:port) that "
+                                           "may use the server besides its own page; repeatable"),
 ) -> None:
-    """Play the world model in the browser: a local web server, one WebSocket per player."""
+    """Play the world model in the browser: a local web server, one WebSocket per player.
+
+    Only the server's own page (and each --allow-origin) may use it; see docs/security.md."""
     from meleewm.play.library import LibraryError, ReplayLibrary, default_replay_folder
-    from meleewm.play.server import ReplayCatalog, create_app, listen, serve
+    from meleewm.play.server import OriginError, ReplayCatalog, create_app, listen, normalize_origin, serve
     from meleewm.play.session import SessionError, load_play_model
     from meleewm.replay.dataset import DatasetError
     from meleewm.train.checkpoint import CheckpointError
@@ -306,6 +310,7 @@ def play(
     if replays is None and default_replay_folder().is_dir():
         replays = default_replay_folder()
     try:
+        origins = [normalize_origin(o) for o in allow_origin or ()]   # before the model loads: fail fast
         library = ReplayLibrary(replays)
         world, _ = load_play_model(model)
         catalog = ReplayCatalog(world.spec, [replay] if replay else [], data=data)
@@ -319,9 +324,9 @@ def play(
                       f"(so {game.first_frame + 1}..{game.last_frame})")
             default_start = {"kind": "replay", "replay": game.game_id, "frame": start_frame}
         app_ = create_app(world, replays=catalog, library=library, default_start=default_start,
-                          temperature=temperature, rules=rules, warmup=warmup)
+                          temperature=temperature, rules=rules, warmup=warmup, allow_origins=origins)
         sock, url = listen(host, port)
-    except (SessionError, CheckpointError, DatasetError, LibraryError) as error:
+    except (SessionError, CheckpointError, DatasetError, LibraryError, OriginError) as error:
         _fail(str(error))
     except OSError as error:
         _fail(f"cannot listen on {host}:{port}: {error.strerror or error}")

@@ -20,7 +20,7 @@ def client(replays, manifest, tmp_path_factory):
     checkpoint, data = play_checkpoint(replays, manifest, tmp_path_factory)
     model, _ = load_play_model(checkpoint)
     app = create_app(model, replays=ReplayCatalog(model.spec, data=data))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:   # the server's own address (OriginGuard)
         c.game_ids = sorted(Dataset(data).game_ids())
         yield c
 
@@ -102,13 +102,19 @@ def test_replay_start_with_recorded_inputs(client):
     ("[1, 2]", "JSON object"),
     (json.dumps({"type": "teleport"}), "unknown message type"),
     (json.dumps({"no": "type"}), "unknown message type"),
-    (json.dumps({"type": "input", "port": 7, "state": {}}), "port must be 0 or 1"),
+    (json.dumps({"type": "input", "port": 7, "state": {}}), "port: Input should be less than or equal to 1"),
+    (json.dumps({"type": "input", "port": True, "state": {}}), "port: Input should be a valid integer"),
     (json.dumps({"type": "input", "port": 0, "state": {"stick": "left"}}), "stick"),
-    (json.dumps({"type": "step", "frames": 10**6}), "frames"),
+    (json.dumps({"type": "step", "frames": 10**6}), "frames: Input should be less than or equal to 600"),
+    (json.dumps({"type": "step", "frames": "5"}), "frames: Input should be a valid integer"),
+    (json.dumps({"type": "temperature", "value": float("nan")}), "finite number"),
+    (json.dumps({"type": "pause", "extra": 1}), "extra: Extra inputs are not permitted"),
+    ("[" * 5000 + "]" * 5000, "too deeply nested"),                    # dropped the connection before
+    (json.dumps({"type": "ping", "t": json.loads("[" * 40 + "]" * 40)}), "nested"),
     (json.dumps({"type": "new", "start": {"kind": "synthetic", "stage": 4}}), "legal stage"),
     (json.dumps({"type": "__init__"}), "unknown message type"),
     ("x" * (MAX_MESSAGE_BYTES + 1), "too large"),
-    (json.dumps({"type": "ping", "pad": "y" * 200_000}), "too large"),
+    (json.dumps({"type": "ping", "pad": "y" * 60_000}), "too large"),   # < WS_MAX_SIZE: a reply, not a close
 ])
 def test_bad_messages_get_an_error_and_others_are_unaffected(client, payload, words):
     with client.websocket_connect("/ws") as other, client.websocket_connect("/ws") as ws:
