@@ -193,6 +193,10 @@ def _pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.2f}%"
 
 
+# The two rollouts every player-facing measure reports: what the model learned, and what the rules enforce on it.
+ROLLOUT_LABELS = ((MODEL, "model alone"), (MODEL_WITH_RULES, "with rules"))
+
+
 def player_lines(metrics: Mapping[str, Any]) -> list[str]:
     """What a player would notice, in words, for the model alone and with the game rules."""
     lines = []
@@ -201,14 +205,14 @@ def player_lines(metrics: Mapping[str, Any]) -> list[str]:
         parts = [f"{label}: moves up to {_fmt(idle[n]['max_displacement'])} units, percent changes by up to "
                  f"{_fmt(idle[n]['percent_change'])}, idle action on {_pct(idle[n]['idle_share'])} of frames, "
                  f"{idle[n]['stocks_lost']} stocks lost"
-                 for n, label in ((MODEL, "model alone"), (MODEL_WITH_RULES, "with rules")) if n in idle]
+                 for n, label in ROLLOUT_LABELS if n in idle]
         lines.append(f"Idle {idle['frames'] / 60:.0f} s, controllers neutral ({len(idle['starts'])} starts; in Melee "
                      f"nothing moves): " + "; ".join(parts) + ".")
     plaus = metrics.get("plausibility") or {}
     if MODEL in plaus:
         for check, words in RULE_CHECKS.items():
             rates = [f"{label} {_pct((plaus.get(n, {}).get(check) or {}).get('rate'))}"
-                     for n, label in ((MODEL, "model alone"), (MODEL_WITH_RULES, "with rules"), ("truth", "real games"))
+                     for n, label in (*ROLLOUT_LABELS, ("truth", "real games"))
                      if n in plaus]
             lines.append(f"Frames {words}: " + ", ".join(rates) + ".")
     events = metrics.get("events") or {}
@@ -216,14 +220,14 @@ def player_lines(metrics: Mapping[str, Any]) -> list[str]:
         section = events.get(kind) or {}
         if MODEL in section:
             parts = [f"{label} {section[n]['hits']} of {section[n]['events']} ({section[n]['false_alarms']} false alarms)"
-                     for n, label in ((MODEL, "model alone"), (MODEL_WITH_RULES, "with rules")) if n in section]
+                     for n, label in ROLLOUT_LABELS if n in section]
             lines.append(f"Real {words} predicted within ±{section['tolerance']} frames, from {events['lead']} frames "
                          f"before: " + "; ".join(parts) + ".")
     timing = metrics.get("action_timing") or {}
     if MODEL in timing:
         parts = [f"{label} {_fmt(timing[n]['overall']['median_abs_error'])} frames "
                  f"({timing[n]['overall']['reproduced']} of {timing[n]['overall']['onsets']} actions reproduced)"
-                 for n, label in ((MODEL, "model alone"), (MODEL_WITH_RULES, "with rules")) if n in timing]
+                 for n, label in ROLLOUT_LABELS if n in timing]
         lines.append("Move durations, median absolute error: " + "; ".join(parts) + ".")
     return lines
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from meleewm.model.rules import RULE_KEYS, GameRules
 from meleewm.data.encoding import apply_state_age_rule
+from meleewm.model.rules import RULE_KEYS, GameRules
 from meleewm.model.world import ACTION_COLUMN, MASK_KEYS, WorldModel, last_step, next_inputs
 
 CONSTANT_KEYS = ("stage", "chars")

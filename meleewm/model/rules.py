@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import torch
 
-from meleewm.data.encoding import EncodingSpec
+from meleewm.data.encoding import STICK_FIELDS, TRIGGER_FIELDS, EncodingSpec
 from meleewm.melee.actions import (
     ACTION_IDS,
     DEAD_FRAMES,
@@ -63,13 +63,14 @@ class GameRules:
         self.i_hitlag = s.cont_index("post_hitlag")
         self.i_vel = [s.cont_index(f) for f in VELOCITIES]
         self.i_vel_y = [s.cont_index(f) for f in Y_VELOCITIES]
-        self.i_self_y = s.cont_index("post_velocities_self_y")
         self.i_action, self.i_stocks = s.cat_index("post_state"), s.cat_index("post_stocks")
         self.i_ground = s.cat_index("post_ground")
         self.i_airborne = s.bin_index("airborne")
-        n_ctrl_axes = 4
-        self.stick_slice, self.trigger_slice = slice(0, n_ctrl_axes), slice(n_ctrl_axes, n_ctrl_axes + 2)
-        self.button_slice = slice(n_ctrl_axes + 2, None)
+        # Controller layout (CTRL_FIELDS): main stick x, y; C-stick x, y; the triggers; the buttons.
+        n_sticks, n_triggers = len(STICK_FIELDS), len(TRIGGER_FIELDS)
+        self.main_stick, self.c_stick = slice(0, 2), slice(2, n_sticks)
+        self.trigger_slice = slice(n_sticks, n_sticks + n_triggers)
+        self.button_slice = slice(n_sticks + n_triggers, None)
         self.action_raw = torch.as_tensor(spec.decode_lut("post_state"))
         self.stocks_raw = torch.as_tensor(spec.decode_lut("post_stocks"))
         stock_values = [int(v) for v in spec.vocab("post_stocks")]
@@ -149,6 +150,31 @@ class GameRules:
                    | torch.isin(cat[..., self.i_action], self.sequence_indices))
         return bool(suspect.any())
 
+    def _next_phase(self, ctrl, phase, age, ko, prev_action_index, out_of_stocks):
+        """Each player's death-sequence phase and age after this frame: (phase, age, who starts the descent).
+        DEAD runs its action's frames, then the halo descent (or OUT with no stock left); the halo wait ends at
+        the first input or its limit; a KO starts DEAD."""
+        dead_over = (phase == DEAD) & (age + 1 >= self.dead_frames[prev_action_index])
+        neutral = ((ctrl[..., self.main_stick].norm(dim=-1) < STICK_DEADZONE)
+                   & (ctrl[..., self.c_stick].norm(dim=-1) < STICK_DEADZONE)
+                   & (ctrl[..., self.trigger_slice] < TRIGGER_REST).all(-1)
+                   & (ctrl[..., self.button_slice] < 0.5).all(-1))
+        descent_over = (phase == DESCENT) & (age + 1 >= HALO_DESCENT_FRAMES)
+        waiting_over = (phase == WAIT) & (age + 1 >= HALO_WAIT_MAX_FRAMES)
+        new_phase = phase.clone()
+        new_age = age + 1
+        new_phase[dead_over & out_of_stocks] = OUT
+        start_descent = dead_over & ~out_of_stocks
+        new_phase[start_descent] = DESCENT
+        start_wait = descent_over & neutral
+        new_phase[start_wait] = WAIT
+        release = (descent_over & ~neutral) | ((phase == WAIT) & (~neutral | waiting_over))
+        new_phase[release] = LIVE
+        new_phase[ko] = DEAD
+        reset_age = ko | start_descent | start_wait | release
+        new_age = torch.where(reset_age | (new_phase == LIVE), torch.zeros_like(new_age), new_age)
+        return new_phase, new_age, start_descent
+
     def apply(self, prev: dict[str, torch.Tensor], nxt: dict[str, torch.Tensor]):
         """``nxt`` (the model's next inputs, from ``prev``, whose ``ctrl`` drove the step) made to obey the rules.
 
@@ -187,66 +213,52 @@ class GameRules:
         ko_blast = live & outside
         ko_model = live & model_dead & ~outside
         ko = ko_blast | ko_model
-        zone_action = torch.where(left, self.action_index[DEAD_LEFT], torch.where(
-            right, self.action_index[DEAD_RIGHT], torch.where(bottom, self.action_index[DEAD_DOWN],
-                                                               self.action_index[DEAD_TOP])))
-        ko_action = torch.where(ko_blast, zone_action, cat[..., self.i_action].long())
 
-        # Phase transitions of characters already in a sequence.
         prev_action_index = prev_cat[..., self.i_action].long()
-        dead_over = (phase == DEAD) & (age + 1 >= self.dead_frames[prev_action_index])
-        out_of_stocks = stocks_known & (prev_stocks <= 0)
-        ctrl = prev["ctrl"]
-        neutral = ((ctrl[..., 0:2].norm(dim=-1) < STICK_DEADZONE) & (ctrl[..., 2:4].norm(dim=-1) < STICK_DEADZONE)
-                   & (ctrl[..., self.trigger_slice] < TRIGGER_REST).all(-1)
-                   & (ctrl[..., self.button_slice] < 0.5).all(-1))
-        descent_over = (phase == DESCENT) & (age + 1 >= HALO_DESCENT_FRAMES)
-        waiting_over = (phase == WAIT) & (age + 1 >= HALO_WAIT_MAX_FRAMES)
-        new_phase = phase.clone()
-        new_age = age + 1
-        new_phase[dead_over & out_of_stocks] = OUT
-        start_descent = dead_over & ~out_of_stocks
-        new_phase[start_descent] = DESCENT
-        start_wait = descent_over & neutral
-        new_phase[start_wait] = WAIT
-        release = (descent_over & ~neutral) | ((phase == WAIT) & (~neutral | waiting_over))
-        new_phase[release] = LIVE
-        new_phase[ko] = DEAD
-        reset_age = ko | start_descent | start_wait | release
-        new_age = torch.where(reset_age, torch.zeros_like(new_age), new_age)
-        new_age = torch.where(new_phase == LIVE, torch.zeros_like(new_age), new_age)
+        if bool(((phase != LIVE) | ko).any()):
+            new_phase, new_age, start_descent = self._next_phase(prev["ctrl"], phase, age, ko, prev_action_index,
+                                                                 stocks_known & (prev_stocks <= 0))
+        else:  # everyone alive and no KO (most frames): the death sequence has nothing to do
+            new_phase, new_age, start_descent = phase, torch.zeros_like(age), torch.zeros_like(ko)
 
-        # Dead (or out of stocks): frozen where the KO happened (the crossing point on the KO frame).
         dead_now = (new_phase == DEAD) | (new_phase == OUT)
-        still = dead_now & ~ko
-        cat[..., self.i_action] = torch.where(ko, ko_action, torch.where(still, prev_action_index,
-                                                                         cat[..., self.i_action].long()))
-        cont[..., self.i_x] = torch.where(still, prev_cont[..., self.i_x], cont[..., self.i_x])
-        cont[..., self.i_y] = torch.where(still, prev_cont[..., self.i_y], cont[..., self.i_y])
-        cont[..., self.i_percent] = torch.where(dead_now, prev_cont[..., self.i_percent], cont[..., self.i_percent])
-
-        # On the respawn platform: descending to the respawn point, then resting there, at 0 %.
         halo = (new_phase == DESCENT) | (new_phase == WAIT)
-        descending = new_phase == DESCENT
-        rest_x, rest_y = respawn[..., 0], respawn[..., 1]
-        halo_y = rest_y + torch.where(descending, speed * (HALO_DESCENT_FRAMES - 1 - new_age), torch.zeros_like(rest_y))
-        cont[..., self.i_x] = torch.where(halo, spec.normalise("post_position_x", rest_x), cont[..., self.i_x])
-        cont[..., self.i_y] = torch.where(halo, spec.normalise("post_position_y", halo_y), cont[..., self.i_y])
-        cont[..., self.i_percent] = torch.where(halo, spec.normalise("post_percent", torch.zeros_like(rest_x)),
-                                                cont[..., self.i_percent])
-        halo_action = torch.where(descending, self.action_index[HALO_DESCENT], self.action_index[HALO_WAIT])
-        cat[..., self.i_action] = torch.where(halo, halo_action, cat[..., self.i_action].long())
-        cat[..., self.i_ground] = torch.where(halo, self.no_ground_index, cat[..., self.i_ground].long())
-        binary[..., self.i_airborne] = torch.where(halo, torch.ones_like(binary[..., self.i_airborne]),
-                                                   binary[..., self.i_airborne])
         sequence = dead_now | halo
-        for i, name in zip(self.i_vel, VELOCITIES):
-            raw = torch.zeros_like(x)
-            if name == "post_velocities_self_y":
-                raw = torch.where(descending, -speed.expand_as(raw), raw)
-            cont[..., i] = torch.where(sequence, spec.normalise(name, raw), cont[..., i])
-        cont[..., self.i_hitlag] = torch.where(sequence, spec.normalise("post_hitlag", torch.zeros_like(x)),
-                                               cont[..., self.i_hitlag])
+        if bool(sequence.any()):  # most frames have no one in a death sequence: skip its ~40 ops (play's budget)
+            # Dead (or out of stocks): frozen where the KO happened (the crossing point on the KO frame).
+            still = dead_now & ~ko
+            zone_action = torch.where(left, self.action_index[DEAD_LEFT], torch.where(
+                right, self.action_index[DEAD_RIGHT], torch.where(bottom, self.action_index[DEAD_DOWN],
+                                                                   self.action_index[DEAD_TOP])))
+            ko_action = torch.where(ko_blast, zone_action, cat[..., self.i_action].long())
+            cat[..., self.i_action] = torch.where(ko, ko_action, torch.where(still, prev_action_index,
+                                                                             cat[..., self.i_action].long()))
+            cont[..., self.i_x] = torch.where(still, prev_cont[..., self.i_x], cont[..., self.i_x])
+            cont[..., self.i_y] = torch.where(still, prev_cont[..., self.i_y], cont[..., self.i_y])
+            cont[..., self.i_percent] = torch.where(dead_now, prev_cont[..., self.i_percent],
+                                                    cont[..., self.i_percent])
+
+            # On the respawn platform: descending to the respawn point, then resting there, at 0 %.
+            descending = new_phase == DESCENT
+            rest_x, rest_y = respawn[..., 0], respawn[..., 1]
+            halo_y = rest_y + torch.where(descending, speed * (HALO_DESCENT_FRAMES - 1 - new_age),
+                                          torch.zeros_like(rest_y))
+            cont[..., self.i_x] = torch.where(halo, spec.normalise("post_position_x", rest_x), cont[..., self.i_x])
+            cont[..., self.i_y] = torch.where(halo, spec.normalise("post_position_y", halo_y), cont[..., self.i_y])
+            cont[..., self.i_percent] = torch.where(halo, spec.normalise("post_percent", torch.zeros_like(rest_x)),
+                                                    cont[..., self.i_percent])
+            halo_action = torch.where(descending, self.action_index[HALO_DESCENT], self.action_index[HALO_WAIT])
+            cat[..., self.i_action] = torch.where(halo, halo_action, cat[..., self.i_action].long())
+            cat[..., self.i_ground] = torch.where(halo, self.no_ground_index, cat[..., self.i_ground].long())
+            binary[..., self.i_airborne] = torch.where(halo, torch.ones_like(binary[..., self.i_airborne]),
+                                                       binary[..., self.i_airborne])
+            for i, name in zip(self.i_vel, VELOCITIES):
+                raw = torch.zeros_like(x)
+                if name == "post_velocities_self_y":
+                    raw = torch.where(descending, -speed.expand_as(raw), raw)
+                cont[..., i] = torch.where(sequence, spec.normalise(name, raw), cont[..., i])
+            cont[..., self.i_hitlag] = torch.where(sequence, spec.normalise("post_hitlag", torch.zeros_like(x)),
+                                                   cont[..., self.i_hitlag])
 
         # Stocks: one fewer on a KO, otherwise exactly the previous count.
         predicted_stocks = cat[..., self.i_stocks].long()
@@ -263,11 +275,13 @@ class GameRules:
         inside = alive & geo & (x.abs() < body[..., 0]) & (y < body[..., 1]) & (y > body[..., 2])
         from_below = prev_y <= body[..., 2]
         floor_y = torch.where(from_below, body[..., 2], body[..., 3])
-        cont[..., self.i_y] = torch.where(inside, spec.normalise("post_position_y", floor_y), cont[..., self.i_y])
-        for i, name in zip(self.i_vel_y, Y_VELOCITIES):
-            v = spec.denormalise(name, cont[..., i])
-            into_body = torch.where(from_below, v > 0, v < 0)
-            cont[..., i] = torch.where(inside & into_body, spec.normalise(name, torch.zeros_like(v)), cont[..., i])
+        if bool(inside.any()):
+            cont[..., self.i_y] = torch.where(inside, spec.normalise("post_position_y", floor_y), cont[..., self.i_y])
+            for i, name in zip(self.i_vel_y, Y_VELOCITIES):
+                v = spec.denormalise(name, cont[..., i])
+                into_body = torch.where(from_below, v > 0, v < 0)
+                cont[..., i] = torch.where(inside & into_body, spec.normalise(name, torch.zeros_like(v)),
+                                           cont[..., i])
 
         halo_live = alive & torch.isin(cat[..., self.i_action].long(), self.halo_indices)
         cat[..., self.i_action] = torch.where(halo_live, self.action_index[FALLING], cat[..., self.i_action].long())

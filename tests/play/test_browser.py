@@ -115,6 +115,17 @@ def open_page(browser, server, query: str = "", init_script: str | None = None):
     return page
 
 
+def hold_right(page, ms: int) -> tuple[dict, dict]:
+    """Hold player 1's right (D) for ``ms`` once the game has seen it: the states when it took hold and after."""
+    page.keyboard.down("d")
+    page.wait_for_function("window.__meleewm_state.players[0].input.stick[0] === 1", timeout=5000)
+    held = state(page)
+    page.wait_for_timeout(ms)
+    after = state(page)
+    page.keyboard.up("d")
+    return held, after
+
+
 def test_keys_move_player_one_and_a_second_browser_plays_port_two(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 760})
     errors = []
@@ -125,12 +136,7 @@ def test_keys_move_player_one_and_a_second_browser_plays_port_two(server, browse
 
     before = state(page)
     assert before["players"][0]["input"]["stick"] == [0, 0]
-    page.keyboard.down("d")
-    page.wait_for_function("window.__meleewm_state.players[0].input.stick[0] === 1", timeout=5000)
-    held = state(page)
-    time.sleep(1.0)
-    after = state(page)
-    page.keyboard.up("d")
+    held, after = hold_right(page, 1000)
     assert after["players"][0]["input"]["stick"] == [1, 0]
     assert after["frame"] >= held["frame"] + 30          # the loop ran at ~60 fps meanwhile
     assert after["players"][0]["x"] != held["players"][0]["x"]
@@ -164,12 +170,7 @@ def test_game_keys_reach_the_game_after_a_dropdown_was_used(server, browser):
     page.wait_for_function("window.__meleewm.session.controllers[1].kind === 'idle'", timeout=5000)
     page.focus("#ctrl-1")                              # ...and still (or again) holding the focus
     page.keyboard.press("ArrowDown")                   # player 2's "down": must not pick the next option
-    page.keyboard.down("d")
-    page.wait_for_function("window.__meleewm_state.players[0].input.stick[0] === 1", timeout=5000)
-    held = state(page)
-    page.wait_for_timeout(700)
-    moved = state(page)
-    page.keyboard.up("d")
+    held, moved = hold_right(page, 700)
     assert moved["players"][0]["x"] != held["players"][0]["x"]
     assert page.eval_on_selector("#ctrl-1", "e => e.value") == "idle"
     page.wait_for_timeout(200)

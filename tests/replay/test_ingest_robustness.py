@@ -22,14 +22,6 @@ from meleewm.replay.reader import SLIPPI_MAGIC, ReplayError, parse_replay
 from tests.conftest import extract_members, pick_members
 
 
-@pytest.fixture(scope="module")
-def small_games(replays, manifest, tmp_path_factory):
-    """A handful of short real 2-player games, as plain files."""
-    names = [n for _, n in sorted((r["size_bytes"], n) for (a, n), r in manifest.items()
-                                  if a == "fixtures.zip" and r.get("n_players") == 2)][:6]
-    return extract_members(replays / "fixtures.zip", names, tmp_path_factory.mktemp("small"))
-
-
 def _with_version(data: bytes, version: tuple[int, int, int]) -> bytes:
     """A copy of a replay whose Game Start claims another Slippi version."""
     header = len(SLIPPI_MAGIC) + 4

@@ -45,13 +45,6 @@ BZIP2_GIB_OF_ZEROS = bytes.fromhex(
 GIB_OF_ZEROS_CRC = 1533330096
 
 
-@pytest.fixture(scope="module")
-def small_games(replays, manifest, tmp_path_factory):
-    names = [n for _, n in sorted((r["size_bytes"], n) for (a, n), r in manifest.items()
-                                  if a == "fixtures.zip" and r.get("n_players") == 2)][:3]
-    return extract_members(replays / "fixtures.zip", names, tmp_path_factory.mktemp("small"))
-
-
 def _write(folder: Path, name: bytes, data: bytes) -> None:
     """A file whose name is given as raw bytes (they need not decode as UTF-8)."""
     with open(os.fsencode(folder) + b"/" + name, "wb") as handle:
