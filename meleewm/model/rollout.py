@@ -79,5 +79,5 @@ def rollout(model: WorldModel, warmup: dict[str, torch.Tensor], controllers: tor
     keys = [k for k in frames[0] if k not in MASK_KEYS and k not in RULE_KEYS]
     out = {k: torch.stack([f[k] for f in frames], dim=1) for k in keys}
     if rules is not None:
-        out["rule_counts"] = counts
+        out["rule_counts"] = counts.sum(0)
     return out

@@ -178,11 +178,11 @@ class GameRules:
     def apply(self, prev: dict[str, torch.Tensor], nxt: dict[str, torch.Tensor]):
         """``nxt`` (the model's next inputs, from ``prev``, whose ``ctrl`` drove the step) made to obey the rules.
 
-        Returns (the new next inputs, with the rule state under RULE_KEYS; a ``[len(RULE_EVENTS)]`` tensor of
-        counts). ``prev`` must carry the rule state (from :meth:`initial_state` or the previous apply)."""
+        Returns (the new next inputs, with the rule state under RULE_KEYS; a ``[B, len(RULE_EVENTS)]`` tensor of
+        counts, one row per game of the batch). ``prev`` must carry the rule state (from :meth:`initial_state` or the previous apply)."""
         if not self._any_rule_applies(prev, nxt):
             return ({**nxt, "rule_phase": prev["rule_phase"], "rule_age": prev["rule_age"]},
-                    torch.zeros(len(RULE_EVENTS), dtype=torch.long))
+                    torch.zeros(nxt["state_cat"].shape[0], len(RULE_EVENTS), dtype=torch.long))
         spec = self.spec
         cont = nxt["state_cont"].clone()
         binary = nxt["state_bin"].clone()
@@ -286,8 +286,8 @@ class GameRules:
         halo_live = alive & torch.isin(cat[..., self.i_action].long(), self.halo_indices)
         cat[..., self.i_action] = torch.where(halo_live, self.action_index[FALLING], cat[..., self.i_action].long())
 
-        counts = torch.stack([ko_blast.sum(), ko_model.sum(), start_descent.sum(), (sequence & ~ko).sum(),
-                              stocks_fixed.sum(), falling.sum(), inside.sum(), halo_live.sum()])
+        counts = torch.stack([m.sum(-1) for m in (ko_blast, ko_model, start_descent, sequence & ~ko, stocks_fixed,
+                                                  falling, inside, halo_live)], dim=-1)
         out = {**nxt, "state_cont": cont, "state_bin": binary, "state_cat": cat.to(nxt["state_cat"].dtype),
                "rule_phase": new_phase, "rule_age": new_age}
         return out, counts

@@ -123,6 +123,7 @@ from meleewm.play.session import (
     Session,
     SessionError,
     stage_geometry_message,
+    tick_together,
     use_play_threads,
 )
 
@@ -236,13 +237,16 @@ class ModelThreads:
     """A few threads that run model work off the event loop, so that no message stalls the server.
 
     A running session's next tick goes before any command or export (but a waiting command goes after at most
-    :data:`REALTIME_STREAK` ticks, so that commands progress on an overloaded machine), and each session has at most
-    one piece of work waiting (its runner awaits each). Commands (steps, starts, exports) take
+    :data:`REALTIME_STREAK` rounds of ticks, so that commands progress on an overloaded machine), and each session
+    has at most one piece of work waiting (its runner awaits each). The ticks waiting when a thread turns to them
+    run as one round, through ``run_ticks`` (one batched model step for sessions that can share one): when the
+    machine falls behind, the sessions' ticks queue up and batch, and a batch costs little more than one tick. Commands (steps, starts, exports) take
     turns, first come first served, and rest after each piece of work as long as it took (:data:`COMMAND_SHARE`):
     a tick is mostly Python, and back-to-back command work would hold the GIL and starve the event loop that
     carries every client's messages."""
 
-    def __init__(self, threads: int):
+    def __init__(self, threads: int, run_ticks: Callable[[list], list[tuple[Any, BaseException | None]]]):
+        self._run_ticks = run_ticks
         self._ready = threading.Condition()
         self._realtime: collections.deque = collections.deque()
         self._commands: collections.deque = collections.deque()
@@ -253,9 +257,12 @@ class ModelThreads:
         self._command_turn: asyncio.Lock | None = None
         self._command_rest_until = 0.0
 
-    async def run(self, work: Callable[[], Any], priority: int = COMMAND) -> Any:
-        if priority == REALTIME:
-            return await self._submit(work, priority)
+    async def tick(self, item: Any) -> Any:
+        """``item``'s tick, in the next round of ticks: the result ``run_ticks`` gives it."""
+        return await self._submit(item, REALTIME)
+
+    async def run(self, work: Callable[[], Any]) -> Any:
+        """A command's work (a step, a start, an export), within the commands' share."""
         if self._command_turn is None:
             self._command_turn = asyncio.Lock()
         async with self._command_turn:
@@ -270,11 +277,11 @@ class ModelThreads:
                     spent[0] = time.perf_counter() - started
 
             try:
-                return await self._submit(timed, priority)
+                return await self._submit(timed, COMMAND)
             finally:
                 self._command_rest_until = time.monotonic() + spent[0] * (1 - COMMAND_SHARE) / COMMAND_SHARE
 
-    async def _submit(self, work: Callable[[], Any], priority: int) -> Any:
+    async def _submit(self, work: Any, priority: int) -> Any:
         if not self._started:
             self._started = True
             for thread in self._threads:
@@ -297,14 +304,24 @@ class ModelThreads:
                 if self._commands and (not self._realtime or streak >= REALTIME_STREAK):
                     work, future, loop = self._commands.popleft()
                     streak = 0
+                    ticks = None
                 else:
-                    work, future, loop = self._realtime.popleft()
+                    ticks = list(self._realtime)
+                    self._realtime.clear()
                     streak += 1 if self._commands else 0
+            if ticks is None:
+                try:
+                    result, error = work(), None
+                except BaseException as caught:  # noqa: BLE001 - handed to the awaiting coroutine
+                    result, error = None, caught
+                loop.call_soon_threadsafe(_settle, future, result, error)
+                continue
             try:
-                result, error = work(), None
-            except BaseException as caught:  # noqa: BLE001 - handed to the awaiting coroutine
-                result, error = None, caught
-            loop.call_soon_threadsafe(_settle, future, result, error)
+                outcomes = self._run_ticks([item for item, _, _ in ticks])
+            except BaseException as caught:  # noqa: BLE001 - every tick of the round is told
+                outcomes = [(None, caught)] * len(ticks)
+            for (_, future, loop), (result, error) in zip(ticks, outcomes):
+                loop.call_soon_threadsafe(_settle, future, result, error)
 
     def close(self) -> None:
         if self._started:
@@ -313,6 +330,23 @@ class ModelThreads:
                 self._ready.notify_all()
             for thread in self._threads:
                 thread.join(timeout=5)
+
+
+def tick_runners(runners: list[SessionRunner]) -> list[tuple[str | None, BaseException | None]]:
+    """One round of ticks (on a model thread): every runner's session advances a frame, in as few model steps as
+    :func:`tick_together` can share; each runner gets its state message, or the error its tick raised."""
+    errors = tick_together([runner.session for runner in runners])
+    outcomes = []
+    for runner, error in zip(runners, errors):
+        if error is None:
+            try:
+                runner._count_tick()
+                outcomes.append((runner._state_text(), None))
+            except Exception as caught:  # noqa: BLE001 - that runner's players are told
+                outcomes.append((None, caught))
+        else:
+            outcomes.append((None, error))
+    return outcomes
 
 
 def _settle(future: asyncio.Future, result: Any, error: BaseException | None) -> None:
@@ -516,7 +550,7 @@ class SessionRunner:
 
     async def _tick(self) -> None:
         try:
-            text = await self.hub.threads.run(self._tick_and_describe, REALTIME)
+            text = await self.hub.threads.tick(self)
         except Exception as error:  # noqa: BLE001 - keep serving; tell the players and pause
             self.paused = True
             for client in list(self.clients):
@@ -529,15 +563,14 @@ class SessionRunner:
     def _advance(self) -> None:
         """One tick (on a model thread)."""
         self.session.tick()
+        self._count_tick()
+
+    def _count_tick(self) -> None:
         now = time.perf_counter()
         times = self._tick_times
         times.append(now)
         recent = [t for t in times if now - t <= 1.0]
         self.fps = (len(recent) - 1) / max(recent[-1] - recent[0], 1e-9) if len(recent) > 1 else 0.0
-
-    def _tick_and_describe(self) -> str:
-        self._advance()
-        return self._state_text()
 
     def _state_text(self) -> str:
         return self.session.message_json(session=self.id, fps=round(self.fps, 1), paused=self.paused)
@@ -681,7 +714,7 @@ class Hub:
         self._default_start = START.validate_python(self.default_start)
         self.temperature, self.rules, self.warmup = float(temperature), bool(rules), warmup
         self.limits = limits
-        self.threads = ModelThreads(limits.model_threads)
+        self.threads = ModelThreads(limits.model_threads, tick_runners)
         self.sessions: dict[str, SessionRunner] = {}
         self.clients: set[Client] = set()
         self._handlers: dict[type, Callable[[Client, Any], None]] = {

@@ -335,6 +335,16 @@ def _to_input(array: np.ndarray, dtype=None) -> torch.Tensor:
     return torch.from_numpy(np.array(a, copy=True)).unsqueeze(0)
 
 
+@dataclass
+class _Tick:
+    """A tick between its two halves (:meth:`Session._begin_tick`, :meth:`Session._end_tick`)."""
+
+    x: dict[str, torch.Tensor]                    # the step inputs
+    inputs: tuple[ControllerState, ControllerState]
+    started: float                                # perf_counter at the start, and once the inputs were encoded
+    encoded: float
+
+
 class Session:
     """One game in progress: the model, its recurrent state, the two controllers and the decoded state.
 
@@ -465,7 +475,8 @@ state of the
         with torch.inference_mode():
             self._cur, last, self._body, counts = warm_start(self.model, warm, rules=self._active_rules(),
                                                              temperature=self.temperature, generator=self._generator)
-        self._count(counts)
+        if counts is not None:
+            self.rule_counts += counts.sum(0)
         self._last = last
         self.frame = int(frame)
         self.first_frame = int(frame)
@@ -500,34 +511,43 @@ state of the
 
     def tick(self, inputs=None) -> dict[str, np.ndarray]:
         """Advance one frame: read both controllers (or use ``inputs``), one ``model.step()``, decode."""
+        tick = self._begin_tick(inputs)
+        with torch.inference_mode():
+            stepped = advance(self.model, tick.x, self._body, rules=self._active_rules(),
+                              temperature=self.temperature, generator=self._generator)
+        self._end_tick(tick, *stepped)
+        return self.state
+
+    def _begin_tick(self, inputs=None) -> _Tick:
+        """The step inputs of the next frame: the current state, both controllers (read now unless given) and, when
+        the rules were switched on during the session, their initial state."""
         if self.state is None:
             raise SessionError("start the session first")
-        t0 = time.perf_counter()
+        started = time.perf_counter()
         inputs = tuple(inputs) if inputs is not None else self.read_controllers()
         if inputs != self._ctrl_cache[0]:   # controllers often hold still: encode only when they change
             self._ctrl_cache = (inputs, torch.from_numpy(encode_controllers(self.spec, inputs)).unsqueeze(0))
-        ctrl = self._ctrl_cache[1]
-        t1 = time.perf_counter()
-        with torch.inference_mode():
-            rules = self._active_rules()
-            if rules is not None and RULE_KEYS[0] not in self._cur:   # rules switched on during the session
+        rules = self._active_rules()
+        if rules is not None and RULE_KEYS[0] not in self._cur:   # rules switched on during the session
+            with torch.inference_mode():
                 self._cur.update(rules.initial_state(self._cur))
-            x = {**self._last, **self._cur, "ctrl": ctrl}
-            self._cur, self._body, counts = advance(self.model, x, self._body, rules=rules,
-                                                    temperature=self.temperature, generator=self._generator)
-        self._count(counts)
-        self._last = x
-        t2 = time.perf_counter()
+        x = {**self._last, **self._cur, "ctrl": self._ctrl_cache[1]}
+        return _Tick(x, inputs, started, time.perf_counter())
+
+    def _end_tick(self, tick: _Tick, cur: dict, body, counts: torch.Tensor | None) -> None:
+        """Take the stepped frame: count the rules' actions, decode, record, compare with the real game."""
+        stepped = time.perf_counter()
+        self._cur, self._body, self._last = cur, body, tick.x
+        if counts is not None:
+            self.rule_counts += counts.sum(0)
         self.frame += 1
-        self.last_inputs = inputs
+        self.last_inputs = tick.inputs
         self.state = self._decode(self.state)
         self._record()
         self._compare_real()
         self.ticks += 1
-        t3 = time.perf_counter()
-        self.step_ms = (t2 - t1) * 1e3
-        self.tick_ms = (t3 - t0) * 1e3
-        return self.state
+        self.step_ms = (stepped - tick.encoded) * 1e3
+        self.tick_ms = (time.perf_counter() - tick.started) * 1e3
 
     def run(self, n: int, realtime: bool = False) -> None:
         """``n`` ticks: back to back (scripts, ``dream``), or paced at 60 fps with ``realtime`` (a late tick is not
@@ -551,10 +571,6 @@ state of the
 
     def _active_rules(self) -> GameRules | None:
         return self._rules if self.rules else None
-
-    def _count(self, counts: torch.Tensor | None) -> None:
-        if counts is not None:
-            self.rule_counts += counts
 
     def rule_counts_dict(self) -> dict[str, int]:
         """How often each rule acted since the start (``meleewm.model.rules.RULE_EVENTS``)."""
@@ -704,6 +720,61 @@ state of the
                 "chars": list(getattr(self, "chars", ())), "ports": list(getattr(self, "ports", ())),
                 "temperature": self.temperature, "rules": self.rules,
                 "controllers": [c.describe() for c in self.controllers]}
+
+
+def _cat_states(states: list):
+    """Body states (a tensor, or lists/tuples of them, batch first) joined along the batch."""
+    if isinstance(states[0], torch.Tensor):
+        return torch.cat(states)
+    return type(states[0])(_cat_states(list(parts)) for parts in zip(*states))
+
+
+def _state_row(state, row: int):
+    """One game's body state out of a batch's."""
+    if isinstance(state, torch.Tensor):
+        return state[row:row + 1]
+    return type(state)(_state_row(part, row) for part in state)
+
+
+def tick_together(sessions: list[Session]) -> list[BaseException | None]:
+    """One frame for each of ``sessions``, with one ``model.step()`` for each group that shares a model and its
+    rules and decodes greedily: a batch of two costs about 1.2 times one game on a CPU, so several players at
+    60 fps fit one model thread. Sampling sessions keep their own generator and tick alone. Returns, per session,
+    the error its tick raised (None when it ticked); one session's error leaves the others' ticks alone."""
+    errors: list[BaseException | None] = [None] * len(sessions)
+    groups: dict[tuple, list[int]] = {}
+    for i, session in enumerate(sessions):
+        key = (id(session.model), session.rules) if session.temperature <= 0 else ("alone", i)
+        groups.setdefault(key, []).append(i)
+    for members in groups.values():
+        ticks = {}
+        for i in members:
+            try:
+                ticks[i] = sessions[i]._begin_tick()
+            except Exception as error:  # noqa: BLE001 - reported to that session's players only
+                errors[i] = error
+        if not ticks:
+            continue
+        order = list(ticks)
+        first = sessions[order[0]]
+        x = {k: torch.cat([ticks[i].x[k] for i in order]) for k in ticks[order[0]].x}
+        body = _cat_states([sessions[i]._body for i in order])
+        try:
+            with torch.inference_mode():
+                cur, body, counts = advance(first.model, x, body, rules=first._active_rules(),
+                                            temperature=first.temperature, generator=first._generator)
+        except Exception as error:  # noqa: BLE001 - the group's step failed: each of its sessions is told
+            for i in order:
+                errors[i] = error
+            continue
+        for row, i in enumerate(order):
+            try:
+                sessions[i]._end_tick(ticks[i], {k: v[row:row + 1] for k, v in cur.items()},
+                                      _state_row(body, row),
+                                      None if counts is None else counts[row:row + 1])
+            except Exception as error:  # noqa: BLE001
+                errors[i] = error
+    return errors
 
 
 def stage_geometry_message() -> dict[str, Any]:

@@ -65,7 +65,7 @@ def step(rules, prev, predicted, ctrl=None):
     prev = {**prev, "ctrl": prev["ctrl"] if ctrl is None else ctrl}
     nxt = {k: predicted[k] for k in ("state_cont", "state_bin", "state_cat")}
     out, counts = rules.apply(prev, nxt)
-    return {**prev, **out}, dict(zip(RULE_EVENTS, counts.tolist()))
+    return {**prev, **out}, dict(zip(RULE_EVENTS, counts.sum(0).tolist()))
 
 
 def start(rules, frame):

@@ -39,6 +39,7 @@ from meleewm.play.session import (
     SessionError,
     load_play_model,
     resolve_model,
+    tick_together,
 )
 from meleewm.replay.dataset import Dataset
 from meleewm.train.checkpoint import save_checkpoint
@@ -206,6 +207,47 @@ def test_rules_act_visibly_and_only_when_on(model):
         else:
             assert sum(msg["rules"].values()) == 0
             assert st["post_position_x"][0] > 900           # the untrained model alone: still out there
+
+
+def test_sessions_ticked_together_match_ticked_alone(model, replay):
+    """One batched model step for several sessions (how the server catches up when it falls behind) gives each the
+    frames it would have alone: different starts, controllers and rules; a sampling session ticks on its own."""
+    def sessions():
+        made = []
+        for stage, chars, rules in ((31, (20, 2), True), (32, (2, 9), True), (31, (20, 2), False)):
+            s = Session(model, rules=rules)
+            s.set_controller(0, ApproachController())
+            s.set_controller(1, RandomController(seed=stage))
+            s.start_synthetic(stage, chars, mode="standing")
+            made.append(s)
+        takeover = Session(model)
+        takeover.start_replay(replay, replay.first_frame + 200)
+        sampling = Session(model, temperature=0.8, seed=3)
+        sampling.start_synthetic(31, (20, 2))
+        return made + [takeover, sampling]
+
+    alone, together = sessions(), sessions()
+    with torch.inference_mode():    # put one game past the blast zone, so that a rule acts inside the batch
+        for group in (alone, together):
+            group[0]._cur["state_cont"][0, 0, model.spec.cont_index("post_position_x")] = \
+                model.spec.normalise("post_position_x", 1000.0)
+    for _ in range(40):
+        for s in alone:
+            s.tick()
+        assert tick_together(together) == [None] * len(together)
+    for a, b in zip(alone, together):
+        ha, hb = history_tensors(a), history_tensors(b)
+        assert torch.equal(ha["state_cat"], hb["state_cat"]) and torch.equal(ha["state_bin"], hb["state_bin"])
+        torch.testing.assert_close(ha["state_cont"], hb["state_cont"], rtol=1e-5, atol=1e-5)
+        assert a.rule_counts_dict() == b.rule_counts_dict() and a.frame == b.frame
+    assert together[0].rule_counts_dict()["ko_blast_zone"] >= 1
+
+
+def test_a_failing_tick_leaves_the_others_alone(model):
+    good, bad = Session(model), Session(model)
+    good.start_synthetic(31, (20, 2))
+    errors = tick_together([bad, good])      # never started
+    assert isinstance(errors[0], SessionError) and errors[1] is None and good.ticks == 1
 
 
 def test_controller_state_messages():
