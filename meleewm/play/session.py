@@ -301,9 +301,13 @@ class _History:
                         "binary": ((2, s.n_bin), np.float32), "cat": ((2, s.n_cat), np.int64),
                         "age": ((2,), np.float32), "stick": ((2, 4), np.float32), "trig": ((2, 2), np.float32),
                         "buttons": ((2,), np.int64)}
+        if s.items:
+            S = s.item_slots
+            self._shapes.update({"item_present": ((S,), np.uint8), "item_type": ((S,), np.int64),
+                                 "item_owner": ((S,), np.int64), "item_cont": ((S, s.n_item_cont), np.float32)})
         self.arrays = {k: np.zeros((self.capacity, *shape), dt) for k, (shape, dt) in self._shapes.items()}
 
-    def append(self, frame, cont, binary, cat, age, inputs) -> bool:
+    def append(self, frame, cont, binary, cat, age, inputs, items: dict[str, np.ndarray] | None = None) -> bool:
         if self.n >= MAX_HISTORY:
             return False
         if self.n == self.capacity:
@@ -319,6 +323,8 @@ class _History:
             a["stick"][i, p] = (s.stick_x, s.stick_y, s.cstick_x, s.cstick_y)
             a["trig"][i, p] = (s.l, s.r)
             a["buttons"][i, p] = s.buttons
+        for k, v in (items or {}).items():
+            a[k][i] = v
         self.n += 1
         return True
 
@@ -580,8 +586,10 @@ state of the
         cur = self._cur
         if "post_state_age" not in self.state:
             self.state["post_state_age"] = np.zeros(2, np.float32)
+        items = ({k: cur[f"state_{k}"][0].numpy() for k in ("item_present", "item_type", "item_owner", "item_cont")}
+                 if self.spec.items and "state_item_present" in cur else None)
         self._history.append(self.frame, cur["state_cont"][0].numpy(), cur["state_bin"][0].numpy(),
-                             cur["state_cat"][0].numpy(), self.state["post_state_age"], self.last_inputs)
+                             cur["state_cat"][0].numpy(), self.state["post_state_age"], self.last_inputs, items)
 
     # -- messages -------------------------------------------------------------------------------------------------
 
@@ -689,12 +697,36 @@ state of the
             arrays[name] = pa.array(flat.astype(dtype), target, mask=mask)
         return pa.table(arrays)
 
+    def items_table(self, first_spawn_id: int = 0) -> pa.Table | None:
+        """The items and projectiles the model predicted, as item rows of the dataset's schema (``frame``, ``type``,
+        ``owner`` as a port index, position and velocity; the rest is the writer's default), or None when the
+        model has no item heads. An item's spawn id is new (from ``first_spawn_id``) when its slot fills or its
+        type changes, so a replay viewer sees one projectile per flight."""
+        h = self._history.view()
+        if "item_present" not in h or len(h["frame"]) == 0:
+            return None
+        raw = self.spec.decode_items(h["item_present"], h["item_type"], h["item_owner"], h["item_cont"])
+        present, kind = raw["present"], raw["type"]
+        before = np.zeros_like(present[:1])
+        starts = present & ~np.concatenate([before, present[:-1]]) | \
+            present & (kind != np.concatenate([kind[:1], kind[:-1]]))
+        spawn = first_spawn_id + np.cumsum(starts.reshape(-1)).reshape(starts.shape) - 1
+        frame_idx, slot = np.nonzero(present)
+        owner_port = np.array([-1, self.ports[0] - 1, self.ports[1] - 1, -1], np.int8)
+        return pa.table({"frame": pa.array(h["frame"][frame_idx], pa.int32()),
+                         "type": pa.array(np.clip(kind[frame_idx, slot], 0, None), pa.uint16()),
+                         "id": pa.array(spawn[frame_idx, slot], pa.uint32()),
+                         "owner": pa.array(owner_port[raw["owner"][frame_idx, slot]], pa.int8()),
+                         **{f: pa.array(raw[f][frame_idx, slot], pa.float32())
+                            for f in ("position_x", "position_y", "velocity_x", "velocity_y")}})
+
     def slp_game(self) -> SlpGame:
-        """The session as an :class:`SlpGame` (a replay start keeps the real frames before the start)."""
+        """The session as an :class:`SlpGame` (a replay start keeps the real frames and items before the start)."""
         table = self.frames_table()
         if self.replay is None:
             players = [SlpPlayer(port=port, character=char) for port, char in zip(self.ports, self.chars)]
-            return SlpGame(stage=self.stage, players=players, frames=table, timer_seconds=self.timer_seconds)
+            return SlpGame(stage=self.stage, players=players, frames=table, items=self.items_table(),
+                           timer_seconds=self.timer_seconds)
         prefix = self.replay.prefix(self.first_frame - 1)
         real = prefix.frames
         if not isinstance(real, pa.Table):
@@ -704,7 +736,14 @@ state of the
         table = table.cast(pa.schema([real.schema.field(n) if n in real.column_names else table.schema.field(n)
                                       for n in table.column_names]))
         frames = pa.concat_tables([real, table], promote_options="default")
-        return dataclasses.replace(prefix, frames=frames, end_method="NO_CONTEST", placements=None,
+        items = prefix.items
+        ours = self.items_table(first_spawn_id=0 if items is None else int(pc.max(items.column("id")).as_py()) + 1)
+        if ours is not None and items is not None:
+            ours = ours.cast(pa.schema([items.schema.field(n) for n in ours.column_names]))
+            items = pa.concat_tables([items.drop_columns(["game_id"]), ours], promote_options="default")
+        elif ours is not None:
+            items = ours
+        return dataclasses.replace(prefix, frames=frames, items=items, end_method="NO_CONTEST", placements=None,
                                    lras_initiator=None)
 
     def export_slp(self, path: str | Path) -> Path:

@@ -11,14 +11,15 @@ File layout (all numbers big-endian)::
 
 Raw event stream, in order:
 
-* Event Payloads (0x35): the payload size of each event written below (no items, no stage events, no gecko
-  codes: none are written, so none are listed);
+* Event Payloads (0x35): the payload size of each event written below (no stage events, no gecko codes: none
+  are written, so none are listed);
 * Game Start (0x36, 760 bytes): version 3.18.0, the 312-byte game info block, random seed, UCF toggles,
   name tags (empty), PAL and frozen-Stadium flags, scene (minor 2, major 2 = VS), display names, connect
   codes, Slippi uids (empty), language (English), match id (empty), game and tiebreaker numbers;
 * per frame, from -123 upwards: Frame Start (0x3A), a Pre-Frame Update (0x37) for each character, a
-  Post-Frame Update (0x38) for each character, Frame Bookend (0x3C) with latest finalized frame = frame
-  (a written file has no rollbacks);
+  Post-Frame Update (0x38) for each character, an Item Update (0x3B) for each item and projectile of the frame
+  (``SlpGame.items``), Frame Bookend (0x3C) with latest finalized frame = frame (a written file has no
+  rollbacks);
 * Game End (0x39): end method, LRAS initiator, placements.
 
 The game info block is built field by field. Fields the spec documents come from :class:`SlpGame` /
@@ -53,6 +54,12 @@ for that character on that frame, as Slippi does. Defaults:
   ``pre_triggers``: max of the physical triggers.
 * every other field: 0.
 
+**Items.** ``SlpGame.items`` (optional) holds one row per item per frame with the dataset's item column names
+(``meleewm.replay.schema.ITEM_SCHEMA``: ``frame``, ``type``, ``position_x/y``, ``velocity_x/y``, ``owner``,
+``id`` (the spawn id), ...), as a ``pyarrow.Table`` or a dict of arrays. A missing column or null value is 0,
+except ``owner`` (-1, nobody) and ``direction`` (the sign of ``velocity_x``). Rows are written in the order
+given within each frame.
+
 Float fields are written as float32, so a float32 input reads back bit for bit.
 """
 
@@ -83,6 +90,7 @@ PRE_FRAME = 0x37
 POST_FRAME = 0x38
 GAME_END = 0x39
 FRAME_START = 0x3A
+ITEM_UPDATE = 0x3B
 FRAME_BOOKEND = 0x3C
 
 END_METHODS = {"UNRESOLVED": 0, "TIME": 1, "GAME": 2, "RESOLVED": 3, "NO_CONTEST": 7}
@@ -136,6 +144,14 @@ POST_DTYPE = _be([
 FRAME_START_DTYPE = _be([("frame", ">i4"), ("random_seed", ">u4"),
                          ("scene_frame_counter", ">u4")])           # counter: 3.10.0
 FRAME_BOOKEND_DTYPE = _be([("frame", ">i4"), ("latest_finalized_frame", ">i4")])  # 3.7.0
+ITEM_DTYPE = _be([
+    ("frame", ">i4"), ("type", ">u2"), ("state", "u1"), ("direction", ">f4"),
+    ("velocity_x", ">f4"), ("velocity_y", ">f4"), ("position_x", ">f4"), ("position_y", ">f4"),
+    ("damage", ">u2"), ("timer", ">f4"), ("id", ">u4"),
+    *((f"misc_{i}", "u1") for i in range(4)),                       # 3.2.0
+    ("owner", "i1"),                                                # 3.6.0
+    ("instance_id", ">u2"),                                         # 3.16.0
+])
 GAME_END_DTYPE = _be([("method", "u1"), ("lras_initiator", "i1"), ("placements", "i1", (4,))])  # 3.13.0
 
 GAME_START_SIZE = 760  # through the tiebreaker number (3.14.0); unchanged up to 3.18.0
@@ -146,8 +162,9 @@ PAYLOAD_SIZES: dict[int, int] = {
     GAME_END: GAME_END_DTYPE.itemsize - 1,
     FRAME_START: FRAME_START_DTYPE.itemsize - 1,
     FRAME_BOOKEND: FRAME_BOOKEND_DTYPE.itemsize - 1,
+    ITEM_UPDATE: ITEM_DTYPE.itemsize - 1,
 }
-assert PAYLOAD_SIZES == {0x36: 760, 0x37: 66, 0x38: 84, 0x39: 6, 0x3A: 12, 0x3C: 8}, PAYLOAD_SIZES
+assert PAYLOAD_SIZES == {0x36: 760, 0x37: 66, 0x38: 84, 0x39: 6, 0x3A: 12, 0x3C: 8, 0x3B: 44}, PAYLOAD_SIZES
 
 _COLUMN_TYPES = {f.name: f.type for f in FRAME_SCHEMA}
 _NUMPY_TYPES = {f.name: pa.array([0], f.type).to_numpy().dtype for f in FRAME_SCHEMA if pa.types.is_integer(f.type)
@@ -185,6 +202,7 @@ class SlpGame:
     stage: int                                   # Slippi stage id (2 FoD, 3 PS, 8 YS, 28 DL, 31 BF, 32 FD)
     players: list[SlpPlayer]
     frames: pa.Table | Mapping[str, object]
+    items: pa.Table | Mapping[str, object] | None = None   # see the module docstring
     end_method: str = "NO_CONTEST"               # GAME, TIME, NO_CONTEST (or UNRESOLVED, RESOLVED)
     lras_initiator: int | None = None            # port that quit with L+R+A+Start
     placements: Mapping[int, int] | None = None  # port -> 0-based placement; None: by final stocks, then %
@@ -549,7 +567,34 @@ def _game_end(game: SlpGame, grid: _Grid) -> bytes:
     return record.tobytes()
 
 
-def _frame_events(grid: _Grid) -> tuple[bytes, dict[tuple[int, int], int]]:
+def _item_records(items, frame_ids: np.ndarray) -> np.ndarray:
+    """Item Update records of ``SlpGame.items``, in frame order (rows of a frame as given)."""
+    table = _as_table(items)
+    if "frame" not in table.column_names:
+        raise ValueError("items need a 'frame' column")
+    frame = table.column("frame")
+    if frame.null_count:
+        raise ValueError("column 'frame' of items has nulls")
+    frame = frame.to_numpy().astype(np.int64)
+    outside = (frame < frame_ids[0]) | (frame > frame_ids[-1])
+    if outside.any():
+        raise ValueError(f"items on frames {np.unique(frame[outside])[:5].tolist()} outside the game's frames "
+                         f"{int(frame_ids[0])}..{int(frame_ids[-1])}")
+    rec = np.zeros(len(frame), ITEM_DTYPE)
+    rec["command"] = ITEM_UPDATE
+    rec["frame"] = frame
+    defaults = {"owner": -1}
+    for name in ITEM_DTYPE.names[2:]:
+        if name in table.column_names:
+            rec[name] = pc.fill_null(table.column(name), defaults.get(name, 0)).to_numpy(zero_copy_only=False)
+        else:
+            rec[name] = defaults.get(name, 0)
+    if "direction" not in table.column_names:
+        rec["direction"] = np.sign(rec["velocity_x"])
+    return rec[np.argsort(frame, kind="stable")]
+
+
+def _frame_events(grid: _Grid, items=None) -> tuple[bytes, dict[tuple[int, int], int]]:
     """Every frame's events in Slippi's order; also post-frame counts per (port index, internal character)."""
     n_slots, n_frames = len(grid.slots), grid.n_frames
     frame_ids = grid.frame_ids
@@ -579,12 +624,19 @@ def _frame_events(grid: _Grid) -> tuple[bytes, dict[tuple[int, int], int]]:
             rec[field_name] = grid.values[prefix + field_name][slot_idx, frame_idx]
         records[name] = rec
 
-    # Order: frame, then kind (start, pres, posts, bookend), then slot. Scatter the records into one buffer.
+    item_rec = _item_records(items, frame_ids) if items is not None else np.zeros(0, ITEM_DTYPE)
+    item_frame = item_rec["frame"].astype(np.int64) - FIRST_FRAME
+    item_rank = np.arange(len(item_rec)) - np.searchsorted(item_frame, item_frame)   # position within its frame
+
+    # Order: frame, then kind (start, pres, posts, items, bookend), then slot (an item: its rank in the frame).
+    # Scatter the records into one buffer.
     kinds = [(starts, np.arange(n_frames), 0, np.zeros(n_frames, np.int64)),
              (records["pre"], frame_idx, 1, slot_idx),
              (records["post"], frame_idx, 2, slot_idx),
-             (bookends, np.arange(n_frames), 3, np.zeros(n_frames, np.int64))]
-    keys = np.concatenate([(f.astype(np.int64) * 4 + kind) * (n_slots + 1) + s for _, f, kind, s in kinds])
+             (item_rec, item_frame, 3, item_rank),
+             (bookends, np.arange(n_frames), 4, np.zeros(n_frames, np.int64))]
+    width = max(n_slots, int(item_rank.max(initial=0))) + 1
+    keys = np.concatenate([(f.astype(np.int64) * 5 + kind) * width + s for _, f, kind, s in kinds])
     sizes = np.concatenate([np.full(len(r), r.dtype.itemsize, np.int64) for r, *_ in kinds])
     order = np.argsort(keys, kind="stable")
     offsets = np.empty(len(keys), np.int64)
@@ -652,7 +704,7 @@ def encode_slp(game: SlpGame) -> bytes:
     _validate(game)
     grid = _Grid(_as_table(game.frames), game.players)
     _fill_defaults(grid, game.players)
-    frames, counts = _frame_events(grid)
+    frames, counts = _frame_events(grid, game.items)
     raw = b"".join([_event_payloads(), _game_start(game), frames, _game_end(game, grid)])
     if len(raw) >= 2**31:
         raise ValueError("game too long for one .slp file")
@@ -698,8 +750,10 @@ def game_from_dataset(dataset, game_id: str, *, last_frame: int | None = None) -
     record = dataset.game(game_id)
     frames = dataset.frames(game_id)
     truncated = last_frame is not None and last_frame < record["last_frame"]
+    items = dataset.items(game_id)
     if last_frame is not None:
         frames = frames.filter(pc.less_equal(frames.column("frame"), last_frame))
+        items = items.filter(pc.less_equal(items.column("frame"), last_frame))
     players = []
     placements = {}
     for p in record["players"]:
@@ -720,6 +774,7 @@ def game_from_dataset(dataset, game_id: str, *, last_frame: int | None = None) -
         stage=record["stage"],
         players=players,
         frames=frames,
+        items=items.sort_by([("frame", "ascending"), ("slot", "ascending")]) if items.num_rows else None,
         end_method=end_method if complete else "NO_CONTEST",
         lras_initiator=record.get("lras_initiator") if complete else None,
         placements=placements if complete and len(placements) == len(players) else None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import peppi_py
+import pyarrow.compute as pc
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -42,6 +43,7 @@ from meleewm.play.session import (
     tick_together,
 )
 from meleewm.replay.dataset import Dataset
+from meleewm.replay.reader import parse_replay
 from meleewm.train.checkpoint import save_checkpoint
 from tests.train.realdata import real_dataset, tiny_config
 
@@ -281,6 +283,52 @@ def test_export_is_a_real_replay_of_the_decoded_states(model, tmp_path):
         known = d["post_state"][:, p] >= 0    # UNKNOWN (-1) is written as null and filled by the writer
         assert np.array_equal(np.asarray(post.state)[known], d["post_state"][known, p])
         assert np.array_equal(np.asarray(pre.state)[1:], np.asarray(post.state)[:-1])  # starts from the last post
+
+
+@pytest.fixture(scope="module")
+def item_model(dataset):
+    """The tiny model with item slots, its item heads set so that slots 0 and 1 always hold an item that moves."""
+    spec = EncodingSpec.fit(dataset, sorted(dataset.game_ids()), items=True, item_slots=3)
+    torch.manual_seed(0)
+    model = WorldModel(spec, tiny_config().model)
+    with torch.no_grad():
+        model.item_present_head.weight.zero_()
+        model.item_present_head.bias.copy_(torch.tensor([9.0, 9.0, -9.0]))
+        model.item_cont_head.weight.normal_(0.0, 0.5)
+    return model.eval()
+
+
+def test_export_writes_the_predicted_items(item_model, replay_files):
+    """Items the model predicts reach the exported replay as Item Update events: a new spawn id when a slot fills
+    or its item changes type, owners as ports; a replay takeover keeps the real items before the start."""
+    session = Session(item_model)
+    session.start_synthetic(31, (20, 2))
+    session.run(30)
+    mine = session.items_table()
+    h = session._history.view()
+    raw = item_model.spec.decode_items(h["item_present"], h["item_type"], h["item_owner"], h["item_cont"])
+    assert mine.num_rows == int(raw["present"].sum()) > 0
+    back = parse_replay(session.slp_bytes(), "export").items
+    for name in ("frame", "type", "id", "owner", "position_x", "position_y", "velocity_x", "velocity_y"):
+        assert back.column(name).to_pylist() == mine.column(name).to_pylist(), name
+    assert set(back.column("owner").to_pylist()) <= {-1, session.ports[0] - 1, session.ports[1] - 1}
+    changed = (raw["present"][1:] & ~raw["present"][:-1]) | (raw["present"][1:] & (raw["type"][1:] != raw["type"][:-1]))
+    assert len(set(back.column("id").to_pylist())) == int(raw["present"][0].sum() + changed.sum())
+
+    takeover = Session(item_model)       # a Falco vs Marth recording with lasers
+    replay = ReplayGame.from_bytes(replay_files["recent_316"].read_bytes(), "recent_316", item_model.spec)
+    real = replay.dataset.items(replay.game_id)
+    start = int(real.column("frame").to_numpy()[len(real) // 2])
+    takeover.start_replay(replay, start)
+    takeover.run(10)
+    real = real.filter(pc.less(real.column("frame"), start))
+    written = parse_replay(takeover.slp_bytes(), "takeover").items
+    before = written.filter(pc.less(written.column("frame"), start))
+    after = written.filter(pc.greater_equal(written.column("frame"), start))
+    assert before.column("id").to_pylist() == real.column("id").to_pylist()
+    assert after.num_rows == takeover.items_table().num_rows > 0 and real.num_rows > 0
+    assert before.column("position_x").to_pylist() == real.column("position_x").to_pylist()
+    assert min(after.column("id").to_pylist()) > max(real.column("id").to_pylist())
 
 
 def test_dream_cli_writes_prefix_plus_model_frames(model, play_files, replay, game_id, tmp_path):

@@ -120,6 +120,13 @@ def test_real_game_round_trips(member, fixtures_dataset, tmp_path):
     for name in fields:
         _same(got.column(name), original.column(name), name)
 
+    # Items and projectiles: every one the recording had, field for field (those its version recorded).
+    items = dataset.items(game_id)
+    assert back.items.num_rows == items.num_rows == record["item_rows"]
+    for name in items.column_names:
+        if name != "game_id" and items.column(name).null_count < items.num_rows:
+            _same(back.items.column(name), items.column(name), f"items.{name}")
+
     # The raw struct array read directly: one record per frame, ids -123.. with no repeats.
     raw = _peppi.read_slippi(str(path), False)
     ids_raw = raw.frames.field("id").to_numpy()
@@ -170,7 +177,7 @@ def test_recent_game_frames_are_byte_identical_to_the_recording(fixtures_dataset
     dataset, ids = fixtures_dataset
     ours = encode_slp(game_from_dataset(dataset, ids["recent"]))
     recorded = replay_files["recent"].read_bytes()
-    frame_events = (0x3A, 0x37, 0x38, 0x3C)
+    frame_events = (0x3A, 0x37, 0x38, 0x3B, 0x3C)
     _, ours_events, _ = _split_raw(ours)
     _, recorded_events, _ = _split_raw(recorded)
     mine = [e for e in ours_events if e[0] in frame_events]
@@ -378,7 +385,7 @@ def _minimal_game(**kwargs) -> SlpGame:
 def test_file_layout_follows_the_3_18_spec():
     data = encode_slp(_minimal_game(start_at=datetime(2020, 1, 2, 3, 4, 5, tzinfo=timezone.utc)))
     sizes, events, tail = _split_raw(data)
-    assert sizes == {0x36: 760, 0x37: 66, 0x38: 84, 0x39: 6, 0x3A: 12, 0x3C: 8}
+    assert sizes == {0x36: 760, 0x37: 66, 0x38: 84, 0x39: 6, 0x3A: 12, 0x3C: 8, 0x3B: 44}
     codes = [c for c, _ in events]
     assert codes[0] == 0x36 and codes[-1] == 0x39
     assert codes[1:7] == [0x3A, 0x37, 0x37, 0x38, 0x38, 0x3C]
@@ -405,6 +412,32 @@ def test_file_layout_follows_the_3_18_spec():
                     "consoleNick": "meleewm",
                     "players": {"0": {"names": {}, "characters": {"1": 23}},
                                 "1": {"names": {}, "characters": {"22": 23}}}}
+
+
+def test_items_are_written_after_the_posts_of_their_frame():
+    """Two lasers on frame -110 and one on -105 (given out of order): Item Update events where Slippi puts them,
+    with the spec's offsets, and read back by peppi with their values."""
+    items = {"frame": np.array([-105, -110, -110], np.int32), "type": np.array([54, 54, 55], np.uint16),
+             "position_x": np.array([10.5, -3.0, 7.25], np.float32),
+             "velocity_x": np.array([-2.0, 3.5, 0.0], np.float32), "id": np.array([2, 0, 1], np.uint32),
+             "owner": np.array([1, 0, 0], np.int8)}
+    data = encode_slp(_minimal_game(items=items))
+    _, events, _ = _split_raw(data)
+    codes = [c for c, _ in events]
+    first = codes.index(0x3B)
+    assert codes[first - 2:first + 3] == [0x38, 0x38, 0x3B, 0x3B, 0x3C]
+    laser = events[first][1]          # payload offsets = spec offsets - 1
+    assert struct.unpack(">i", laser[0:4])[0] == -110 and struct.unpack(">H", laser[4:6])[0] == 54
+    assert struct.unpack(">f", laser[7:11])[0] == 1.0                     # direction: the sign of velocity_x
+    assert struct.unpack(">f", laser[19:23])[0] == -3.0 and struct.unpack(">I", laser[33:37])[0] == 0
+    assert struct.unpack(">b", laser[41:42])[0] == 0
+    back = parse_replay(data, "written").items
+    assert back.column("frame").to_pylist() == [-110, -110, -105]
+    assert back.column("id").to_pylist() == [0, 1, 2] and back.column("type").to_pylist() == [54, 55, 54]
+    assert back.column("position_x").to_pylist() == [-3.0, 7.25, 10.5]
+    assert back.column("owner").to_pylist() == [0, 0, 1]
+    with pytest.raises(ValueError, match="outside the game's frames"):
+        encode_slp(_minimal_game(items={"frame": np.array([-50], np.int32)}))
 
 
 def _peppi_metadata(data: bytes) -> dict:
