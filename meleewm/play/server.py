@@ -240,8 +240,9 @@ class ModelThreads:
     :data:`REALTIME_STREAK` rounds of ticks, so that commands progress on an overloaded machine), and each session
     has at most one piece of work waiting (its runner awaits each). The ticks waiting when a thread turns to them
     run as one round, through ``run_ticks`` (one batched model step for sessions that can share one): when the
-    machine falls behind, the sessions' ticks queue up and batch, and a batch costs little more than one tick. Commands (steps, starts, exports) take
-    turns, first come first served, and rest after each piece of work as long as it took (:data:`COMMAND_SHARE`):
+    machine falls behind, the sessions' ticks queue up and batch, and a batch costs little more than one tick.
+    Commands (steps, starts, exports) take turns, first come first served, and rest after each piece of work as
+    long as it took (:data:`COMMAND_SHARE`):
     a tick is mostly Python, and back-to-back command work would hold the GIL and starve the event loop that
     carries every client's messages."""
 
