@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from meleewm.errors import MeleewmError
 from meleewm.melee.buttons import DIGITAL_BUTTONS, PhysicalButton, button_bits
 from meleewm.melee.characters import EXTERNAL_NAMES, INTERNAL_NAMES
 from meleewm.melee.stages import (
@@ -109,7 +110,7 @@ FRAME_ARRAYS: tuple[str, ...] = (
 ITEM_ARRAYS: tuple[str, ...] = ("item_present", "item_type", "item_owner", "item_cont")
 
 
-class EncodingMismatch(ValueError):
+class EncodingMismatch(MeleewmError, ValueError):
     """Two encodings (e.g. a checkpoint's and a cache's) that cannot be used together."""
 
 

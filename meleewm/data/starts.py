@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from meleewm.data.encoding import STATE_COLUMNS
+from meleewm.errors import MeleewmError
 from meleewm.melee.actions import ACTION_IDS
 from meleewm.melee.characters import EXTERNAL_NAMES, external_to_internal
 from meleewm.melee.stages import LEGAL_STAGES, MAIN_GROUND, SPAWN_POINTS, stage_name
@@ -22,7 +23,7 @@ GROUND_Y = 1e-4                       # y of a character standing on the main st
 
 
 
-class StartError(ValueError):
+class StartError(MeleewmError, ValueError):
     """A start that cannot be synthesized (not a legal stage, an unknown character, a bad mode)."""
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from meleewm.atomic import write_text_atomic
 from meleewm.eval.metrics import (
     HIGHER_IS_BETTER,
     POS_X,
@@ -811,12 +812,6 @@ def render_html(metrics: Mapping[str, Any], rollouts: RolloutSet, meta: Mapping[
     )
 
 
-def _write_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def metrics_json(metrics: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
     """The text of metrics.json: ``{"meta", "metrics", "verdict"}``, sorted keys, no NaN."""
     m = to_jsonable(metrics)
@@ -831,7 +826,7 @@ def write_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     m = to_jsonable(metrics)
-    _write_atomic(out / "metrics.json", metrics_json(m, meta))
+    write_text_atomic(out / "metrics.json", metrics_json(m, meta))
     path = out / "report.html"
-    _write_atomic(path, render_html(m, rollouts, meta))
+    write_text_atomic(path, render_html(m, rollouts, meta))
     return path

@@ -18,6 +18,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from meleewm.errors import MeleewmError
 from meleewm.melee.characters import EXTERNAL_NAMES
 from meleewm.melee.stages import stage_name
 
@@ -29,7 +30,7 @@ HEADER_CACHE = 4096
 PORT_NUMBERS = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
 
 
-class LibraryError(ValueError):
+class LibraryError(MeleewmError, ValueError):
     """A replay the page cannot list or open; the message says why."""
 
 

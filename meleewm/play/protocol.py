@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from meleewm.errors import MeleewmError
 from meleewm.play.controllers import BOT_KINDS
 
 MAX_MESSAGE_BYTES = 16 * 1024      # longer messages get an error reply (uvicorn closes above WS_MAX_SIZE)
@@ -34,7 +35,7 @@ ControllerKind = Literal[CONTROLLER_KINDS]
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
-class ProtocolError(ValueError):
+class ProtocolError(MeleewmError, ValueError):
     """A message the server will not act on; the text is the client's error reply."""
 
 

@@ -83,6 +83,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from meleewm.errors import MeleewmError
 from meleewm.melee.characters import EXTERNAL_NAMES
 from meleewm.melee.stages import LEGAL_STAGES, stage_name
 from meleewm.play.controllers import (
@@ -135,7 +136,7 @@ MAX_OPENED = 4                     # replays opened from the page (library or up
 PLAYABLE = sorted(c for c in EXTERNAL_NAMES if c <= 25)
 
 
-class ClientError(ValueError):
+class ClientError(MeleewmError, ValueError):
     """A client message that cannot be carried out; the client gets its text as an error."""
 
 
@@ -863,7 +864,7 @@ class Hub:
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
-class OriginError(ValueError):
+class OriginError(MeleewmError, ValueError):
     """An ``--allow-origin`` that is not an origin."""
 
 

@@ -52,6 +52,7 @@ import torch
 
 from meleewm.data import starts
 from meleewm.data.encoding import EncodingSpec
+from meleewm.errors import MeleewmError
 from meleewm.melee.characters import character_name
 from meleewm.melee.stages import BATTLEFIELD, LEGAL_STAGES, SPAWN_POINTS, geometry, stage_name
 from meleewm.model.rollout import advance, warm_start
@@ -69,41 +70,14 @@ from meleewm.play.controllers import (
 from meleewm.play.slp_writer import FIRST_FRAME, SlpGame, SlpPlayer, game_from_dataset, write_slp
 from meleewm.play.view import Divergence, items_view, player_view
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = REPO_ROOT / "models" / "meleewm-small.pt"
 FPS = 60
 DEFAULT_WARMUP = 256        # real frames a replay start warms up on (the small model's training window)
 DEFAULT_TIMER = 480         # seconds (8 minutes), as in recorded local games
 MAX_HISTORY = 60 * 60 * FPS  # frames kept for export (one hour); later frames are played but not recorded
 
 
-
-
-class SessionError(ValueError):
+class SessionError(MeleewmError, ValueError):
     """A start, replay or model that a session cannot use; the message says why."""
-
-
-class ModelNotFound(SessionError, FileNotFoundError):
-    """No checkpoint where one was expected."""
-
-
-def resolve_model(path: str | Path | None = None) -> Path:
-    """A checkpoint: ``path`` itself, a run folder's best.pt (else last.pt), or :data:`DEFAULT_MODEL` when None;
-    a clear error when there is none."""
-    if path is None:
-        if not DEFAULT_MODEL.is_file():
-            raise ModelNotFound(f"no model given and the default model {DEFAULT_MODEL} is missing: pass --model "
-                                f"RUN/best.pt (a checkpoint from `meleewm train`) or put the bundled model there")
-        return DEFAULT_MODEL
-    path = Path(path)
-    if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            if (path / name).is_file():
-                return path / name
-        raise ModelNotFound(f"{path} holds no best.pt or last.pt")
-    if not path.is_file():
-        raise ModelNotFound(f"no model at {path}: no checkpoint file there")
-    return path
 
 
 def use_play_threads(threads: int = 1) -> None:
@@ -111,14 +85,6 @@ def use_play_threads(threads: int = 1) -> None:
     threads cost a lot (p50 tick 1.5 ms with 1 thread, 23 ms with 2 under load): play and dream use one."""
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-
-
-def load_play_model(path: str | Path | None = None, device: str = "cpu"):
-    """(model in eval mode, its TrainConfig) of a checkpoint (default :data:`DEFAULT_MODEL`)."""
-    from meleewm.train.checkpoint import load_model
-
-    model, config, _ = load_model(resolve_model(path), device=device)
-    return model, config
 
 
 # -- synthesized starts -------------------------------------------------------------------------------------------
@@ -718,7 +684,7 @@ def stage_geometry_message() -> dict[str, Any]:
 
 
 __all__ = [
-    "DEFAULT_MODEL", "DEFAULT_WARMUP", "FIRST_FRAME", "FPS", "ModelNotFound",
-    "ReplayGame", "Session", "SessionError", "load_play_model", "resolve_model", "stage_geometry_message",
+    "DEFAULT_WARMUP", "FIRST_FRAME", "FPS",
+    "ReplayGame", "Session", "SessionError", "stage_geometry_message",
     "synthetic_columns", "use_play_threads",
 ]

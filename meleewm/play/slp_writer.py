@@ -60,7 +60,6 @@ from __future__ import annotations
 
 import os
 import struct
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -70,6 +69,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from meleewm.atomic import write_bytes_atomic
 from meleewm.melee.characters import EXTERNAL_NAMES, NANA, external_to_internal
 from meleewm.replay.schema import FRAME_FIELDS, FRAME_SCHEMA, POST_FIELDS, PRE_FIELDS
 
@@ -661,20 +661,8 @@ def encode_slp(game: SlpGame) -> bytes:
 
 
 def write_slp(game: SlpGame, path: str | os.PathLike) -> Path:
-    """Write ``game`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    data = encode_slp(game)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``game`` to ``path`` atomically."""
+    return write_bytes_atomic(path, encode_slp(game))
 
 
 # -- from the dataset ----------------------------------------------------------------------------------------

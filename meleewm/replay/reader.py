@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from peppi_py import _peppi
 
+from meleewm.errors import MeleewmError
 from meleewm.melee import LEGAL_STAGES
 from meleewm.replay.schema import (
     FRAME_FIELDS,
@@ -38,7 +39,7 @@ NON_VERSUS_SCENES = {3: "Classic (1P mode)", 4: "Adventure (1P mode)", 5: "All-S
                      10: "Camera mode", 28: "Training mode"}
 
 
-class ReplayError(Exception):
+class ReplayError(MeleewmError):
     """A replay that cannot be ingested: ``reason`` is a short category, ``detail`` the underlying error."""
 
     def __init__(self, reason: str, detail: str = ""):

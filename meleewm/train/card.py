@@ -36,9 +36,11 @@ import torch
 import yaml
 
 from meleewm import __version__
+from meleewm.atomic import write_text_atomic
+from meleewm.errors import MeleewmError
 from meleewm.melee import character_name, stage_name
 from meleewm.replay.dataset import dataset_hash
-from meleewm.train.checkpoint import CheckpointError, read_checkpoint
+from meleewm.model.checkpoint import CheckpointError, read_checkpoint
 from meleewm.train.config import TrainConfig, config_to_dict, parse_target
 from meleewm.train.liveness import Heartbeat, dead_reason, live_owner
 
@@ -144,10 +146,9 @@ def split_facts(trainer) -> dict:
     def side(ids, windows) -> dict:
         return {"games": len(ids), "frames": int(sum(counts[g] for g in ids)), "windows": len(windows)}
 
-    from meleewm.train.trainer import filters_for
     return {"train": side(trainer.train_ids, trainer.train_windows), "val": side(trainer.val_ids, trainer.val_windows),
             "val_from_train": bool(set(trainer.val_ids) & set(trainer.train_ids)),
-            "seq_len": trainer.config.data.seq_len, "filters": filters_for(trainer.config),
+            "seq_len": trainer.config.data.seq_len, "filters": trainer.config.data.filters(),
             "val_fraction": trainer.config.data.val_fraction, "split_seed": trainer.config.data.split_seed,
             "max_games": trainer.config.data.max_games}
 
@@ -681,9 +682,7 @@ def write_card(out_dir: str | Path, facts: dict) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     prior = prior_runs(out_dir, facts)
     for name, text in ((CARD_JSON, json.dumps(facts, indent=1, default=str)), (CARD_MD, render(facts, prior))):
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out_dir / name)
+        write_text_atomic(out_dir / name, text)
     return out_dir / CARD_MD
 
 
@@ -724,7 +723,7 @@ def plan(data, config: TrainConfig, out_dir, *, config_path=None, overrides=(), 
     return facts
 
 
-class CardError(Exception):
+class CardError(MeleewmError):
     """A card that cannot be written where asked (a folder that holds another run)."""
 
 
