@@ -84,7 +84,8 @@ from fastapi.staticfiles import StaticFiles
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from meleewm.errors import MeleewmError
-from meleewm.melee.characters import EXTERNAL_NAMES
+from meleewm.melee.characters import EXTERNAL_NAMES, PLAYABLE_CHARACTERS
+from meleewm.melee.game import FPS
 from meleewm.melee.stages import LEGAL_STAGES, stage_name
 from meleewm.play.controllers import (
     BrowserController,
@@ -119,7 +120,6 @@ from meleewm.play.protocol import (
     parse_message,
 )
 from meleewm.play.session import (
-    FPS,
     ReplayGame,
     Session,
     SessionError,
@@ -133,7 +133,7 @@ STATIC = Path(__file__).resolve().parent / "static"
 WS_MAX_SIZE = 64 * 1024
 WS_MAX_QUEUE = 16
 MAX_OPENED = 4                     # replays opened from the page (library or upload) kept in memory
-PLAYABLE = sorted(c for c in EXTERNAL_NAMES if c <= 25)
+PLAYABLE = list(PLAYABLE_CHARACTERS)
 
 
 class ClientError(MeleewmError, ValueError):

@@ -31,7 +31,7 @@ Pacing (60 fps, or as fast as possible for scripts) is the caller's business: th
 task per session, ``dream`` runs ticks back to back.
 
 Export: :meth:`Session.slp_game` / :meth:`Session.export_slp` write the session as a real Slippi replay with
-``meleewm.play.slp_writer``: a replay start keeps the real frames −123..F−1 as they were recorded (the warm-up
+``meleewm.replay.writer``: a replay start keeps the real frames −123..F−1 as they were recorded (the warm-up
 prefix), then the session's frames F.. (post_* from the decoded states, pre_* controller columns from the inputs
 used, pre_state/position/direction/percent from the previous frame's post state).
 """
@@ -54,6 +54,7 @@ from meleewm.data import starts
 from meleewm.data.encoding import EncodingSpec
 from meleewm.errors import MeleewmError
 from meleewm.melee.characters import character_name
+from meleewm.melee.game import FIRST_FRAME, FPS
 from meleewm.melee.stages import BATTLEFIELD, LEGAL_STAGES, SPAWN_POINTS, geometry, stage_name
 from meleewm.model.rollout import advance, warm_start
 from meleewm.model.rules import RULE_EVENTS, RULE_KEYS, GameRules
@@ -67,10 +68,9 @@ from meleewm.play.controllers import (
     TickView,
     encode_controllers,
 )
-from meleewm.play.slp_writer import FIRST_FRAME, SlpGame, SlpPlayer, game_from_dataset, write_slp
 from meleewm.play.view import Divergence, items_view, player_view
+from meleewm.replay.writer import SlpGame, SlpPlayer, encode_slp, game_from_dataset, write_slp
 
-FPS = 60
 DEFAULT_WARMUP = 256        # real frames a replay start warms up on (the small model's training window)
 DEFAULT_TIMER = 480         # seconds (8 minutes), as in recorded local games
 MAX_HISTORY = 60 * 60 * FPS  # frames kept for export (one hour); later frames are played but not recorded
@@ -661,8 +661,6 @@ state of the
         return write_slp(self.slp_game(), path)
 
     def slp_bytes(self) -> bytes:
-        from meleewm.play.slp_writer import encode_slp
-
         return encode_slp(self.slp_game())
 
     def describe(self) -> dict:

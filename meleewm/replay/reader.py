@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 from peppi_py import _peppi
 
 from meleewm.errors import MeleewmError
-from meleewm.melee import LEGAL_STAGES
+from meleewm.melee import FPS, LEGAL_STAGES
 from meleewm.replay.schema import (
     FRAME_FIELDS,
     FRAME_SCHEMA,
@@ -312,7 +312,7 @@ def _game_record(start: dict, end: dict | None, meta: dict, stats: dict, *, game
         "first_frame": int(frame_ids[0]),
         "last_frame": int(frame_ids[-1]),
         "rollback_frames": int(n_records - frame_count),
-        "duration_s": frame_count / 60.0,
+        "duration_s": frame_count / FPS,
         "two_humans": len(players) == 2 and humans == 2,
         "completed": end_method in ("GAME", "TIME") or zero_stocks,
         "legal_stage": int(start["stage"]) in LEGAL_STAGES,

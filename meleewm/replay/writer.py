@@ -70,11 +70,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from meleewm.atomic import write_bytes_atomic
+from meleewm.melee.game import FIRST_FRAME, FULL_SHIELD
 from meleewm.melee.characters import EXTERNAL_NAMES, NANA, external_to_internal
 from meleewm.replay.schema import FRAME_FIELDS, FRAME_SCHEMA, POST_FIELDS, PRE_FIELDS
 
 SLIPPI_VERSION = (3, 18, 0)
-FIRST_FRAME = -123
 
 # Event command bytes.
 EVENT_PAYLOADS = 0x35
@@ -93,7 +93,6 @@ LANGUAGES = {"japanese": 0, "english": 1}
 SCENE_VS = 2            # major scene of a game started from VS mode (8 = Slippi online)
 SCENE_MINOR_IN_GAME = 2
 NO_HITTER = 6           # post.last_hit_by before anyone has been hit
-FULL_SHIELD = 60.0
 RAW_STICK_SCALE = 80.0  # processed stick 1.0 ~ raw 80 on a calibrated controller
 
 
