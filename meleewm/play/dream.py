@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 
 from meleewm.model.checkpoint import load_model, resolve_model
-from meleewm.play.session import ReplayGame, Session, SessionError, use_play_threads
+from meleewm.play.session import Session, use_play_threads
+from meleewm.play.starts import ReplayGame, SessionError
 
 
 @dataclass

@@ -119,13 +119,8 @@ from meleewm.play.protocol import (
     Temperature,
     parse_message,
 )
-from meleewm.play.session import (
-    ReplayGame,
-    Session,
-    SessionError,
-    stage_geometry_message,
-    use_play_threads,
-)
+from meleewm.play.session import Session, stage_geometry_message, use_play_threads
+from meleewm.play.starts import ReplayGame, SessionError
 
 STATIC = Path(__file__).resolve().parent / "static"
 # uvicorn closes a connection whose message exceeds WS_MAX_SIZE (code 1009, no reply possible); between

@@ -30,12 +30,9 @@ from meleewm.play.controllers import (
     encode_controllers,
 )
 from meleewm.play.dream import dream_session
-from meleewm.play.session import (
-    FIRST_FRAME,
-    ReplayGame,
-    Session,
-    SessionError,
-)
+from meleewm.melee.game import FIRST_FRAME
+from meleewm.play.session import Session
+from meleewm.play.starts import ReplayGame, SessionError
 from meleewm.model import checkpoint as checkpoint_module
 from meleewm.model.checkpoint import ModelNotFound, load_model, resolve_model
 from meleewm.replay.dataset import Dataset
