@@ -155,7 +155,7 @@ def _eval_into_card(card, trainer, result, data: Path, out: Path) -> None:
     from meleewm.eval.run import EvalSettings, run_eval
 
     config, best = trainer.config, out / "best.pt"
-    metrics, error, started = None, None, time.perf_counter()
+    evaluation, error, started = None, None, time.perf_counter()
     if result.stop_reason.startswith("interrupted"):
         error = "skipped: the run was interrupted"
     elif not best.is_file():
@@ -165,15 +165,15 @@ def _eval_into_card(card, trainer, result, data: Path, out: Path) -> None:
                                 seed=config.eval.seed)
         console.print(f"eval of {best}: {settings.starts} starts, horizon {settings.horizon}")
         try:
-            metrics = run_eval(best, data, out / "eval", games=list(trainer.val_ids), settings=settings,
-                               command=f"meleewm eval {best} --data {data} --starts {settings.starts} "
-                                       f"--horizon {settings.horizon} --warmup {settings.warmup}")
+            evaluation = run_eval(best, data, out / "eval", games=list(trainer.val_ids), settings=settings,
+                                  command=f"meleewm eval {best} --data {data} --starts {settings.starts} "
+                                          f"--horizon {settings.horizon} --warmup {settings.warmup}")
         except MeleewmError as failure:
             error = f"eval failed: {failure}"
-    card.finish(result, eval_metrics=metrics, eval_error=error, eval_dir=out / "eval",
-                eval_seconds=time.perf_counter() - started if metrics is not None else None)
-    if metrics is not None:
-        _print_rollout_table(metrics)
+    card.finish(result, evaluation=evaluation, eval_error=error, eval_dir=out / "eval",
+                eval_seconds=time.perf_counter() - started if evaluation is not None else None)
+    if evaluation is not None:
+        _print_rollout_table(evaluation.metrics)
 
 
 @app.command("eval")
@@ -201,7 +201,6 @@ def eval_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from meleewm.eval.report import verdict
     from meleewm.eval.run import EvalSettings, run_eval
 
     checkpoint = _resolve_model(model)
@@ -212,18 +211,18 @@ def eval_command(
                   console=console) as progress:
         task = progress.add_task("eval", total=starts * (2 + len(compare)))
         try:
-            metrics = run_eval(checkpoint, data, out, split=split, games=games.split(",") if games else None,
-                               compare=compare, settings=settings, command=shlex.join(sys.argv),
-                               progress=lambda n: progress.advance(task, n))
+            evaluation = run_eval(checkpoint, data, out, split=split, games=games.split(",") if games else None,
+                                  compare=compare, settings=settings, command=shlex.join(sys.argv),
+                                  progress=lambda n: progress.advance(task, n))
         except MeleewmError as error:
             _fail(str(error))
-    judged = verdict(metrics)
-    if metrics["meta"].get("teacher_forced"):
-        console.print(f"[yellow]teacher-forced metrics {escape(metrics['meta']['teacher_forced'])}[/]", soft_wrap=True)
+    judged = evaluation.verdict
+    if evaluation.meta.get("teacher_forced"):
+        console.print(f"[yellow]teacher-forced metrics {escape(evaluation.meta['teacher_forced'])}[/]", soft_wrap=True)
     for line in judged.get("player_lines", []):
         console.print(line, soft_wrap=True)
     console.print(f"[bold]{judged['headline']}[/]", soft_wrap=True)
-    _print_rollout_table(metrics)
+    _print_rollout_table(evaluation.metrics)
     console.print(f"report: {out / 'report.html'}   metrics: {out / 'metrics.json'}")
 
 
@@ -377,10 +376,11 @@ def plan(
     from meleewm.train.config import load_config
 
     overrides = list(overrides or [])
-    if gpu_hourly_cost is not None:
-        overrides.append(f"card.hourly_cost={gpu_hourly_cost}")
     try:
         train_config = load_config(config, overrides)
+        if gpu_hourly_cost is not None:   # already a checked float: set it; the launch command carries it as text
+            train_config.card.hourly_cost = gpu_hourly_cost
+            overrides.append(f"card.hourly_cost={gpu_hourly_cost}")
         out = out or Path("runs") / train_config.name
         facts = plan_run(data, train_config, out, config_path=config, overrides=overrides, probe_steps=probe_steps,
                          progress=True)

@@ -17,7 +17,8 @@ training steps) on this machine. ``train`` reuses the estimate of a ``plan`` car
 config and the dataset match; otherwise it measures the run's own first steps (and refines the estimate with
 the first epoch's validation time).
 
-This module sits in ``meleewm.train``: it imports nothing downstream (evaluation results come in as plain dicts).
+This module sits in ``meleewm.train``: it imports nothing from eval/ (an evaluation comes in as an object with
+``meta`` and ``metrics``, ``meleewm.eval.report.EvalResult``, passed by the command line).
 """
 
 from __future__ import annotations
@@ -807,7 +808,7 @@ class CardRecorder:
         gaps = sorted(b - a for a, b in zip(times, times[1:]))
         return gaps[len(gaps) // 2]  # the median step: validations between epochs do not count
 
-    def finish(self, result, *, eval_metrics: dict | None = None, eval_error: str | None = None,
+    def finish(self, result, *, evaluation=None, eval_error: str | None = None,
                eval_dir: str | Path | None = None, eval_seconds: float | None = None) -> Path | None:
         """Add the results section: metrics against the targets, the eval tables, time and cost."""
         if not self.active or self.facts is None:
@@ -831,9 +832,9 @@ class CardRecorder:
         if f["config"]["log"]["tensorboard"]:
             links["TensorBoard"] = f"{out / 'tensorboard'} (tensorboard --logdir {out / 'tensorboard'})"
         ev: dict = {}
-        if eval_metrics is not None:
-            summary_table, horizon_table = eval_tables(eval_metrics)
-            meta = eval_metrics.get("meta", {})
+        if evaluation is not None:   # a meleewm.eval.report.EvalResult
+            summary_table, horizon_table = eval_tables(evaluation.metrics)
+            meta = evaluation.meta
             ev = {"starts": meta.get("starts"), "games": meta.get("games"), "warmup": meta.get("warmup"),
                   "horizon": meta.get("horizon"), "report": str(Path(eval_dir) / "report.html"),
                   "metrics": str(Path(eval_dir) / "metrics.json"), "summary_table": summary_table,
@@ -847,7 +848,7 @@ class CardRecorder:
             "stop_reason": reason, "ended": _now(), "steps": result.steps, "epochs": result.epochs_done,
             "wall_seconds": wall, "train_seconds": result.elapsed, "eval_seconds": eval_seconds,
             "seconds_per_batch": self._seconds_per_batch(), "metrics": rows, "eval": ev,
-            "eval_summary": eval_summary(eval_metrics) if eval_metrics else {}, "links": links,
+            "eval_summary": eval_summary(evaluation.metrics) if evaluation else {}, "links": links,
             "best_metric": result.best_metric,
         }
         if f.get("hourly_cost"):

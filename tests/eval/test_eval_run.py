@@ -38,8 +38,10 @@ def trained(replays, manifest, tmp_path_factory):
 
 def test_eval_writes_every_section(trained, tmp_path):
     data, checkpoint = trained
-    metrics = run_eval(checkpoint, data, tmp_path / "report", split="all", settings=SETTINGS)
-    for section in ("rollout", "summary", "ko_timing", "breakdowns", "plausibility", "teacher_forced", "meta",
+    result = run_eval(checkpoint, data, tmp_path / "report", split="all", settings=SETTINGS)
+    metrics = result.metrics
+    assert result.meta
+    for section in ("rollout", "summary", "ko_timing", "breakdowns", "plausibility", "teacher_forced",
                     "idle", "action_timing", "events", "rule_counts"):
         assert metrics[section], section
     for name in ("model", "model_with_rules"):

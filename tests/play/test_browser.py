@@ -46,7 +46,7 @@ def server(replays, manifest, tmp_path_factory):
     import uvicorn
 
     checkpoint, data = play_checkpoint(replays, manifest, tmp_path_factory)
-    model = load_model(resolve_model(os.environ.get("MELEEWM_PLAY_MODEL") or checkpoint)).model   # e.g. the bundled model
+    model = load_model(resolve_model(os.environ.get("MELEEWM_PLAY_MODEL") or checkpoint)).model   # e.g. bundled
     # The tiny untrained model flies off the stage within seconds; with the rules on it would spend the test KO'd
     # and waiting to respawn, so the page is tested on the model alone (the rules have tests of their own).
     app = create_app(model, replays=ReplayCatalog(model.spec, data=data), library=ReplayLibrary(data.parent / "replays"),
