@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/play_latency.py [--model M] [--frames 3600] [--threads 1]
 
-Uses the bundled model (``meleewm.play.session.DEFAULT_MODEL``) when present, else ``--model``. A synthesized
+Uses the bundled model (``meleewm.model.checkpoint.DEFAULT_MODEL``) when present, else ``--model``. A synthesized
 Battlefield start, port 1 on the approach-and-attack bot and port 2 on the random bot (so inputs change), then
 ``--frames`` ticks back to back. Each tick is timed end to end: ``Session.tick()`` (read both controllers, encode
 them, ``model.step()``, ``next_inputs``, ``decode_state`` + state-age rule, record for export) plus
@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from meleewm.play.controllers import ApproachController, RandomController
-from meleewm.play.session import DEFAULT_MODEL, Session, load_play_model, tick_together
+from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+from meleewm.play.session import Session, tick_together
 
 BUDGET_MS = 1000.0 / 60.0
 
@@ -51,7 +52,7 @@ def main(argv=None) -> dict:
     model_path = DEFAULT_MODEL if DEFAULT_MODEL.is_file() else args.model
     if model_path is None:
         sys.exit(f"no bundled model at {DEFAULT_MODEL}; pass --model RUN/best.pt")
-    model, config = load_play_model(model_path)
+    model = load_model(model_path).model
 
     session = Session(model)
     session.set_controller(0, ApproachController())
@@ -87,14 +88,14 @@ def main(argv=None) -> dict:
     rounds = _rounds(model, args.sessions, args.frames // 2, args.warm) if args.sessions > 1 else None
     result = {
         "benchmark": "play_latency", "model": str(model_path), "params": model.num_params(),
-        "body": config.model.body, "d_model": config.model.d_model, "n_layer": config.model.n_layer,
+        "body": model.config.body, "d_model": model.config.d_model, "n_layer": model.config.n_layer,
         "frames": args.frames, "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
         "torch": torch.__version__, "tick": t, "step": s, "ratio_p50": round(t["p50_ms"] / s["p50_ms"], 3),
         "message_bytes": round(size / args.frames), "goal_p99_ms": 4.0, "goal_met": t["p99_ms"] < 4.0,
         "rounds": rounds,
     }
-    print(f"model {model_path} ({result['params']:,} parameters, {config.model.body} d={config.model.d_model} "
-          f"layers={config.model.n_layer}); {args.frames} ticks at batch 1, {result['threads']} thread(s)")
+    print(f"model {model_path} ({result['params']:,} parameters, {model.config.body} d={model.config.d_model} "
+          f"layers={model.config.n_layer}); {args.frames} ticks at batch 1, {result['threads']} thread(s)")
     for name, st in (("tick (controllers+step+decode+JSON)", t), ("bare model.step()", s)):
         print(f"  {name:38s} p50 {st['p50_ms']:.3f} ms  p99 {st['p99_ms']:.3f} ms  max {st['max_ms']:.3f} ms  "
               f"over 16.7 ms: {100 * st['over_budget']:.3f} %")

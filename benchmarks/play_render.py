@@ -37,10 +37,11 @@ def main(argv=None) -> dict:
     from playwright.sync_api import sync_playwright
 
     from meleewm.play.server import ReplayCatalog, create_app
-    from meleewm.play.session import load_play_model, resolve_model, use_play_threads
+    from meleewm.model.checkpoint import load_model, resolve_model
+    from meleewm.play.session import use_play_threads
 
     use_play_threads()
-    model, _ = load_play_model(args.model)
+    model = load_model(resolve_model(args.model)).model
     catalog = ReplayCatalog(model.spec, [args.replay] if args.replay else [])
     default_start = ({"kind": "replay", "replay": catalog.entries[0]["id"], "frame": args.frame}
                      if args.replay else None)

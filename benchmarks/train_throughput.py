@@ -45,11 +45,11 @@ from torch.utils.data import DataLoader, default_collate
 from meleewm.data.cache import build_cache
 from meleewm.data.encoding import EncodingSpec
 from meleewm.data.windows import WindowDataset
-from meleewm.model.world import MASK_KEYS, LossConfig, WorldModel, WorldModelConfig, next_inputs
+from meleewm.model.world import MASK_KEYS, WorldModel, WorldModelConfig, next_inputs
 from meleewm.replay.dataset import Dataset
 from meleewm.replay.ingest import ingest
 from meleewm.train.config import load_config
-from meleewm.train.losses import head_losses, total_loss
+from meleewm.model.losses import LossConfig, head_losses, total_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 REPLAYS = Path(os.environ.get("MELEEWM_REPLAYS", ROOT.parent / "shared" / "replays"))

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from meleewm.errors import MeleewmError
+
 app = typer.Typer(help="meleewm: a playable world model of Super Smash Bros. Melee, learned from Slippi replays.",
                   no_args_is_help=True, add_completion=False)
 console = Console()
@@ -33,13 +35,12 @@ def ingest(
     """Parse replays into a columnar dataset; bad files are quarantined, never fatal. Re-runs resume."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from meleewm.replay.dataset import DatasetError
     from meleewm.replay.ingest import ingest as run_ingest
-    from meleewm.replay.sources import SourceError, count_replays
+    from meleewm.replay.sources import count_replays
 
     try:
         total = count_replays(paths)
-    except SourceError as error:  # a path that does not exist: say so before starting
+    except MeleewmError as error:  # a path that does not exist: say so before starting
         _fail(str(error))
     columns = [TextColumn("[bold]ingest"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[rate]}")]
@@ -55,7 +56,7 @@ def ingest(
         try:
             stats = run_ingest(paths, out, workers=workers, batch_size=batch_size, keep_names=keep_names,
                                retry_quarantined=retry_quarantined, on_progress=on_progress)
-        except (DatasetError, SourceError) as error:
+        except MeleewmError as error:
             _fail(str(error))
         progress.update(task, completed=stats.seen)
 
@@ -76,12 +77,12 @@ def ingest(
 @app.command()
 def info(dataset: Path = typer.Argument(..., help="dataset folder")) -> None:
     """Summarise a dataset: games, frames, hours, characters, stages, versions, end methods, quarantine."""
-    from meleewm.replay.dataset import Dataset, DatasetError
+    from meleewm.replay.dataset import Dataset
     from meleewm.replay.summary import summarize
 
     try:
         summary = summarize(Dataset(dataset))
-    except DatasetError as error:
+    except MeleewmError as error:
         _fail(str(error))
     for title, rows in summary.items():
         table = Table(title=title)
@@ -106,12 +107,9 @@ def train(
 
     Writes OUT/card.md at launch (the plan: data, model, estimate, kill thresholds), stops when a kill threshold
     fires or on Ctrl-C/SIGTERM (saving last.pt), then evaluates best.pt and adds the results to the card."""
-    from meleewm.data.encoding import EncodingMismatch
-    from meleewm.replay.dataset import DatasetError
-    from meleewm.train.checkpoint import CheckpointError
-    from meleewm.train.config import ConfigError, load_config
-    from meleewm.train.card import CardError, CardRecorder
-    from meleewm.train.trainer import Trainer, TrainError
+    from meleewm.train.config import load_config
+    from meleewm.train.card import CardRecorder
+    from meleewm.train.trainer import Trainer
 
     card = CardRecorder(out, data=data, config_path=config, overrides=overrides or [])
     try:
@@ -125,7 +123,7 @@ def train(
         except BaseException as error:
             card.fail(error)
             raise
-    except (ConfigError, TrainError, DatasetError, CheckpointError, EncodingMismatch, CardError) as error:
+    except MeleewmError as error:
         _fail(str(error))
     if card.active and run_eval_after:
         _eval_into_card(card, trainer, result, data, out)
@@ -154,12 +152,10 @@ def train(
 
 def _eval_into_card(card, trainer, result, data: Path, out: Path) -> None:
     """``meleewm eval`` of best.pt on the run's validation games (modest settings), into the card's results."""
-    from meleewm.eval.run import EvalError, EvalSettings, run_eval
-    from meleewm.replay.dataset import DatasetError
-    from meleewm.train.checkpoint import CheckpointError
+    from meleewm.eval.run import EvalSettings, run_eval
 
     config, best = trainer.config, out / "best.pt"
-    metrics, error, started = None, None, time.perf_counter()
+    evaluation, error, started = None, None, time.perf_counter()
     if result.stop_reason.startswith("interrupted"):
         error = "skipped: the run was interrupted"
     elif not best.is_file():
@@ -169,15 +165,15 @@ def _eval_into_card(card, trainer, result, data: Path, out: Path) -> None:
                                 seed=config.eval.seed)
         console.print(f"eval of {best}: {settings.starts} starts, horizon {settings.horizon}")
         try:
-            metrics = run_eval(best, data, out / "eval", games=list(trainer.val_ids), settings=settings,
-                               command=f"meleewm eval {best} --data {data} --starts {settings.starts} "
-                                       f"--horizon {settings.horizon} --warmup {settings.warmup}")
-        except (EvalError, DatasetError, CheckpointError) as failure:
+            evaluation = run_eval(best, data, out / "eval", games=list(trainer.val_ids), settings=settings,
+                                  command=f"meleewm eval {best} --data {data} --starts {settings.starts} "
+                                          f"--horizon {settings.horizon} --warmup {settings.warmup}")
+        except MeleewmError as failure:
             error = f"eval failed: {failure}"
-    card.finish(result, eval_metrics=metrics, eval_error=error, eval_dir=out / "eval",
-                eval_seconds=time.perf_counter() - started if metrics is not None else None)
-    if metrics is not None:
-        _print_rollout_table(metrics)
+    card.finish(result, evaluation=evaluation, eval_error=error, eval_dir=out / "eval",
+                eval_seconds=time.perf_counter() - started if evaluation is not None else None)
+    if evaluation is not None:
+        _print_rollout_table(evaluation.metrics)
 
 
 @app.command("eval")
@@ -205,10 +201,7 @@ def eval_command(
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from meleewm.eval.report import verdict
-    from meleewm.eval.run import EvalError, EvalSettings, run_eval
-    from meleewm.replay.dataset import DatasetError
-    from meleewm.train.checkpoint import CheckpointError
+    from meleewm.eval.run import EvalSettings, run_eval
 
     checkpoint = _resolve_model(model)
     out = out or (checkpoint.parent / "eval" if checkpoint.name in ("best.pt", "last.pt") else Path("eval"))
@@ -218,18 +211,18 @@ def eval_command(
                   console=console) as progress:
         task = progress.add_task("eval", total=starts * (2 + len(compare)))
         try:
-            metrics = run_eval(checkpoint, data, out, split=split, games=games.split(",") if games else None,
-                               compare=compare, settings=settings, command=shlex.join(sys.argv),
-                               progress=lambda n: progress.advance(task, n))
-        except (EvalError, DatasetError, CheckpointError) as error:
+            evaluation = run_eval(checkpoint, data, out, split=split, games=games.split(",") if games else None,
+                                  compare=compare, settings=settings, command=shlex.join(sys.argv),
+                                  progress=lambda n: progress.advance(task, n))
+        except MeleewmError as error:
             _fail(str(error))
-    judged = verdict(metrics)
-    if metrics["meta"].get("teacher_forced"):
-        console.print(f"[yellow]teacher-forced metrics {escape(metrics['meta']['teacher_forced'])}[/]", soft_wrap=True)
+    judged = evaluation.verdict
+    if evaluation.meta.get("teacher_forced"):
+        console.print(f"[yellow]teacher-forced metrics {escape(evaluation.meta['teacher_forced'])}[/]", soft_wrap=True)
     for line in judged.get("player_lines", []):
         console.print(line, soft_wrap=True)
     console.print(f"[bold]{judged['headline']}[/]", soft_wrap=True)
-    _print_rollout_table(metrics)
+    _print_rollout_table(evaluation.metrics)
     console.print(f"report: {out / 'report.html'}   metrics: {out / 'metrics.json'}")
 
 
@@ -239,23 +232,23 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="destination, e.g. models/meleewm-small.pt"),
 ) -> None:
     """Write a play/eval-only copy of a checkpoint (no optimizer state): what gets bundled."""
-    from meleewm.train.checkpoint import CheckpointError, export_checkpoint
+    from meleewm.model.checkpoint import export_model
 
     source = _resolve_model(run)
     try:
-        path = export_checkpoint(source, out)
-    except CheckpointError as error:
+        path = export_model(source, out)
+    except MeleewmError as error:
         _fail(str(error))
     console.print(f"{source} → {path} ({path.stat().st_size / 1e6:.1f} MB)")
 
 
 def _resolve_model(model: Path | None) -> Path:
     """A checkpoint path from a run folder, a file, or (when None) the bundled model; exit 2 when none."""
-    from meleewm.play.session import ModelNotFound, resolve_model
+    from meleewm.model.checkpoint import resolve_model
 
     try:
         return resolve_model(model)
-    except ModelNotFound as error:
+    except MeleewmError as error:
         _fail(str(error))
 
 
@@ -299,11 +292,9 @@ def play(
     """Play the world model in the browser: a local web server, one WebSocket per player.
 
     Only the server's own page (and each --allow-origin) may use it; see docs/security.md."""
-    from meleewm.play.library import LibraryError, ReplayLibrary, default_replay_folder
-    from meleewm.play.server import OriginError, ReplayCatalog, create_app, listen, normalize_origin, serve
-    from meleewm.play.session import SessionError, load_play_model
-    from meleewm.replay.dataset import DatasetError
-    from meleewm.train.checkpoint import CheckpointError
+    from meleewm.play.library import ReplayLibrary, default_replay_folder
+    from meleewm.play.server import ReplayCatalog, create_app, listen, normalize_origin, serve
+    from meleewm.model.checkpoint import load_model, resolve_model
 
     if frame is not None and not replay:
         _fail("--frame needs --replay")
@@ -312,7 +303,7 @@ def play(
     try:
         origins = [normalize_origin(o) for o in allow_origin or ()]   # before the model loads: fail fast
         library = ReplayLibrary(replays)
-        world, _ = load_play_model(model)
+        world = load_model(resolve_model(model)).model
         catalog = ReplayCatalog(world.spec, [replay] if replay else [], data=data)
         default_start = None
         if replay:
@@ -326,7 +317,7 @@ def play(
         app_ = create_app(world, replays=catalog, library=library, default_start=default_start,
                           temperature=temperature, rules=rules, warmup=warmup, allow_origins=origins)
         sock, url = listen(host, port)
-    except (SessionError, CheckpointError, DatasetError, LibraryError, OriginError) as error:
+    except MeleewmError as error:
         _fail(str(error))
     except OSError as error:
         _fail(f"cannot listen on {host}:{port}: {error.strerror or error}")
@@ -351,16 +342,13 @@ def dream(
 ) -> None:
     """Roll the model forward from a real moment on the replay's recorded inputs; save it as a Slippi replay."""
     from meleewm.play.dream import dream as run_dream
-    from meleewm.play.session import SessionError
-    from meleewm.replay.dataset import DatasetError
-    from meleewm.train.checkpoint import CheckpointError
 
     if not export.parent.is_dir():
         _fail(f"cannot write {export}: the folder {export.parent} does not exist")
     try:
         result = run_dream(model, replay, frame, frames, export, data=data, temperature=temperature, seed=seed,
                            warmup=warmup, rules=rules)
-    except (SessionError, CheckpointError, DatasetError) as error:
+    except MeleewmError as error:
         _fail(str(error))
     except OSError as error:
         _fail(f"cannot write {export}: {error.strerror or error}")
@@ -384,23 +372,19 @@ def plan(
 ) -> None:
     """Plan a run without training it: write OUT/card.md (data, model, encoding, estimate, kill thresholds,
     launch and resume commands, prior comparable runs)."""
-    from meleewm.data.encoding import EncodingMismatch
-    from meleewm.replay.dataset import DatasetError
-    from meleewm.train.card import CardError
     from meleewm.train.card import plan as plan_run
-    from meleewm.train.checkpoint import CheckpointError
-    from meleewm.train.config import ConfigError, load_config
-    from meleewm.train.trainer import TrainError
+    from meleewm.train.config import load_config
 
     overrides = list(overrides or [])
-    if gpu_hourly_cost is not None:
-        overrides.append(f"card.hourly_cost={gpu_hourly_cost}")
     try:
         train_config = load_config(config, overrides)
+        if gpu_hourly_cost is not None:   # already a checked float: set it; the launch command carries it as text
+            train_config.card.hourly_cost = gpu_hourly_cost
+            overrides.append(f"card.hourly_cost={gpu_hourly_cost}")
         out = out or Path("runs") / train_config.name
         facts = plan_run(data, train_config, out, config_path=config, overrides=overrides, probe_steps=probe_steps,
                          progress=True)
-    except (ConfigError, TrainError, DatasetError, CheckpointError, EncodingMismatch, CardError) as error:
+    except MeleewmError as error:
         _fail(str(error))
     split, est = facts["split"], facts["estimate"]
     table = Table(title=f"plan → {out}/card.md")

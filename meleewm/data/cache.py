@@ -29,13 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from meleewm.data.encoding import FRAME_ARRAYS, ITEM_ARRAYS, CONT_FIELDS, EncodedGame, EncodingSpec
+from meleewm.errors import MeleewmError
 
 CACHE_FORMAT = "meleewm-encoded-cache"
 CACHE_VERSION = 1
 META, INDEX = "meta.json", "index.json"
 
 
-class CacheError(Exception):
+class CacheError(MeleewmError):
     """A folder that is not a complete encoded cache."""
 
 

@@ -26,17 +26,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from meleewm.errors import MeleewmError
 from meleewm.melee.buttons import DIGITAL_BUTTONS, PhysicalButton, button_bits
 from meleewm.melee.characters import EXTERNAL_NAMES, INTERNAL_NAMES
-from meleewm.melee.stages import (
-    BATTLEFIELD,
-    DREAM_LAND,
-    FINAL_DESTINATION,
-    FOUNTAIN_OF_DREAMS,
-    POKEMON_STADIUM,
-    STAGE_NAMES,
-    YOSHIS_STORY,
-)
+from meleewm.melee.stages import GROUND_MIRROR, STAGE_NAMES, ground_mirror
 from meleewm.replay.limits import clip as clip_to_limits
 
 ENCODING_VERSION = 1
@@ -88,19 +81,6 @@ STATE_COLUMNS: tuple[str, ...] = (
 )
 CTRL_COLUMNS: tuple[str, ...] = STICK_FIELDS + TRIGGER_FIELDS + ("pre_triggers", "pre_buttons_physical")
 
-# Ground ids that swap under x -> -x, per legal stage. Read off games-1 replays: the mean x where characters stand
-# on each ground id (e.g. Battlefield 0 at x -64.5 and 5 at +64.2; 2 at -36.7 and 4 at +36.9). Unlisted ids (the
-# main stage, top platforms, Yoshi's Story's Randall) map to themselves. Other stages: identity.
-GROUND_MIRROR: dict[int, dict[int, int]] = {
-    FOUNTAIN_OF_DREAMS: {0: 1, 3: 7, 4: 6},
-    POKEMON_STADIUM: {35: 36, 51: 54, 52: 53},
-    YOSHIS_STORY: {1: 5, 2: 6},
-    DREAM_LAND: {0: 1, 3: 5},
-    BATTLEFIELD: {0: 5, 2: 4},
-    FINAL_DESTINATION: {0: 2},
-}
-MIRROR_STAGES: frozenset[int] = frozenset(GROUND_MIRROR)
-
 # Arrays of an EncodedGame (and of a window sample) that have a frame axis first.
 FRAME_ARRAYS: tuple[str, ...] = (
     "frame_ids", "cont", "cont_mask", "binary", "bin_mask", "cat", "cat_mask", "ctrl", "state_age",
@@ -109,14 +89,8 @@ FRAME_ARRAYS: tuple[str, ...] = (
 ITEM_ARRAYS: tuple[str, ...] = ("item_present", "item_type", "item_owner", "item_cont")
 
 
-class EncodingMismatch(ValueError):
+class EncodingMismatch(MeleewmError, ValueError):
     """Two encodings (e.g. a checkpoint's and a cache's) that cannot be used together."""
-
-
-def _mirror_pairs(pairs: dict[int, int]) -> dict[int, int]:
-    both = dict(pairs)
-    both.update({b: a for a, b in pairs.items()})
-    return both
 
 
 # -- the encoded arrays of one game -------------------------------------------------------------------------------
@@ -156,23 +130,13 @@ class EncodedGame:
 
 # -- helpers that work on numpy arrays and torch tensors alike ---------------------------------------------------
 
-def _is_torch(x) -> bool:
+def is_torch(x) -> bool:
+    """Whether ``x`` is a torch tensor (without importing torch for numpy callers)."""
     return type(x).__module__.split(".")[0] == "torch"
 
 
-def _copy(x):
-    return x.clone() if _is_torch(x) else np.array(x, copy=True)
-
-
-def _flip(x, axis: int):
-    if _is_torch(x):
-        import torch
-        return torch.flip(x, [axis])
-    return np.flip(x, axis).copy()
-
-
 def _to_numpy(x) -> np.ndarray:
-    if _is_torch(x):
+    if is_torch(x):
         return x.detach().cpu().numpy()
     return np.asarray(x)
 
@@ -184,7 +148,7 @@ def apply_state_age_rule(prev_action, prev_age, new_action):
     are animations that run at non-unit rates) and ~51 % of action changes (the others start at 1).
     """
     same = new_action == prev_action
-    if _is_torch(same):
+    if is_torch(same):
         import torch
         return torch.where(same, prev_age + 1, torch.zeros_like(prev_age))
     return np.where(same, np.asarray(prev_age) + 1, 0).astype(np.asarray(prev_age).dtype, copy=False)
@@ -479,11 +443,11 @@ class EncodingSpec:
         vocab = np.asarray(self.vocabs["post_ground"], np.int64)
         n = len(vocab) + 1
         table = np.tile(np.arange(n, dtype=np.int64), (self.n_stages, 1))
-        for stage_id, pairs in GROUND_MIRROR.items():
+        for stage_id in GROUND_MIRROR:
             s = self.stage_index(stage_id)
             if s == UNKNOWN:
                 continue
-            for a, b in _mirror_pairs(pairs).items():
+            for a, b in ground_mirror(stage_id).items():
                 ia = int(_lookup(np.int64(a), vocab))
                 if ia != UNKNOWN:
                     table[s, ia] = int(_lookup(np.int64(b), vocab))
@@ -743,102 +707,3 @@ def _describe(a, b, what) -> str:
             extra.append(f"only in {what[1]}: {only_b[:10]}{' ...' if len(only_b) > 10 else ''}")
         return _list_diff(a, b, what) + (f" ({'; '.join(extra)})" if extra else "")
     return f"{what[0]} {a!r}, {what[1]} {b!r}"
-
-
-# -- augmentations ----------------------------------------------------------------------------------------------
-# They take an EncodedGame (or a slice) or a dict of named arrays -- the EncodedGame names or the window names of
-# meleewm.data.windows -- numpy or torch, and return a new object of the same kind. Unknown keys pass through.
-
-_PLAYER_FIELD_KEYS = ("cont", "cont_mask", "binary", "bin_mask", "cat", "cat_mask", "ctrl",
-                      "state_cont", "state_bin", "state_cat", "next_cont", "next_bin", "next_cat",
-                      "next_cont_mask", "next_bin_mask", "next_cat_mask")
-_PLAYER_VECTOR_KEYS = ("state_age", "const_chars", "chars")
-_CONT_KEYS = ("cont", "state_cont", "next_cont")
-_BIN_KEYS = ("binary", "state_bin", "next_bin")
-_CAT_KEYS = ("cat", "state_cat", "next_cat")
-_OWNER_KEYS = ("item_owner", "state_item_owner", "next_item_owner")
-_ITEM_CONT_KEYS = ("item_cont", "state_item_cont", "next_item_cont")
-
-
-def _apply(sample, fn):
-    if isinstance(sample, EncodedGame):
-        arrays = {k: v for k, v in sample.arrays().items() if v is not None}
-        return replace(sample, **fn(arrays))
-    return {**sample, **fn(dict(sample))}
-
-
-def swap_players(sample):
-    """Swap player 0 and player 1 everywhere (state, masks, controllers, characters, item owners)."""
-    def fn(a):
-        out = {}
-        for k, v in a.items():
-            if k in _PLAYER_FIELD_KEYS:
-                out[k] = _flip(v, -2)
-            elif k in _PLAYER_VECTOR_KEYS:
-                out[k] = _flip(v, -1)
-            elif k in _OWNER_KEYS:
-                y = _copy(v)
-                y[v == 1], y[v == 2] = 2, 1
-                out[k] = y
-        return out
-    return _apply(sample, fn)
-
-
-def mirror_x(sample, spec: EncodingSpec):
-    """Reflect the game through x = 0: negate x positions, x velocities and stick/C-stick x, flip facing, and swap
-    left/right ground surfaces (GROUND_MIRROR). Stage comes from ``const_stage`` or ``stage``.
-
-    Works in normalised space as "decode, negate, re-encode": ``z' = (-(z * std + mean) - mean) / std
-    = -z - 2 mean / std``. ``fit`` fixes the mean of those fields at 0, so this is an exact negation (and masked
-    zeros stay zero). It is exact physics only for a stage symmetric about x = 0; see docs/encoding.md.
-    """
-    ci = [spec.cont_index(f) for f in MIRROR_CONT]
-    c_off = np.array([2 * spec.cont_stats[f][0] / spec.cont_stats[f][1] for f in MIRROR_CONT], np.float32)
-    ki = [spec.ctrl_index(f) for f in MIRROR_CTRL]
-    ii = [ITEM_CONT_FIELDS.index(f) for f in MIRROR_ITEM_CONT]
-    i_off = np.array([2 * spec.item_stats.get(f, [0.0, 1.0])[0] / spec.item_stats.get(f, [0.0, 1.0])[1]
-                      for f in MIRROR_ITEM_CONT], np.float32)
-    fi, gi = spec.bin_index("facing"), spec.cat_index("post_ground")
-
-    def negate(v, idx, off):
-        y = _copy(v)
-        if _is_torch(v):
-            import torch
-            y[..., idx] = -y[..., idx] - torch.as_tensor(off, dtype=y.dtype, device=y.device)
-        else:
-            y[..., idx] = -y[..., idx] - off.astype(y.dtype)
-        return y
-
-    def fn(a):
-        out = {}
-        stage = a.get("const_stage", a.get("stage"))
-        for k, v in a.items():
-            if k in _CONT_KEYS:
-                out[k] = negate(v, ci, c_off)
-            elif k == "ctrl":
-                out[k] = negate(v, ki, np.zeros(len(ki), np.float32))
-            elif k in _ITEM_CONT_KEYS:
-                out[k] = negate(v, ii, i_off)
-            elif k in _BIN_KEYS:
-                y = _copy(v)
-                y[..., fi] = 1 - y[..., fi]
-                out[k] = y
-            elif k in _CAT_KEYS:
-                if stage is None:
-                    raise ValueError("mirror_x needs the stage (const_stage or stage) to mirror ground ids")
-                table = spec._arr("ground_mirror")
-                y = _copy(v)
-                g = y[..., gi]
-                if _is_torch(v):
-                    import torch
-                    t = torch.as_tensor(table, dtype=g.dtype, device=g.device)
-                    s = torch.as_tensor(stage, device=g.device).long()
-                    s = s.reshape(s.shape + (1,) * (g.dim() - s.dim()))
-                    y[..., gi] = t[s, g.long()]
-                else:
-                    s = np.asarray(stage, np.int64)
-                    s = s.reshape(s.shape + (1,) * (g.ndim - s.ndim))
-                    y[..., gi] = table[s, g.astype(np.int64)]
-                out[k] = y
-        return out
-    return _apply(sample, fn)

@@ -8,8 +8,10 @@ from __future__ import annotations
 import numpy as np
 
 from meleewm.data.encoding import STATE_COLUMNS
+from meleewm.errors import MeleewmError
 from meleewm.melee.actions import ACTION_IDS
-from meleewm.melee.characters import EXTERNAL_NAMES, external_to_internal
+from meleewm.melee.game import FULL_SHIELD
+from meleewm.melee.characters import PLAYABLE_CHARACTERS, external_to_internal
 from meleewm.melee.stages import LEGAL_STAGES, MAIN_GROUND, SPAWN_POINTS, stage_name
 
 # Synthesized starts copy the states of frame -123 that every recorded game in games-1 has (the entry animation:
@@ -22,7 +24,7 @@ GROUND_Y = 1e-4                       # y of a character standing on the main st
 
 
 
-class StartError(ValueError):
+class StartError(MeleewmError, ValueError):
     """A start that cannot be synthesized (not a legal stage, an unknown character, a bad mode)."""
 
 
@@ -38,7 +40,7 @@ def synthetic_columns(stage: int, chars, mode: str = "entry") -> tuple[dict[str,
     if len(chars) != 2:
         raise StartError(f"a game needs two characters, got {len(chars)}")
     for c in chars:
-        if c not in EXTERNAL_NAMES or c > 25:
+        if c not in PLAYABLE_CHARACTERS:
             raise StartError(f"unknown or unplayable character id {c}")
     (x0, y0), (x1, y1) = SPAWN_POINTS[stage]
     entry = mode == "entry"
@@ -47,7 +49,7 @@ def synthetic_columns(stage: int, chars, mode: str = "entry") -> tuple[dict[str,
     v: dict[str, np.ndarray] = {
         "post_position_x": np.array([x0, x1], np.float32),
         "post_position_y": np.array([y0, y1] if entry else [GROUND_Y, GROUND_Y], np.float32),
-        "post_percent": zeros, "post_shield": np.full(2, 60.0, np.float32), "post_hitlag": zeros,
+        "post_percent": zeros, "post_shield": np.full(2, FULL_SHIELD, np.float32), "post_hitlag": zeros,
         "post_misc_as": zeros, "post_combo_count": zeros,
         "post_direction": np.array([1.0, -1.0], np.float32),   # player 0 on the left faces right
         "post_airborne": np.full(2, 1 if entry else 0, np.int64),

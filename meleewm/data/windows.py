@@ -30,7 +30,7 @@ offset of the first window, 0 .. (F - 1) mod T) is drawn per game and epoch from
 borders move between epochs while every epoch has the same length; ``random_phase=False`` uses phase 0 (fixed
 stride, for validation). Augmentation flags (swap players, mirror x; p = 0.5 each) are drawn from the same
 generator; mirroring applies only to games on ``mirror_stages`` (Slippi ids; default the legal six,
-``meleewm.data.encoding.MIRROR_STAGES``).
+``meleewm.melee.stages.MIRROR_STAGES``).
 Rare events: with ``ko_windows`` = r > 0, each epoch adds about r extra windows per KO of the games (a frame where
 a player's stock count falls), each placed so that the KO lies at a random position in its middle three quarters.
 They come on top of the disjoint windows (validation uses none).
@@ -47,7 +47,9 @@ import pyarrow as pa
 import torch
 
 from meleewm.data.cache import EncodedCache
-from meleewm.data.encoding import FRAME_ARRAYS, ITEM_ARRAYS, MIRROR_STAGES, mirror_x, swap_players
+from meleewm.data.augment import mirror_x, swap_players
+from meleewm.data.encoding import FRAME_ARRAYS, ITEM_ARRAYS
+from meleewm.melee.stages import MIRROR_STAGES
 
 GAME_FILTERS: dict[str, Callable[[dict], bool]] = {
     "two_players": lambda g: g.get("n_players") == 2,

@@ -30,7 +30,7 @@ rates as fractions in [0, 1], KO timing offsets in frames (positive = the predic
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -591,58 +591,3 @@ def breakdowns(
     out["stage"] = simple(np.broadcast_to(np.asarray(rollouts.stage, np.int64)[:, None, None], shape), stage_name)
     out["player"] = simple(np.broadcast_to(np.arange(p)[None, None, :], shape), lambda j: f"player {j}")
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Everything at once
-
-
-def evaluate(
-    rollouts: RolloutSet,
-    horizons: Iterable[int] = DEFAULT_HORIZONS,
-    ks: Iterable[int] = SUMMARY_KS,
-    ko_window: int = KO_WINDOW,
-    breakdown_steps: int = BREAKDOWN_STEPS,
-    allowed_actions: frozenset[tuple[int, int]] | None = None,
-    predictors: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """All rollout metrics for every predictor in ``rollouts.predictions``.
-
-    Returns ``{"config", "rollout", "summary", "ko_timing", "breakdowns", "plausibility"}``; each section but
-    ``config`` maps predictor name -> that section's output (``plausibility`` also has ``"truth"``, the rate
-    of each check on real data, as a yardstick). ``allowed_actions`` is the set of (internal character,
-    action id) pairs seen in training data (``plausibility.seen_actions``); without it the impossible-action
-    check is skipped. The lead adds ``"teacher_forced"`` if it has one; the report renders it.
-    """
-    from meleewm.eval.plausibility import plausibility  # plausibility imports this module
-
-    rollouts.validate()
-    n, h, p = rollouts.shape
-    names = list(predictors) if predictors is not None else sorted(rollouts.predictions)
-    horizons = sorted({int(x) for x in horizons if 1 <= int(x) <= h})
-    ks = sorted({int(x) for x in ks if 1 <= int(x) <= h})
-    out: dict[str, Any] = {
-        "config": {
-            "horizons": horizons,
-            "summary_ks": ks,
-            "ko_window": int(ko_window),
-            "breakdown_steps": int(min(breakdown_steps, h)),
-            "n_starts": n,
-            "horizon": h,
-            "players": p,
-            "predictors": names,
-        },
-        "rollout": {},
-        "summary": {},
-        "ko_timing": {},
-        "breakdowns": {},
-        "plausibility": {},
-    }
-    for name in names:
-        pred = rollouts.predictions[name]
-        out["rollout"][name] = rollout_metrics(pred, rollouts.truth, horizons)
-        out["summary"][name] = summary_metrics(pred, rollouts.truth, ks)
-        out["ko_timing"][name] = ko_timing(pred, rollouts.truth, rollouts.context, ko_window)
-        out["breakdowns"][name] = breakdowns(pred, rollouts, breakdown_steps)
-    out["plausibility"] = plausibility(rollouts, allowed_actions, predictors=names)
-    return to_jsonable(out)

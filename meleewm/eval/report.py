@@ -28,11 +28,13 @@ import io
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from meleewm.atomic import write_text_atomic
 from meleewm.eval.metrics import (
     HIGHER_IS_BETTER,
     POS_X,
@@ -811,27 +813,30 @@ def render_html(metrics: Mapping[str, Any], rollouts: RolloutSet, meta: Mapping[
     )
 
 
-def _write_atomic(path: Path, data: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(data, encoding="utf-8")
-    os.replace(tmp, path)
+@dataclass(frozen=True)
+class EvalResult:
+    """What an evaluation found, as metrics.json holds it: ``meta`` (what was evaluated, and how), ``metrics``
+    (rollout, summary, teacher_forced, idle... JSON-ready, no NaN) and the ``verdict`` (:func:`verdict`)."""
+    meta: dict[str, Any]
+    metrics: dict[str, Any]
+    verdict: dict[str, Any]
+
+    @classmethod
+    def of(cls, metrics: Mapping[str, Any], meta: Mapping[str, Any]) -> EvalResult:
+        m = to_jsonable(metrics)
+        return cls(meta=to_jsonable(meta), metrics=m, verdict=m.get("verdict") or verdict(m))
+
+    def to_json(self) -> str:
+        """The text of metrics.json: ``{"meta", "metrics", "verdict"}``, sorted keys."""
+        doc = {"meta": self.meta, "metrics": self.metrics, "verdict": self.verdict}
+        return json.dumps(doc, sort_keys=True, indent=1, allow_nan=False) + "\n"
 
 
-def metrics_json(metrics: Mapping[str, Any], meta: Mapping[str, Any]) -> str:
-    """The text of metrics.json: ``{"meta", "metrics", "verdict"}``, sorted keys, no NaN."""
-    m = to_jsonable(metrics)
-    doc = {"meta": to_jsonable(meta), "metrics": m, "verdict": m.get("verdict") or verdict(m)}
-    return json.dumps(doc, sort_keys=True, indent=1, allow_nan=False) + "\n"
-
-
-def write_report(
-    out_dir: str | os.PathLike, metrics: Mapping[str, Any], rollouts: RolloutSet, meta: Mapping[str, Any]
-) -> Path:
+def write_report(out_dir: str | os.PathLike, result: EvalResult, rollouts: RolloutSet) -> Path:
     """Write ``metrics.json`` and ``report.html`` into ``out_dir`` (created if needed); return report.html's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    m = to_jsonable(metrics)
-    _write_atomic(out / "metrics.json", metrics_json(m, meta))
+    write_text_atomic(out / "metrics.json", result.to_json())
     path = out / "report.html"
-    _write_atomic(path, render_html(m, rollouts, meta))
+    write_text_atomic(path, render_html(result.metrics, rollouts, result.meta))
     return path

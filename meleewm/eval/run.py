@@ -11,31 +11,49 @@ is rolled out twice from the same starts: the model alone (``model``) and the mo
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
 from meleewm import __version__
 from meleewm.data.cache import build_cache
+from meleewm.data.config import run_split
 from meleewm.data.encoding import CONT_FIELDS
 from meleewm.data.windows import WindowDataset
+from meleewm.errors import MeleewmError
 from meleewm.eval.baselines import add_baselines
-from meleewm.eval.metrics import RolloutSet, evaluate, flag_f1, mae, stocks_accuracy, to_jsonable, velocity_mae
-from meleewm.eval.plausibility import seen_actions
-from meleewm.eval.report import write_report
+from meleewm.eval.metrics import (
+    BREAKDOWN_STEPS,
+    DEFAULT_HORIZONS,
+    KO_WINDOW,
+    SUMMARY_KS,
+    RolloutSet,
+    breakdowns,
+    flag_f1,
+    ko_timing,
+    mae,
+    rollout_metrics,
+    stocks_accuracy,
+    summary_metrics,
+    to_jsonable,
+    velocity_mae,
+)
+from meleewm.eval.plausibility import plausibility, seen_actions
+from meleewm.eval.report import EvalResult, write_report
 from meleewm.eval.scenarios import IDLE_FRAMES, IDLE_PAIRS, action_timing, event_detection, idle_test
-from meleewm.model.rollout import rollout
+from meleewm.model.checkpoint import file_hash, load_model
+from meleewm.model.measures import teacher_forced_metrics
+from meleewm.model.rollout import rollout, rollout_batch, rollout_starts
 from meleewm.model.rules import RULE_EVENTS, GameRules
 from meleewm.model.world import WorldModel
 from meleewm.replay.dataset import Dataset, dataset_hash
-from meleewm.train.checkpoint import file_hash, load_model
-from meleewm.train.trainer import run_split
-from meleewm.train.validation import rollout_batch, rollout_starts, teacher_forced_metrics
 
 
-class EvalError(Exception):
+class EvalError(MeleewmError):
     """An evaluation that cannot run: no usable games, games too short for the horizon."""
 
 
@@ -51,6 +69,55 @@ class EvalSettings:
     idle_frames: int = IDLE_FRAMES
     timing_starts: int = 120     # action onsets in the action-timing measure (0 skips it)
     event_starts: int = 60       # real KOs, and as many real hits, in the event-conditioned measure (0 skips it)
+
+
+def evaluate(
+    rollouts: RolloutSet,
+    horizons: Iterable[int] = DEFAULT_HORIZONS,
+    ks: Iterable[int] = SUMMARY_KS,
+    ko_window: int = KO_WINDOW,
+    breakdown_steps: int = BREAKDOWN_STEPS,
+    allowed_actions: frozenset[tuple[int, int]] | None = None,
+    predictors: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """All rollout metrics for every predictor in ``rollouts.predictions``.
+
+    Returns ``{"config", "rollout", "summary", "ko_timing", "breakdowns", "plausibility"}``; each section but
+    ``config`` maps predictor name -> that section's output (``plausibility`` also has ``"truth"``, the rate
+    of each check on real data, as a yardstick). ``allowed_actions`` is the set of (internal character,
+    action id) pairs seen in training data (``plausibility.seen_actions``); without it the impossible-action
+    check is skipped. :func:`run_eval` adds ``"teacher_forced"`` and the scenarios; the report renders them.
+    """
+    rollouts.validate()
+    n, h, p = rollouts.shape
+    names = list(predictors) if predictors is not None else sorted(rollouts.predictions)
+    horizons = sorted({int(x) for x in horizons if 1 <= int(x) <= h})
+    ks = sorted({int(x) for x in ks if 1 <= int(x) <= h})
+    out: dict[str, Any] = {
+        "config": {
+            "horizons": horizons,
+            "summary_ks": ks,
+            "ko_window": int(ko_window),
+            "breakdown_steps": int(min(breakdown_steps, h)),
+            "n_starts": n,
+            "horizon": h,
+            "players": p,
+            "predictors": names,
+        },
+        "rollout": {},
+        "summary": {},
+        "ko_timing": {},
+        "breakdowns": {},
+        "plausibility": {},
+    }
+    for name in names:
+        pred = rollouts.predictions[name]
+        out["rollout"][name] = rollout_metrics(pred, rollouts.truth, horizons)
+        out["summary"][name] = summary_metrics(pred, rollouts.truth, ks)
+        out["ko_timing"][name] = ko_timing(pred, rollouts.truth, rollouts.context, ko_window)
+        out["breakdowns"][name] = breakdowns(pred, rollouts, breakdown_steps)
+    out["plausibility"] = plausibility(rollouts, allowed_actions, predictors=names)
+    return to_jsonable(out)
 
 
 def _decode(model: WorldModel, cont, binary, cat, cont_mask=None) -> dict[str, np.ndarray]:
@@ -164,17 +231,18 @@ def _code_version() -> str:
 
 def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, split: str = "val",
              games: list[str] | None = None, compare: list[Path] = (), settings: EvalSettings = EvalSettings(),
-             progress=None, command: str = "") -> dict:
-    """Evaluate a checkpoint; writes ``out_dir/metrics.json`` and ``out_dir/report.html``, returns the metrics."""
+             progress=None, command: str = "") -> EvalResult:
+    """Evaluate a checkpoint; writes ``out_dir/metrics.json`` and ``out_dir/report.html``, returns what they say."""
     torch.manual_seed(settings.seed)
-    model, config, _ = load_model(checkpoint)
+    saved = load_model(checkpoint)
+    model, seq_len = saved.model, saved.data.seq_len
     dataset = Dataset(data)
-    train_ids, val_ids = run_split(dataset, config)
+    train_ids, val_ids = run_split(dataset, saved.data)
     eval_ids = game_selection(dataset, train_ids, val_ids, split, games)
     if not eval_ids:
         raise EvalError(f"no 2-player games to evaluate in {dataset.root} (split {split})")
     cache = build_cache(dataset, model.spec, eval_ids, progress=False)
-    windows = WindowDataset(cache, config.data.seq_len, seed=settings.seed, random_phase=False)
+    windows = WindowDataset(cache, seq_len, seed=settings.seed, random_phase=False)
     length = settings.warmup + settings.horizon
     starts = rollout_starts(windows, settings.starts, length, settings.seed)
     if not starts:
@@ -182,12 +250,12 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
 
     models = {"model": model}
     for path in compare:
-        other, _, _ = load_model(path)
+        other = load_model(path).model
         models[Path(path).parent.name if Path(path).name in ("best.pt", "last.pt") else Path(path).stem] = other
     predictions, truth, context = {}, None, None
     for name, m in models.items():
         other_cache = cache if m is model else build_cache(dataset, m.spec, eval_ids, progress=False)
-        other_windows = windows if m is model else WindowDataset(other_cache, config.data.seq_len,
+        other_windows = windows if m is model else WindowDataset(other_cache, seq_len,
                                                                   random_phase=False)
         predicted, t, c = model_rollouts(m, other_windows, starts, settings, progress=progress)
         predictions[name] = predicted
@@ -212,12 +280,12 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
     if len(windows):
         decoded = DecodedTeacherForced(model)
         tf = teacher_forced_metrics(model, windows, batch_size=16, max_batches=settings.tf_batches, device="cpu",
-                                    loss_config=config.loss, on_batch=decoded)
+                                    loss_config=saved.loss, on_batch=decoded)
         tf.update(decoded.metrics())
         metrics["teacher_forced"] = tf
     else:  # rollouts need warm-up + horizon frames, a teacher-forced window the model's whole seq_len
         teacher_forced_note = (f"not computed: no game of the selection is longer than one window of "
-                               f"{config.data.seq_len} frames (data.seq_len of the model)")
+                               f"{seq_len} frames (data.seq_len of the model)")
     metrics["rule_counts"] = rule_counts
     predictors = [("model", None), (MODEL_WITH_RULES, GameRules(model.spec))]
     if settings.idle_pairs > 0:
@@ -237,5 +305,6 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
             "compare": [str(p) for p in compare], "num_params": model.num_params()}
     if teacher_forced_note:
         meta["teacher_forced"] = teacher_forced_note
-    write_report(out_dir, metrics, rollouts, meta)
-    return {"meta": meta, **to_jsonable(metrics)}
+    result = EvalResult.of(metrics, meta)
+    write_report(out_dir, result, rollouts)
+    return result

@@ -25,10 +25,9 @@ from meleewm.data.windows import WindowDataset
 from meleewm.melee.actions import ACTION_IDS, FIRST_SPECIAL
 from meleewm.melee.characters import character_name
 from meleewm.melee.stages import LEGAL_STAGES, stage_name
-from meleewm.model.rollout import rollout
+from meleewm.model.rollout import rollout, rollout_batch
 from meleewm.model.rules import GameRules
 from meleewm.model.world import WorldModel
-from meleewm.train.validation import rollout_batch
 
 Predictor = tuple[str, GameRules | None]   # (name, rules or None for the model alone)
 

@@ -1,4 +1,4 @@
-"""Game facts shared by every stage: characters, stages, action states, buttons."""
+"""Game facts shared by every stage: characters, stages, action states, buttons, the game clock."""
 
 from meleewm.melee.actions import (
     ACTION_IDS,
@@ -19,10 +19,12 @@ from meleewm.melee.buttons import DIGITAL_BUTTONS, PhysicalButton, ProcessedButt
 from meleewm.melee.characters import (
     EXTERNAL_NAMES,
     INTERNAL_NAMES,
+    PLAYABLE_CHARACTERS,
     character_name,
     external_to_internal,
     internal_to_external,
 )
+from meleewm.melee.game import FIRST_FRAME, FPS, FULL_SHIELD
 from meleewm.melee.stages import (
     HALO_DESCENT_SPEED,
     LEGAL_STAGES,
@@ -43,7 +45,9 @@ __all__ = [
     "HALO_DESCENT_FRAMES", "HALO_WAIT_MAX_FRAMES", "LEDGE_STATES", "RESPAWN_STATES", "SHIELD_STATES",
     "action_name", "is_dead",
     "DIGITAL_BUTTONS", "PhysicalButton", "ProcessedButton", "button_bits",
-    "EXTERNAL_NAMES", "INTERNAL_NAMES", "character_name", "external_to_internal", "internal_to_external",
+    "EXTERNAL_NAMES", "INTERNAL_NAMES", "PLAYABLE_CHARACTERS", "character_name", "external_to_internal",
+    "internal_to_external",
+    "FIRST_FRAME", "FPS", "FULL_SHIELD",
     "HALO_DESCENT_SPEED", "LEGAL_STAGES", "MAIN_GROUND", "RESPAWN_POINTS", "SPAWN_POINTS", "STAGE_NAMES",
     "StageGeometry", "body_bounds", "geometry", "in_blast_zone", "in_stage_body", "stage_name",
 ]

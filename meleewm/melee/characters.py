@@ -51,6 +51,8 @@ EXTERNAL_NAMES: dict[int, str] = {
     31: "Sandbag",
     32: "Popo",
 }
+# Select-screen ids a player can pick in a VS game (0..25; the rest are bosses, wireframes and Popo alone).
+PLAYABLE_CHARACTERS: tuple[int, ...] = tuple(c for c in sorted(EXTERNAL_NAMES) if c <= 25)
 
 INTERNAL_NAMES: dict[int, str] = {
     0: "Mario",

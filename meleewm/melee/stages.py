@@ -120,6 +120,25 @@ SPAWN_POINTS: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {
 MAIN_GROUND: dict[int, int] = {FINAL_DESTINATION: 1, BATTLEFIELD: 1, YOSHIS_STORY: 3, DREAM_LAND: 4,
                                POKEMON_STADIUM: 34, FOUNTAIN_OF_DREAMS: 5}
 
+# Ground ids that swap under x -> -x, per legal stage. Read off games-1 replays: the mean x where characters stand
+# on each ground id (e.g. Battlefield 0 at x -64.5 and 5 at +64.2; 2 at -36.7 and 4 at +36.9). Unlisted ids (the
+# main stage, top platforms, Yoshi's Story's Randall) map to themselves. Other stages: identity.
+GROUND_MIRROR: dict[int, dict[int, int]] = {
+    FOUNTAIN_OF_DREAMS: {0: 1, 3: 7, 4: 6},
+    POKEMON_STADIUM: {35: 36, 51: 54, 52: 53},
+    YOSHIS_STORY: {1: 5, 2: 6},
+    DREAM_LAND: {0: 1, 3: 5},
+    BATTLEFIELD: {0: 5, 2: 4},
+    FINAL_DESTINATION: {0: 2},
+}
+MIRROR_STAGES: frozenset[int] = frozenset(GROUND_MIRROR)
+
+
+def ground_mirror(stage: int) -> dict[int, int]:
+    """Ground id → the id of the same surface on the other side, both ways, on ``stage`` (empty: identity)."""
+    pairs = GROUND_MIRROR.get(stage, {})
+    return {**pairs, **{b: a for a, b in pairs.items()}}
+
 
 # Where a KO'd character comes back: the respawn platform's resting point per port (ports 1 and 2; player 0 is
 # the lower port), and how fast the platform descends to it (units per frame over the 60 frames of

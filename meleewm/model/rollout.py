@@ -3,18 +3,23 @@
 Only the controllers come from outside after warm-up, so whatever this measures is what a player sees.
 :func:`advance` is the one step that training rollouts, evaluation, ``dream`` and play all take: ``model.step``,
 the prediction turned into the next inputs, and (when given) the game rules of ``meleewm.model.rules`` applied
-to them. With ``rules=None`` it is the model alone.
+to them. With ``rules=None`` it is the model alone. :func:`rollout_starts` and :func:`rollout_batch` pick the real
+windows that training validation and evaluation roll out from.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 from meleewm.data.encoding import apply_state_age_rule
+from meleewm.data.windows import WindowDataset
 from meleewm.model.rules import RULE_KEYS, GameRules
-from meleewm.model.world import ACTION_COLUMN, MASK_KEYS, WorldModel, last_step, next_inputs
+from meleewm.model.world import ACTION_COLUMN, MASK_KEYS, STATE_KEYS, WorldModel, last_step, next_inputs
 
 CONSTANT_KEYS = ("stage", "chars")
+ROLLOUT_INPUT_KEYS = (*STATE_KEYS, *MASK_KEYS, "ctrl")
 
 
 def _next_frame(pred: dict, x: dict, rules: GameRules | None, temperature: float,
@@ -81,3 +86,29 @@ def rollout(model: WorldModel, warmup: dict[str, torch.Tensor], controllers: tor
     if rules is not None:
         out["rule_counts"] = counts.sum(0)
     return out
+
+
+def to_device(batch: dict, device) -> dict:
+    """A collated batch with its tensors on ``device`` (other values as they are)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def rollout_starts(windows: WindowDataset, count: int, length: int, seed: int) -> list[tuple[int, int]]:
+    """``count`` fixed (game, start) pairs, seeded, spread over the games that are long enough."""
+    cache = windows.cache
+    games = [g for g in windows.games if cache.lengths[g] > length]
+    if not games:
+        return []
+    rng = np.random.default_rng(seed)
+    chosen = [games[i % len(games)] for i in rng.permutation(max(count, len(games)))[:count]]
+    return [(int(g), int(rng.integers(0, cache.lengths[g] - length))) for g in chosen]
+
+
+def rollout_batch(windows: WindowDataset, starts: list[tuple[int, int]], warmup: int, horizon: int,
+                  device="cpu") -> tuple[dict, dict]:
+    """Windows of ``warmup + horizon - 1`` steps at ``starts``: the whole batch (truth included) and the
+    warm-up inputs a rollout may read (states, masks, controllers and constants of the first ``warmup`` steps)."""
+    batch = to_device(default_collate([windows.sample_at(g, s, warmup + horizon - 1) for g, s in starts]), device)
+    warm = {k: v[:, :warmup] for k, v in batch.items() if k in ROLLOUT_INPUT_KEYS or k.startswith("state_item_")}
+    warm.update({k: batch[k] for k in ("stage", "chars")})
+    return batch, warm

@@ -10,7 +10,7 @@ Tensors follow ``meleewm.data.encoding``: ``[..., 2, n]`` with the player axis b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -71,23 +71,6 @@ class WorldModelConfig:
         if self.body == "mamba2" and (self.expand * self.d_model) % self.headdim:
             raise ValueError(f"model.expand * model.d_model ({self.expand * self.d_model}) must be a multiple of "
                              f"model.headdim ({self.headdim})")
-
-
-@dataclass
-class LossConfig:
-    continuous: str = "huber"     # "mse" or "huber"
-    huber_delta: float = 1.0
-    uniform_mix: float = 0.01     # categorical targets mixed with this much uniform mass (0 disables)
-    # Continuous errors are small numbers next to 8 categorical cross-entropies: weight them up.
-    weights: dict[str, float] = field(default_factory=lambda: {"cont": 10.0, "binary": 1.0, "cat": 1.0, "items": 1.0,
-                                                                "gate": 1.0})
-    field_weights: dict[str, float] = field(default_factory=lambda: {"post_state": 2.0})
-
-    def __post_init__(self):
-        if self.continuous not in ("mse", "huber"):
-            raise ValueError(f"loss.continuous must be 'mse' or 'huber', not {self.continuous!r}")
-        if not 0 <= self.uniform_mix < 1:
-            raise ValueError(f"loss.uniform_mix must be in [0, 1), got {self.uniform_mix}")
 
 
 class WorldModel(nn.Module):

@@ -49,6 +49,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from meleewm.data.encoding import EncodingSpec
+from meleewm.errors import MeleewmError
 from meleewm.melee.buttons import DIGITAL_BUTTONS, PhysicalButton
 
 BUTTON_NAMES: tuple[str, ...] = DIGITAL_BUTTONS  # A B X Y Z L R START D_UP D_DOWN D_LEFT D_RIGHT
@@ -57,7 +58,7 @@ for _name in BUTTON_NAMES:
     _ALL_BUTTONS |= int(PhysicalButton[_name].value)
 
 
-class ControllerError(ValueError):
+class ControllerError(MeleewmError, ValueError):
     """A controller state or controller choice that cannot be used."""
 
 

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
-from meleewm.play.session import ReplayGame, Session, SessionError, load_play_model, use_play_threads
+from meleewm.model.checkpoint import load_model, resolve_model
+from meleewm.play.session import Session, use_play_threads
+from meleewm.play.starts import ReplayGame, SessionError
 
 
 @dataclass
@@ -52,13 +54,13 @@ def dream_session(model, replay: ReplayGame, frame: int, frames: int, *, tempera
 def dream(model_path: str | Path | None, replay: str | Path, frame: int, frames: int, export: str | Path, *,
           data: str | Path | None = None, temperature: float = 0.0, seed: int = 0, warmup: int | None = None,
           rules: bool = True) -> DreamResult:
-    """Load the model (default ``DEFAULT_MODEL``), open the replay (a ``.slp`` or, with ``data``, a dataset game
+    """Load the model (default: the bundled one), open the replay (a ``.slp`` or, with ``data``, a dataset game
     id), dream ``frames`` frames from ``frame`` and write ``export``."""
     started = time.perf_counter()
     threads = torch.get_num_threads()
     use_play_threads()
     try:
-        model, _ = load_play_model(model_path)
+        model = load_model(resolve_model(model_path)).model
         game = ReplayGame.open(replay, model.spec, data=data)
         session = dream_session(model, game, frame, frames, temperature=temperature, seed=seed, warmup=warmup,
                                 rules=rules)

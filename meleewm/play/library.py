@@ -18,7 +18,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from meleewm.errors import MeleewmError
 from meleewm.melee.characters import EXTERNAL_NAMES
+from meleewm.melee.game import FIRST_FRAME, FPS
 from meleewm.melee.stages import stage_name
 
 DEFAULT_LIMIT = 500              # newest files a listing offers
@@ -29,7 +31,7 @@ HEADER_CACHE = 4096
 PORT_NUMBERS = {"P1": 1, "P2": 2, "P3": 3, "P4": 4}
 
 
-class LibraryError(ValueError):
+class LibraryError(MeleewmError, ValueError):
     """A replay the page cannot list or open; the message says why."""
 
 
@@ -67,7 +69,7 @@ def read_header(path: Path) -> dict:
             "ports": [port for port, _ in players], "chars": [c for _, c in players],
             "char_names": [EXTERNAL_NAMES.get(c, str(c)) for _, c in players],
             "frames": None if last is None else int(last) + 124,     # frames -123..lastFrame
-            "duration_s": None if last is None else round((int(last) + 124) / 60, 1)}
+            "duration_s": None if last is None else round((int(last) - FIRST_FRAME + 1) / FPS, 1)}
 
 
 class ReplayLibrary:

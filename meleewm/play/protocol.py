@@ -1,4 +1,33 @@
-"""The messages a play client may send, as pydantic models, and the limits checked before a message is parsed.
+"""The play protocol: the messages of ``WS /ws`` (one WebSocket per client; JSON text messages, each an object with
+a ``type``), the pydantic models of what a client may send, and the limits checked before a message is parsed.
+
+Client → server (``port`` is 0 or 1: the lower or the higher port of the game):
+
+=================================================  ===================================================================
+``{"type": "new", "start": S, "controllers": [C, C], "temperature": t, "rules": b}``  create a session and join it
+``{"type": "join", "session": id, "port": p}``     join a session; ``port`` 0/1 takes that port (keyboard), null watches
+``{"type": "start", "start": S}``                  restart the session from another start state
+``{"type": "input", "port": p, "state": K}``       this client's controller state for a port it holds
+``{"type": "controller", "port": p, "kind": k}``   k: keyboard, gamepad (this client's), idle, random, approach, replay
+``{"type": "pause"}`` / ``{"type": "resume"}``     pause or resume the 60 fps loop
+``{"type": "step", "frames": n}``                  advance n frames (1..600) while paused
+``{"type": "reset"}``                              start again from the same start state
+``{"type": "swap"}``                               swap the two ports' controllers (and the clients holding them)
+``{"type": "temperature", "value": t}``            0 = argmax; > 0 samples categorical heads at t
+``{"type": "rules", "on": b}``                     game rules on/off (counted in every state message)
+``{"type": "ping"}``                               answered by ``{"type": "pong"}``
+=================================================  ===================================================================
+
+S is ``{"kind": "synthetic", "stage": 31, "chars": [20, 2], "mode": "entry"|"standing"}`` or
+``{"kind": "replay", "replay": ID, "frame": F}`` (ID from ``/api/info``'s replays). K is a controller state
+(``ControllerState.from_message``). C is ``{"kind": k}``.
+
+Server → client: ``hello`` (what ``/api/info`` returns, and this client's id), ``session`` (the session's
+description and the ports this client holds; sent on every change), ``state`` (every tick: frame, timer, per
+player x, y, action id and name, pose, percent, stocks, facing, shield, hitlag, hitstun, airborne, ...; items;
+in a replay takeover ``real``: the real game's players and items at that frame and the divergence; fps, step and
+tick latency in ms, rule counts; see ``Session.message``), ``error`` (``message``; the connection stays open)
+and ``pong``.
 
 :func:`parse_message` turns one WebSocket text message into one of the models below, or raises
 :class:`ProtocolError` with a one-line reason the client gets as an ``error`` reply. The checks, cheapest first:
@@ -20,6 +49,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from meleewm.errors import MeleewmError
 from meleewm.play.controllers import BOT_KINDS
 
 MAX_MESSAGE_BYTES = 16 * 1024      # longer messages get an error reply (uvicorn closes above WS_MAX_SIZE)
@@ -34,7 +64,7 @@ ControllerKind = Literal[CONTROLLER_KINDS]
 Identifier = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 
 
-class ProtocolError(ValueError):
+class ProtocolError(MeleewmError, ValueError):
     """A message the server will not act on; the text is the client's error reply."""
 
 

@@ -10,35 +10,7 @@
 
 The two POST routes need the header ``X-Meleewm: 1``, which only the page's scripts send. Opened and dropped
 replays are kept (the last ``MAX_OPENED``) for replay starts; a bad file is a 400 with the reason.
-* ``WS /ws`` — one WebSocket per client. JSON text messages, each an object with a ``type``.
-
-Client → server (``port`` is 0 or 1: the lower or the higher port of the game):
-
-=================================================  ===================================================================
-``{"type": "new", "start": S, "controllers": [C, C], "temperature": t, "rules": b}``  create a session and join it
-``{"type": "join", "session": id, "port": p}``     join a session; ``port`` 0/1 takes that port (keyboard), null watches
-``{"type": "start", "start": S}``                  restart the session from another start state
-``{"type": "input", "port": p, "state": K}``       this client's controller state for a port it holds
-``{"type": "controller", "port": p, "kind": k}``   k: keyboard, gamepad (this client's), idle, random, approach, replay
-``{"type": "pause"}`` / ``{"type": "resume"}``     pause or resume the 60 fps loop
-``{"type": "step", "frames": n}``                  advance n frames (1..600) while paused
-``{"type": "reset"}``                              start again from the same start state
-``{"type": "swap"}``                               swap the two ports' controllers (and the clients holding them)
-``{"type": "temperature", "value": t}``            0 = argmax; > 0 samples categorical heads at t
-``{"type": "rules", "on": b}``                     game rules on/off (counted in every state message)
-``{"type": "ping"}``                               answered by ``{"type": "pong"}``
-=================================================  ===================================================================
-
-S is ``{"kind": "synthetic", "stage": 31, "chars": [20, 2], "mode": "entry"|"standing"}`` or
-``{"kind": "replay", "replay": ID, "frame": F}`` (ID from ``/api/info``'s replays). K is a controller state
-(``ControllerState.from_message``). C is ``{"kind": k}``.
-
-Server → client: ``hello`` (what ``/api/info`` returns, and this client's id), ``session`` (the session's
-description and the ports this client holds; sent on every change), ``state`` (every tick: frame, timer, per
-player x, y, action id and name, pose, percent, stocks, facing, shield, hitlag, hitstun, airborne, ...; items;
-in a replay takeover ``real``: the real game's players and items at that frame and the divergence; fps, step and
-tick latency in ms, rule counts; see ``Session.message``), ``error`` (``message``; the connection stays open)
-and ``pong``.
+* ``WS /ws`` — one WebSocket per client; the messages both ways are ``meleewm.play.protocol``'s.
 
 Who may connect: :class:`OriginGuard` serves an HTTP request or a WebSocket handshake only when its ``Host`` names
 this server (127.0.0.1, localhost, [::1] or the address it was reached on, with its port) and its ``Origin``, when
@@ -83,7 +55,9 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from meleewm.melee.characters import EXTERNAL_NAMES
+from meleewm.errors import MeleewmError
+from meleewm.melee.characters import EXTERNAL_NAMES, PLAYABLE_CHARACTERS
+from meleewm.melee.game import FPS
 from meleewm.melee.stages import LEGAL_STAGES, stage_name
 from meleewm.play.controllers import (
     BrowserController,
@@ -117,15 +91,8 @@ from meleewm.play.protocol import (
     Temperature,
     parse_message,
 )
-from meleewm.play.session import (
-    FPS,
-    ReplayGame,
-    Session,
-    SessionError,
-    stage_geometry_message,
-    tick_together,
-    use_play_threads,
-)
+from meleewm.play.session import Session, stage_geometry_message, tick_together, use_play_threads
+from meleewm.play.starts import ReplayGame, SessionError
 
 STATIC = Path(__file__).resolve().parent / "static"
 # uvicorn closes a connection whose message exceeds WS_MAX_SIZE (code 1009, no reply possible); between
@@ -133,10 +100,10 @@ STATIC = Path(__file__).resolve().parent / "static"
 WS_MAX_SIZE = 64 * 1024
 WS_MAX_QUEUE = 16
 MAX_OPENED = 4                     # replays opened from the page (library or upload) kept in memory
-PLAYABLE = sorted(c for c in EXTERNAL_NAMES if c <= 25)
+PLAYABLE = list(PLAYABLE_CHARACTERS)
 
 
-class ClientError(ValueError):
+class ClientError(MeleewmError, ValueError):
     """A client message that cannot be carried out; the client gets its text as an error."""
 
 
@@ -897,7 +864,7 @@ class Hub:
 LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
 
 
-class OriginError(ValueError):
+class OriginError(MeleewmError, ValueError):
     """An ``--allow-origin`` that is not an origin."""
 
 

@@ -33,6 +33,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from meleewm import __version__
+from meleewm.atomic import atomic_write, write_text_atomic
+from meleewm.errors import MeleewmError
 from meleewm.replay.reader import PEPPI_VERSION, ParsedGame
 from meleewm.replay.schema import FRAME_SCHEMA, GAME_SCHEMA, ITEM_SCHEMA, SCHEMA_VERSION, STAGE_EVENT_SCHEMA
 
@@ -44,22 +46,12 @@ CLAIMS = ".ingest-claims"  # content hashes claimed by the workers of a running 
 PARQUET_OPTIONS = {"compression": "zstd", "use_dictionary": ["game_id", "kind"]}
 
 
-class DatasetError(Exception):
+class DatasetError(MeleewmError):
     """A path that is not a meleewm dataset, or one written by an incompatible schema."""
 
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _atomic_write(path: Path, write) -> None:
-    """``write(handle)`` into a temporary file, flushed to disk, then renamed over ``path``."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as handle:
-        write(handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -166,7 +158,7 @@ class Dataset:
         if not (root / HEADER).is_file():
             header = {"format": "meleewm-dataset", "schema_version": SCHEMA_VERSION, "meleewm_version": __version__,
                       "peppi_py_version": PEPPI_VERSION, "created": _now()}
-            _atomic_write(root / HEADER, lambda handle: handle.write(json.dumps(header, indent=2).encode()))
+            write_text_atomic(root / HEADER, json.dumps(header, indent=2))
         dataset = cls(root)
         dataset._remove_orphans()
         return dataset
@@ -190,8 +182,8 @@ class Dataset:
         rows = [{**r, "ingested_at": now} for r in part.records]
         table = pa.Table.from_pylist(rows, schema=GAME_SCHEMA)
         # The games file is the part's commit record (small: Parquet defaults are fine).
-        _atomic_write(self.root / "games" / f"{part.name}.parquet",
-                      lambda handle: pq.write_table(table, handle, compression="zstd"))
+        with atomic_write(self.root / "games" / f"{part.name}.parquet") as tmp:
+            pq.write_table(table, tmp, compression="zstd")
         self._games = self._rows = None
 
     def log_quarantine(self, entries: list[dict]) -> None:

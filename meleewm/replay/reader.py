@@ -19,7 +19,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from peppi_py import _peppi
 
-from meleewm.melee import LEGAL_STAGES
+from meleewm.errors import MeleewmError
+from meleewm.melee import FPS, LEGAL_STAGES
 from meleewm.replay.schema import (
     FRAME_FIELDS,
     FRAME_SCHEMA,
@@ -38,7 +39,7 @@ NON_VERSUS_SCENES = {3: "Classic (1P mode)", 4: "Adventure (1P mode)", 5: "All-S
                      10: "Camera mode", 28: "Training mode"}
 
 
-class ReplayError(Exception):
+class ReplayError(MeleewmError):
     """A replay that cannot be ingested: ``reason`` is a short category, ``detail`` the underlying error."""
 
     def __init__(self, reason: str, detail: str = ""):
@@ -311,7 +312,7 @@ def _game_record(start: dict, end: dict | None, meta: dict, stats: dict, *, game
         "first_frame": int(frame_ids[0]),
         "last_frame": int(frame_ids[-1]),
         "rollback_frames": int(n_records - frame_count),
-        "duration_s": frame_count / 60.0,
+        "duration_s": frame_count / FPS,
         "two_humans": len(players) == 2 and humans == 2,
         "completed": end_method in ("GAME", "TIME") or zero_stocks,
         "legal_stage": int(start["stage"]) in LEGAL_STAGES,

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from meleewm.errors import MeleewmError
+
 REPLAY_SUFFIXES = (".slp",)
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst", ".tar.zstd")
 ARCHIVE_SUFFIXES = (".zip", ".7z", *TAR_SUFFIXES)
@@ -35,7 +37,7 @@ CHUNK = 1024 * 1024  # bytes inflated per step, so that a bomb is caught before 
 SEVEN_ZIP_GROUP_BYTES = 64 * 1024 * 1024  # declared bytes of the 7z members extracted together
 
 
-class SourceError(Exception):
+class SourceError(MeleewmError):
     """A path that is not a replay, folder or readable archive."""
 
 
@@ -43,7 +45,7 @@ UNREADABLE = "unreadable source"
 OVERSIZE = "over the size cap"  # the quarantine reason of a member that is, or inflates, past MAX_REPLAY_BYTES
 
 
-class MemberError(Exception):
+class MemberError(MeleewmError):
     """A file or archive member that cannot be read within the limits; the message says why."""
 
     def __init__(self, message: str, reason: str = UNREADABLE):

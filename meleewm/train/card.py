@@ -17,7 +17,8 @@ training steps) on this machine. ``train`` reuses the estimate of a ``plan`` car
 config and the dataset match; otherwise it measures the run's own first steps (and refines the estimate with
 the first epoch's validation time).
 
-This module sits in ``meleewm.train``: it imports nothing downstream (evaluation results come in as plain dicts).
+This module sits in ``meleewm.train``: it imports nothing from eval/ (an evaluation comes in as an object with
+``meta`` and ``metrics``, ``meleewm.eval.report.EvalResult``, passed by the command line).
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ import torch
 import yaml
 
 from meleewm import __version__
+from meleewm.atomic import write_text_atomic
+from meleewm.errors import MeleewmError
 from meleewm.melee import character_name, stage_name
 from meleewm.replay.dataset import dataset_hash
-from meleewm.train.checkpoint import CheckpointError, read_checkpoint
+from meleewm.model.checkpoint import CheckpointError, read_checkpoint
 from meleewm.train.config import TrainConfig, config_to_dict, parse_target
 from meleewm.train.liveness import Heartbeat, dead_reason, live_owner
 
@@ -144,10 +147,9 @@ def split_facts(trainer) -> dict:
     def side(ids, windows) -> dict:
         return {"games": len(ids), "frames": int(sum(counts[g] for g in ids)), "windows": len(windows)}
 
-    from meleewm.train.trainer import filters_for
     return {"train": side(trainer.train_ids, trainer.train_windows), "val": side(trainer.val_ids, trainer.val_windows),
             "val_from_train": bool(set(trainer.val_ids) & set(trainer.train_ids)),
-            "seq_len": trainer.config.data.seq_len, "filters": filters_for(trainer.config),
+            "seq_len": trainer.config.data.seq_len, "filters": trainer.config.data.filters(),
             "val_fraction": trainer.config.data.val_fraction, "split_seed": trainer.config.data.split_seed,
             "max_games": trainer.config.data.max_games}
 
@@ -681,9 +683,7 @@ def write_card(out_dir: str | Path, facts: dict) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     prior = prior_runs(out_dir, facts)
     for name, text in ((CARD_JSON, json.dumps(facts, indent=1, default=str)), (CARD_MD, render(facts, prior))):
-        tmp = out_dir / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(out_dir / name)
+        write_text_atomic(out_dir / name, text)
     return out_dir / CARD_MD
 
 
@@ -724,7 +724,7 @@ def plan(data, config: TrainConfig, out_dir, *, config_path=None, overrides=(), 
     return facts
 
 
-class CardError(Exception):
+class CardError(MeleewmError):
     """A card that cannot be written where asked (a folder that holds another run)."""
 
 
@@ -808,7 +808,7 @@ class CardRecorder:
         gaps = sorted(b - a for a, b in zip(times, times[1:]))
         return gaps[len(gaps) // 2]  # the median step: validations between epochs do not count
 
-    def finish(self, result, *, eval_metrics: dict | None = None, eval_error: str | None = None,
+    def finish(self, result, *, evaluation=None, eval_error: str | None = None,
                eval_dir: str | Path | None = None, eval_seconds: float | None = None) -> Path | None:
         """Add the results section: metrics against the targets, the eval tables, time and cost."""
         if not self.active or self.facts is None:
@@ -832,9 +832,9 @@ class CardRecorder:
         if f["config"]["log"]["tensorboard"]:
             links["TensorBoard"] = f"{out / 'tensorboard'} (tensorboard --logdir {out / 'tensorboard'})"
         ev: dict = {}
-        if eval_metrics is not None:
-            summary_table, horizon_table = eval_tables(eval_metrics)
-            meta = eval_metrics.get("meta", {})
+        if evaluation is not None:   # a meleewm.eval.report.EvalResult
+            summary_table, horizon_table = eval_tables(evaluation.metrics)
+            meta = evaluation.meta
             ev = {"starts": meta.get("starts"), "games": meta.get("games"), "warmup": meta.get("warmup"),
                   "horizon": meta.get("horizon"), "report": str(Path(eval_dir) / "report.html"),
                   "metrics": str(Path(eval_dir) / "metrics.json"), "summary_table": summary_table,
@@ -848,7 +848,7 @@ class CardRecorder:
             "stop_reason": reason, "ended": _now(), "steps": result.steps, "epochs": result.epochs_done,
             "wall_seconds": wall, "train_seconds": result.elapsed, "eval_seconds": eval_seconds,
             "seconds_per_batch": self._seconds_per_batch(), "metrics": rows, "eval": ev,
-            "eval_summary": eval_summary(eval_metrics) if eval_metrics else {}, "links": links,
+            "eval_summary": eval_summary(evaluation.metrics) if evaluation else {}, "links": links,
             "best_metric": result.best_metric,
         }
         if f.get("hourly_cost"):

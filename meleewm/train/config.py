@@ -1,45 +1,24 @@
 """Training configuration: nested dataclasses, loaded from YAML, any field overridable as ``section.key=value``.
 
 Unknown keys, keys given twice, wrong types, non-finite numbers and values outside their allowed range
-(:data:`LIMITS`, :data:`CHOICES`) are errors: one line that names the key and what it allows.
+(:data:`RULES`) are errors: one line that names the key and what it allows (``meleewm.config``). The model, loss
+and data sections live on their own floors, so a saved model is read without this module.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
-import typing
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from meleewm.model.world import LossConfig, WorldModelConfig
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used, with the key at fault in the message."""
-
-
-@dataclass
-class DataConfig:
-    seq_len: int = 256             # T: frames per training window, a loss at every position
-    batch_size: int = 16           # global batch (split across DDP ranks)
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    two_humans: bool = False       # extra filters on top of "exactly two players"
-    completed: bool = False
-    legal_stage: bool = False
-    long_enough: bool = False
-    max_games: int = 0             # 0 = all
-    swap_players: bool = True      # augmentation: swap the two players with p=0.5
-    mirror: bool = True            # augmentation: left-right mirror with p=0.5
-    items: bool = False            # item slots in the encoding (read and predicted)
-    item_slots: int = 8
-    ko_windows: float = 0.0        # extra training windows per KO and epoch, around the KO (rare-event oversampling)
-    num_workers: int = 0
+from meleewm.config import AT_LEAST_0, AT_LEAST_1, FRACTION, POSITIVE, Bound, ConfigError, Rules, build_config
+from meleewm.data.config import DATA_RULES, DataConfig
+from meleewm.model.losses import LossConfig
+from meleewm.model.world import WorldModelConfig
 
 
 @dataclass
@@ -154,38 +133,10 @@ class TrainConfig:
     card: CardConfig = field(default_factory=CardConfig)
 
 
-@dataclass(frozen=True)
-class Bound:
-    """The allowed range of a number: ``low``/``high`` (None: unbounded), each end included unless ``open``."""
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-
-    def allows(self, value: float) -> bool:
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return False
-        return self.high is None or (value < self.high if self.high_open else value <= self.high)
-
-    def describe(self, integer: bool) -> str:
-        kind = "an integer" if integer else "a number"
-        if self.high is None:
-            return f"{kind} {'>' if self.low_open else '>='} {_number(self.low)}"
-        return (f"{kind} in {'(' if self.low_open else '['}{_number(self.low)}, {_number(self.high)}"
-                f"{')' if self.high_open else ']'}")
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
-
-
-AT_LEAST_0, AT_LEAST_1, POSITIVE = Bound(0), Bound(1), Bound(0, low_open=True)
-FRACTION = Bound(0, 1)
 # The allowed range of every numeric key of the training sections (the model and loss sections check their own).
-LIMITS: dict[str, Bound] = {
+RULES = Rules(limits={
+    **DATA_RULES.limits,
     "seed": Bound(0, 2**32 - 1),
-    "data.seq_len": AT_LEAST_1, "data.batch_size": AT_LEAST_1, "data.val_fraction": Bound(0, 1, high_open=True),
-    "data.max_games": AT_LEAST_0, "data.item_slots": AT_LEAST_1, "data.num_workers": AT_LEAST_0,
     "optim.lr": AT_LEAST_0, "optim.weight_decay": AT_LEAST_0, "optim.betas": Bound(0, 1, high_open=True),
     "optim.warmup_steps": AT_LEAST_0, "optim.min_lr_ratio": FRACTION, "optim.grad_clip": POSITIVE,
     "optim.epochs": AT_LEAST_1, "optim.max_steps": AT_LEAST_0, "optim.steps_per_epoch": AT_LEAST_0,
@@ -196,83 +147,10 @@ LIMITS: dict[str, Bound] = {
     "kill.no_decrease_fraction": FRACTION, "kill.min_decrease": Bound(0, 1, high_open=True),
     "kill.smoothing": AT_LEAST_0, "kill.after_epoch": AT_LEAST_0,
     "card.hourly_cost": AT_LEAST_0,
-}
-CHOICES: dict[str, tuple[str, ...]] = {
+}, choices={
     "device": ("auto", "cpu", "cuda"),
     "log.wandb_mode": ("online", "offline", "disabled"),
-}
-
-
-def _check_allowed(value, key: str):
-    """``value`` when ``key`` allows it, else a ConfigError that names the key and what it allows."""
-    bound, choices = LIMITS.get(key), CHOICES.get(key)
-    if bound is not None and not bound.allows(value):
-        raise ConfigError(f"{key}: {value!r} is out of range; allowed: {bound.describe(isinstance(value, int))}")
-    if choices is not None and value not in choices:
-        raise ConfigError(f"{key}: {value!r} is not allowed; allowed: {', '.join(choices)}")
-    return value
-
-
-def _coerce(value, kind, key: str):
-    origin = typing.get_origin(kind)
-    if dataclasses.is_dataclass(kind):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return _build(kind, value, key)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        _, value_kind = typing.get_args(kind)
-        return {str(k): _coerce(v, value_kind, f"{key}.{k}") for k, v in value.items()}
-    if origin is tuple:
-        kinds = typing.get_args(kind)
-        if not isinstance(value, (list, tuple)) or len(value) != len(kinds):
-            raise ConfigError(f"{key}: expected {len(kinds)} values, got {value!r}")
-        return tuple(_check_allowed(_coerce(v, k, key), key) for v, k in zip(value, kinds))
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if kind is float:
-        if isinstance(value, str):  # YAML 1.1 reads 3e-4 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
-        return float(value)
-    if kind is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {kind}")
-
-
-def _build(cls, values: dict, prefix: str = ""):
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(f"unknown config key(s): {', '.join(where + u for u in unknown)}; "
-                          f"known: {', '.join(sorted(names))}")
-    kwargs = {}
-    for name, value in values.items():
-        key = f"{prefix}.{name}" if prefix else name
-        kwargs[name] = _coerce(value, hints[name], key)
-        if typing.get_origin(hints[name]) is not tuple:  # tuples are checked per element
-            _check_allowed(kwargs[name], key)
-    try:
-        return cls(**kwargs)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+})
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -336,7 +214,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"override {item!r} must look like section.key=value")
         key, raw = item.split("=", 1)
         _set_dotted(values, key.strip(), raw)
-    return _build(TrainConfig, values)
+    return build_config(TrainConfig, values, rules=RULES)
 
 
 def _one_line(error: Exception) -> str:
@@ -348,4 +226,4 @@ def config_to_dict(config: TrainConfig) -> dict:
 
 
 def config_from_dict(values: dict) -> TrainConfig:
-    return _build(TrainConfig, values)
+    return build_config(TrainConfig, values, rules=RULES)

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from meleewm.atomic import write_text_atomic
+
 HEARTBEAT = "heartbeat.json"
 INTERVAL_S = 10.0
 STALE_AFTER_S = 6 * INTERVAL_S  # a run on another host is taken for dead after this long without a beat
@@ -47,9 +49,7 @@ class Heartbeat:
         self._thread: threading.Thread | None = None
 
     def beat(self) -> None:
-        tmp = self.path.with_name(f".{HEARTBEAT}.tmp")  # one writer per folder: the process that trains there
-        tmp.write_text(json.dumps({**self.record, "updated": time.time()}))
-        os.replace(tmp, self.path)
+        write_text_atomic(self.path, json.dumps({**self.record, "updated": time.time()}))
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from meleewm.atomic import write_text_atomic
 from meleewm.train.config import TrainConfig, config_to_dict
 
 
@@ -33,9 +33,7 @@ def _drop_records_after(path: Path, step: int) -> None:
         if isinstance(record_step, int) and record_step <= step:
             kept.append(line if line.endswith("\n") else line + "\n")
     if kept != lines:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(kept), encoding="utf-8")
-        os.replace(tmp, path)
+        write_text_atomic(path, "".join(kept))
 
 
 class RunLogger:

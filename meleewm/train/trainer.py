@@ -19,20 +19,31 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
+from meleewm.config import ConfigError
 from meleewm.data.cache import build_cache
+from meleewm.data.config import run_split
 from meleewm.data.encoding import EncodingSpec
-from meleewm.data.windows import WindowDataset, split_games
+from meleewm.data.windows import WindowDataset
+from meleewm.errors import MeleewmError
+from meleewm.model.checkpoint import CheckpointError, checkpoint_spec, read_checkpoint
+from meleewm.model.losses import head_losses, total_loss
+from meleewm.model.measures import teacher_forced_metrics
+from meleewm.model.rollout import rollout_starts, to_device
 from meleewm.model.world import MASK_KEYS, WorldModel, next_inputs
 from meleewm.replay.dataset import Dataset
-from meleewm.train.checkpoint import (CheckpointError, checkpoint_spec, copy_checkpoint, load_matching_weights,
-                                      read_checkpoint, remove_partial_checkpoints, save_checkpoint, set_rng_state)
-from meleewm.train.config import ConfigError, TrainConfig, config_to_dict
+from meleewm.train.checkpoint import (
+    copy_checkpoint,
+    load_matching_weights,
+    remove_partial_checkpoints,
+    save_checkpoint,
+    set_rng_state,
+)
+from meleewm.train.config import TrainConfig, config_to_dict
 from meleewm.train.kill import KillSwitch
-from meleewm.train.losses import head_losses, total_loss
-from meleewm.train.validation import rollout_metric, rollout_starts, teacher_forced_metrics, to_device
+from meleewm.train.validation import rollout_metric
 
 
-class TrainError(Exception):
+class TrainError(MeleewmError):
     """A training run that cannot start: no data, a bad resume, an incompatible checkpoint."""
 
 
@@ -110,16 +121,6 @@ def cont_delta_scale(cache, max_frames: int = 500_000) -> torch.Tensor:
     return torch.tensor(np.where(count > 0, np.maximum(rms, 1e-3), 1.0), dtype=torch.float32)
 
 
-def run_split(dataset: Dataset, config: TrainConfig) -> tuple[list[str], list[str]]:
-    """A run's (train, val) game ids: the hash split under the config's filters, training capped at
-    ``data.max_games``; on a dataset too small for a validation game, the first training game validates."""
-    train_ids, val_ids = split_games(dataset.games, config.data.val_fraction, config.data.split_seed,
-                                     filters=filters_for(config))
-    if config.data.max_games:
-        train_ids = train_ids[:config.data.max_games]
-    return train_ids, val_ids or train_ids[:1]
-
-
 def _resumable(path: Path) -> dict:
     """A checkpoint that holds everything a resume restores (an exported model does not)."""
     payload = read_checkpoint(path)
@@ -129,12 +130,6 @@ def _resumable(path: Path) -> dict:
         raise CheckpointError(f"--resume: {path} has no {', '.join(missing)} (an exported model?): it cannot be "
                               f"resumed")
     return payload
-
-
-def filters_for(config: TrainConfig) -> list[str]:
-    names = ["two_players"]
-    names += [f for f in ("two_humans", "completed", "legal_stage", "long_enough") if getattr(config.data, f)]
-    return names
 
 
 def _self_forced(model, batch: dict, unroll: int) -> dict:
@@ -198,10 +193,10 @@ class Trainer:
     def _setup_data(self, data: Path) -> None:
         config = self.config
         self.dataset = Dataset(data)
-        train_ids, val_ids = run_split(self.dataset, config)
+        train_ids, val_ids = run_split(self.dataset, config.data)
         if not train_ids:
             raise TrainError(f"{data}: no training games (it has {len(self.dataset.games)} games; filters "
-                             f"{', '.join(filters_for(config))} leave none for training)")
+                             f"{', '.join(config.data.filters())} leave none for training)")
         self.train_ids, self.val_ids = train_ids, val_ids
         if self.resume_payload is not None:
             self.spec = checkpoint_spec(self.out_dir / "last.pt", self.resume_payload)

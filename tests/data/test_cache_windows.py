@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from meleewm.data.cache import CacheError, EncodedCache, build_cache, cache_key
-from meleewm.data.encoding import CTRL_COLUMNS, FRAME_ARRAYS, read_player_columns, swap_players
+from meleewm.data.augment import swap_players
+from meleewm.data.encoding import CTRL_COLUMNS, FRAME_ARRAYS, read_player_columns
 from meleewm.data.windows import WindowDataset, split_games
 
 T = 64

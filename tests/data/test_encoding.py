@@ -18,10 +18,9 @@ from meleewm.data.encoding import (
     EncodingMismatch,
     EncodingSpec,
     apply_state_age_rule,
-    mirror_x,
     read_player_columns,
-    swap_players,
 )
+from meleewm.data.augment import mirror_x, swap_players
 
 
 @pytest.fixture(scope="module")

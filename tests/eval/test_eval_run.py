@@ -15,7 +15,7 @@ from meleewm.data.windows import WindowDataset
 from meleewm.eval.run import EvalSettings, model_rollouts, run_eval
 from meleewm.replay.dataset import Dataset
 from meleewm.replay.ingest import ingest
-from meleewm.train.checkpoint import load_model
+from meleewm.model.checkpoint import load_model
 from meleewm.train.config import load_config
 from meleewm.train.trainer import train
 from tests.conftest import extract_members
@@ -38,8 +38,10 @@ def trained(replays, manifest, tmp_path_factory):
 
 def test_eval_writes_every_section(trained, tmp_path):
     data, checkpoint = trained
-    metrics = run_eval(checkpoint, data, tmp_path / "report", split="all", settings=SETTINGS)
-    for section in ("rollout", "summary", "ko_timing", "breakdowns", "plausibility", "teacher_forced", "meta",
+    result = run_eval(checkpoint, data, tmp_path / "report", split="all", settings=SETTINGS)
+    metrics = result.metrics
+    assert result.meta
+    for section in ("rollout", "summary", "ko_timing", "breakdowns", "plausibility", "teacher_forced",
                     "idle", "action_timing", "events", "rule_counts"):
         assert metrics[section], section
     for name in ("model", "model_with_rules"):
@@ -92,7 +94,7 @@ class PoisonedWindows:
 
 def test_rollout_never_reads_the_truth_after_warmup(trained):
     data, checkpoint = trained
-    model, config, _ = load_model(checkpoint)
+    model = load_model(checkpoint).model
     dataset = Dataset(data)
     game_ids = [g["game_id"] for g in dataset.games.to_pylist()][:2]
     windows = WindowDataset(build_cache(dataset, model.spec, game_ids, progress=False), 64, random_phase=False)

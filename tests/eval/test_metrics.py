@@ -15,7 +15,6 @@ from meleewm.eval.metrics import (
     breakdowns,
     change_accuracy,
     cumulative_curves,
-    evaluate,
     flag_f1,
     ko_timing,
     mae,
@@ -27,6 +26,7 @@ from meleewm.eval.metrics import (
     velocity_mae,
 )
 from meleewm.eval.plausibility import check_state, plausibility, seen_actions
+from meleewm.eval.run import evaluate
 
 KEYS = (
     "post_position_x",

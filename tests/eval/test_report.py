@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 
 from meleewm.eval.baselines import add_baselines
-from meleewm.eval.metrics import RolloutSet, evaluate
+from meleewm.eval.metrics import RolloutSet
+from meleewm.eval.run import evaluate
 from tests.eval.test_metrics import KEYS
 from meleewm.eval.plausibility import seen_actions
-from meleewm.eval.report import SECTIONS, verdict, write_report
+from meleewm.eval.report import SECTIONS, EvalResult, verdict, write_report
 
 META = {
     "checkpoint_hash": "ck0123",
@@ -84,7 +85,7 @@ def metrics(rollouts) -> dict:
 
 @pytest.fixture(scope="module")
 def report(tmp_path_factory, metrics, rollouts) -> Path:
-    return write_report(tmp_path_factory.mktemp("report"), metrics, rollouts, META)
+    return write_report(tmp_path_factory.mktemp("report"), EvalResult.of(metrics, META), rollouts)
 
 
 def test_report_has_every_section(report):
@@ -128,7 +129,7 @@ def test_metrics_json(report, metrics):
 
 
 def test_metrics_json_is_deterministic(tmp_path, metrics, rollouts, report):
-    again = write_report(tmp_path, metrics, rollouts, META)
+    again = write_report(tmp_path, EvalResult.of(metrics, META), rollouts)
     assert (again.parent / "metrics.json").read_bytes() == (report.parent / "metrics.json").read_bytes()
     assert again.read_bytes() == report.read_bytes()  # the page too, plots included
 

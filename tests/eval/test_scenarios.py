@@ -12,7 +12,7 @@ from meleewm.melee import ACTION_IDS, LEGAL_STAGES
 from meleewm.melee.stages import BATTLEFIELD
 from meleewm.model.rollout import rollout
 from meleewm.model.rules import GameRules
-from meleewm.play.session import DEFAULT_MODEL, load_play_model
+from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
 
 IDLE_FRAMES = 1800
 
@@ -22,7 +22,7 @@ def bundled():
     if not DEFAULT_MODEL.is_file():
         pytest.skip(f"no bundled model at {DEFAULT_MODEL}")
     torch.set_num_threads(1)
-    return load_play_model()[0]
+    return load_model(DEFAULT_MODEL).model
 
 
 def test_idle_test_on_the_bundled_model(bundled):

@@ -23,7 +23,7 @@ import pytest
 
 from meleewm.play.library import ReplayLibrary
 from meleewm.play.server import ReplayCatalog, create_app
-from meleewm.play.session import load_play_model
+from meleewm.model.checkpoint import load_model, resolve_model
 from tests.play.test_session import play_checkpoint
 
 CHROMIUM = os.environ.get("MELEEWM_CHROMIUM", "/usr/bin/chromium")
@@ -46,7 +46,7 @@ def server(replays, manifest, tmp_path_factory):
     import uvicorn
 
     checkpoint, data = play_checkpoint(replays, manifest, tmp_path_factory)
-    model, _ = load_play_model(os.environ.get("MELEEWM_PLAY_MODEL") or checkpoint)   # e.g. the bundled model
+    model = load_model(resolve_model(os.environ.get("MELEEWM_PLAY_MODEL") or checkpoint)).model   # e.g. bundled
     # The tiny untrained model flies off the stage within seconds; with the rules on it would spend the test KO'd
     # and waiting to respawn, so the page is tested on the model alone (the rules have tests of their own).
     app = create_app(model, replays=ReplayCatalog(model.spec, data=data), library=ReplayLibrary(data.parent / "replays"),

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from meleewm.play.server import MAX_MESSAGE_BYTES, ReplayCatalog, create_app
-from meleewm.play.session import load_play_model
+from meleewm.model.checkpoint import load_model
 from meleewm.replay.dataset import Dataset
 from tests.play.test_session import play_checkpoint
 
@@ -18,7 +18,7 @@ from tests.play.test_session import play_checkpoint
 @pytest.fixture(scope="module")
 def client(replays, manifest, tmp_path_factory):
     checkpoint, data = play_checkpoint(replays, manifest, tmp_path_factory)
-    model, _ = load_play_model(checkpoint)
+    model = load_model(checkpoint).model
     app = create_app(model, replays=ReplayCatalog(model.spec, data=data))
     with TestClient(app, base_url="http://127.0.0.1:8000") as c:   # the server's own address (OriginGuard)
         c.game_ids = sorted(Dataset(data).game_ids())

@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import InvalidStatus
 
 from meleewm.play.server import Limits, create_app
-from meleewm.play.session import load_play_model
+from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
 from tests.play.live import REPO, http_get, new_session, next_message, serving, ws_connect
 
 pytestmark = pytest.mark.timeout(120)
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.timeout(120)
 
 @pytest.fixture(scope="module")
 def model():
-    return load_play_model()[0]          # the bundled model: no replays needed
+    return load_model(DEFAULT_MODEL).model          # the bundled model: no replays needed
 
 
 def refused_status(port: int, **kwargs) -> int | None:

@@ -23,7 +23,6 @@ from meleewm.melee import SPAWN_POINTS
 from meleewm.model.rollout import rollout
 from meleewm.model.rules import RULE_EVENTS, GameRules
 from meleewm.model.world import WorldModel
-from meleewm.play import session as session_module
 from meleewm.play.controllers import (
     ApproachController,
     ControllerError,
@@ -32,16 +31,11 @@ from meleewm.play.controllers import (
     encode_controllers,
 )
 from meleewm.play.dream import dream_session
-from meleewm.play.session import (
-    FIRST_FRAME,
-    ModelNotFound,
-    ReplayGame,
-    Session,
-    SessionError,
-    load_play_model,
-    resolve_model,
-    tick_together,
-)
+from meleewm.melee.game import FIRST_FRAME
+from meleewm.play.session import Session, tick_together
+from meleewm.play.starts import ReplayGame, SessionError
+from meleewm.model import checkpoint as checkpoint_module
+from meleewm.model.checkpoint import ModelNotFound, load_model, resolve_model
 from meleewm.replay.dataset import Dataset
 from meleewm.replay.reader import parse_replay
 from meleewm.train.checkpoint import save_checkpoint
@@ -72,7 +66,7 @@ def play_files(replays, manifest, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def model(play_files):
-    return load_play_model(play_files[0])[0]
+    return load_model(play_files[0]).model
 
 
 @pytest.fixture(scope="module")
@@ -358,7 +352,7 @@ def test_dream_cli_writes_prefix_plus_model_frames(model, play_files, replay, ga
 
 
 def test_missing_default_model_is_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setattr(session_module, "DEFAULT_MODEL", tmp_path / "models" / "meleewm-small.pt")
+    monkeypatch.setattr(checkpoint_module, "DEFAULT_MODEL", tmp_path / "models" / "meleewm-small.pt")
     with pytest.raises(ModelNotFound, match="--model"):
         resolve_model(None)
     with pytest.raises(ModelNotFound, match="no model at"):

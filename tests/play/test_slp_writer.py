@@ -16,8 +16,8 @@ import slippi
 from peppi_py import _peppi
 
 from meleewm.melee import external_to_internal
-from meleewm.play import slp_writer
-from meleewm.play.slp_writer import SlpGame, SlpPlayer, encode_slp, game_from_dataset, write_slp
+from meleewm import atomic
+from meleewm.replay.writer import SlpGame, SlpPlayer, encode_slp, game_from_dataset, write_slp
 from meleewm.replay.reader import parse_replay
 from meleewm.replay.schema import FRAME_FIELDS, FRAME_SCHEMA, POST_FIELDS, PRE_FIELDS
 
@@ -506,7 +506,7 @@ def test_write_is_atomic(tmp_path, monkeypatch):
         seen.append(len(src.read_bytes()))          # the temporary file is complete before it is renamed
         real_replace(src, dst)
 
-    monkeypatch.setattr(slp_writer.os, "replace", checking_replace)
+    monkeypatch.setattr(atomic.os, "replace", checking_replace)
     write_slp(game, dest)
     assert seen == [len(expected)]
     assert dest.read_bytes()[:200] == expected[:200] and dest.stat().st_size == len(expected)
@@ -520,7 +520,7 @@ def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch
     def failing_fsync(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(slp_writer.os, "fsync", failing_fsync)
+    monkeypatch.setattr(atomic.os, "fsync", failing_fsync)
     with pytest.raises(OSError, match="disk full"):
         write_slp(_minimal_game(), dest)
     assert dest.read_bytes() == b"previous replay"

@@ -16,9 +16,9 @@ from meleewm.data.windows import split_games
 from meleewm.model.world import WorldModel
 from meleewm.replay.dataset import Dataset
 from meleewm.train.card import PENDING, read_card
-from meleewm.train.checkpoint import load_model
+from meleewm.model.checkpoint import load_model
 from meleewm.train.config import load_config
-from meleewm.train.trainer import Trainer, filters_for
+from meleewm.train.trainer import Trainer
 from tests.train.realdata import TINY, tiny_config
 
 SHORT = ("log.tensorboard=false", "data.batch_size=4", "eval.rollout_starts=4", "eval.max_val_batches=1")
@@ -43,7 +43,7 @@ def test_plan_card_matches_dataset_and_model(train_data, tmp_path):
     config = load_config(TINY, list(overrides))
     dataset = Dataset(train_data)
     train_ids, val_ids = split_games(dataset.games, config.data.val_fraction, config.data.split_seed,
-                                     filters=filters_for(config))
+                                     filters=config.data.filters())
     train_ids = train_ids[:config.data.max_games]
     val_ids = val_ids or train_ids[:1]
     frames = {g["game_id"]: g["frame_count"] for g in dataset.games.to_pylist()}
@@ -86,7 +86,7 @@ def test_kill_threshold_stops_the_run(train_data, tmp_path):
         facts["results"]["stop_reason"]
     assert facts["results"]["steps"] == 3 and facts["results"]["epochs"] == 1
     assert "kill.min.change_acc" in (out / "card.md").read_text()
-    _, _, payload = load_model(out / "last.pt")
+    payload = load_model(out / "last.pt").payload
     assert payload["position"]["step"] == 3
 
     # Loss not decreasing (lr 0) at half of epoch 1: the trainer's reason names the threshold.

@@ -15,9 +15,8 @@ import torch
 from typer.testing import CliRunner
 
 from meleewm.cli import app
-from meleewm.play.session import DEFAULT_MODEL
-from meleewm.train.checkpoint import (CheckpointError, load_model, read_checkpoint, rng_state, save_checkpoint,
-                                      set_rng_state)
+from meleewm.model.checkpoint import DEFAULT_MODEL, CheckpointError, load_model, read_checkpoint
+from meleewm.train.checkpoint import rng_state, save_checkpoint, set_rng_state
 from tests.train.conftest import FAST
 from tests.train.realdata import TINY, tiny_config
 
@@ -132,7 +131,7 @@ def test_every_command_refuses_code(train_data, checkpoint, tmp_path, placement)
 def test_bundled_model_is_plain_data():
     payload = torch.load(DEFAULT_MODEL, map_location="cpu", weights_only=True)
     assert payload["optimizer"] is None and payload["rng"] is None
-    model, config, _ = load_model(DEFAULT_MODEL)
+    model = load_model(DEFAULT_MODEL).model
     assert model.num_params() == payload["num_params"]
 
 

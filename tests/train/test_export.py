@@ -6,7 +6,7 @@ import torch
 from typer.testing import CliRunner
 
 from meleewm.cli import app
-from meleewm.train.checkpoint import load_model, read_checkpoint
+from meleewm.model.checkpoint import load_model, read_checkpoint
 from meleewm.train.trainer import train
 from tests.train.realdata import tiny_config
 
@@ -18,7 +18,7 @@ def test_export_drops_training_state_and_keeps_the_model(train_data, tmp_path):
     exported = read_checkpoint(tmp_path / "m.pt")
     assert exported["optimizer"] is None and exported["rng"] is None
     assert (tmp_path / "m.pt").stat().st_size < (tmp_path / "run" / "last.pt").stat().st_size / 2
-    original, _, _ = load_model(tmp_path / "run" / "last.pt")
-    copy, _, _ = load_model(tmp_path / "m.pt")
+    original = load_model(tmp_path / "run" / "last.pt").model
+    copy = load_model(tmp_path / "m.pt").model
     for name, value in original.state_dict().items():
         assert torch.equal(value, copy.state_dict()[name]), name

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from meleewm.train.checkpoint import load_model
+from meleewm.model.checkpoint import load_model
 from meleewm.train.trainer import train
 from tests.train.realdata import tiny_config
 
@@ -20,5 +20,5 @@ def test_training_with_items_has_item_losses(train_data, tmp_path):
     for name in ("loss/items/present", "loss/items/type", "loss/items/owner", "loss/items/cont"):
         assert all(name in r and math.isfinite(r[name]) for r in train_records), name
     assert any(r["self_forcing_unroll"] > 0 for r in train_records)  # item predictions fed back in, too
-    model, _, _ = load_model(tmp_path / "run" / "last.pt")
+    model = load_model(tmp_path / "run" / "last.pt").model
     assert model.spec.items and model.spec.item_slots == 4

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from meleewm.cli import app
-from meleewm.train.checkpoint import CheckpointError, load_model, read_checkpoint
+from meleewm.model.checkpoint import CheckpointError, load_model, read_checkpoint
 from meleewm.train.config import ConfigError, load_config
 from meleewm.train.trainer import Trainer, TrainError
 from tests.train.conftest import FAST
@@ -182,17 +182,21 @@ def test_too_few_windows(train_data, tmp_path):
 
 def test_resume_from_an_export(train_data, checkpoint, tmp_path):
     """An exported model has no optimizer, scheduler or RNG state: a resume from it says so."""
-    from meleewm.train.checkpoint import export_checkpoint
+    from meleewm.model.checkpoint import export_model
 
-    export_checkpoint(checkpoint, tmp_path / "run" / "last.pt")
+    export_model(checkpoint, tmp_path / "run" / "last.pt")
     with pytest.raises(CheckpointError, match="has no optimizer, scheduler, rng .* cannot be resumed"):
         Trainer(train_data, tiny_config(*FAST), tmp_path / "run", resume=True, progress=False)
 
 
 def test_checkpoint_with_a_bad_config_or_encoding(checkpoint, tmp_path):
-    _edited(checkpoint, tmp_path / "config", lambda p: p["config"]["optim"].update(lr="fast"))
-    with pytest.raises(CheckpointError, match="its config is not valid: optim.lr"):
+    # Loading reads the sections a model needs (model, data, loss): each is checked as the run's config was.
+    _edited(checkpoint, tmp_path / "config", lambda p: p["config"]["data"].update(seq_len="long"))
+    with pytest.raises(CheckpointError, match="its config is not valid: data.seq_len"):
         load_model(tmp_path / "config" / "last.pt")
+    _edited(checkpoint, tmp_path / "model-config", lambda p: p["config"]["model"].update(n_layer=0))
+    with pytest.raises(CheckpointError, match="its config is not valid: model.n_layer must be positive"):
+        load_model(tmp_path / "model-config" / "last.pt")
     _edited(checkpoint, tmp_path / "encoding", lambda p: p["encoding"].pop("vocabs"))
     with pytest.raises(CheckpointError, match="its encoding is not valid: KeyError"):
         load_model(tmp_path / "encoding" / "last.pt")

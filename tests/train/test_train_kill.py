@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from meleewm.train.card import read_run
-from meleewm.train.checkpoint import read_checkpoint
+from meleewm.model.checkpoint import read_checkpoint
 from meleewm.train.trainer import Trainer
 from tests.train.realdata import ROOT, TINY, tiny_config
 

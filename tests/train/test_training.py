@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import default_collate
 from typer.testing import CliRunner
 
-from meleewm.train.losses import head_losses, total_loss
+from meleewm.model.losses import head_losses, total_loss
 from meleewm.train.trainer import Trainer, _self_forced
 from meleewm.model.world import MASK_KEYS, next_inputs
 from tests.train.realdata import TINY, tiny_config
@@ -138,10 +138,11 @@ def test_cli_full_tiny_run(train_data, tmp_path):
     assert all("rollout_position_error" in r and "action_acc" in r for r in records if r["kind"] == "val")
     assert "train →" in result.output and "stopped" in result.output and "finished" in result.output
     assert "best rollout position error" in result.output
-    from meleewm.train.checkpoint import load_model
-    from meleewm.train.config import load_config
+    from meleewm.model.checkpoint import load_model
+    from meleewm.train.config import config_from_dict, load_config
 
-    model, config, payload = load_model(out / "best.pt")
+    payload = load_model(out / "best.pt").payload
+    config = config_from_dict(payload["config"])
     assert config.name == "tiny" and payload["position"]["step"] in (4, 8)
     assert load_config(out / "config.yaml") == config
 

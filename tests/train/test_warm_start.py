@@ -10,7 +10,8 @@ import torch
 
 from meleewm.data.encoding import EncodingSpec
 from meleewm.model.world import WorldModel, WorldModelConfig
-from meleewm.train.checkpoint import CheckpointError, load_matching_weights, save_checkpoint
+from meleewm.model.checkpoint import CheckpointError
+from meleewm.train.checkpoint import load_matching_weights, save_checkpoint
 from meleewm.train.config import TrainConfig
 
 SIZE = dict(d_model=32, n_layer=2, d_state=16, headdim=16, chunk_size=16, action_embed_dim=8, cat_embed_dim=4,

@@ -67,7 +67,6 @@ from __future__ import annotations
 
 import os
 import struct
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -77,11 +76,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from meleewm.atomic import write_bytes_atomic
+from meleewm.melee.game import FIRST_FRAME, FULL_SHIELD
 from meleewm.melee.characters import EXTERNAL_NAMES, NANA, external_to_internal
 from meleewm.replay.schema import FRAME_FIELDS, FRAME_SCHEMA, POST_FIELDS, PRE_FIELDS
 
 SLIPPI_VERSION = (3, 18, 0)
-FIRST_FRAME = -123
 
 # Event command bytes.
 EVENT_PAYLOADS = 0x35
@@ -101,7 +101,6 @@ LANGUAGES = {"japanese": 0, "english": 1}
 SCENE_VS = 2            # major scene of a game started from VS mode (8 = Slippi online)
 SCENE_MINOR_IN_GAME = 2
 NO_HITTER = 6           # post.last_hit_by before anyone has been hit
-FULL_SHIELD = 60.0
 RAW_STICK_SCALE = 80.0  # processed stick 1.0 ~ raw 80 on a calibrated controller
 
 
@@ -713,20 +712,8 @@ def encode_slp(game: SlpGame) -> bytes:
 
 
 def write_slp(game: SlpGame, path: str | os.PathLike) -> Path:
-    """Write ``game`` to ``path`` atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    data = encode_slp(game)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    """Write ``game`` to ``path`` atomically."""
+    return write_bytes_atomic(path, encode_slp(game))
 
 
 # -- from the dataset ----------------------------------------------------------------------------------------

@@ -1,14 +1,36 @@
 """Losses of the world model's heads: continuous (MSE or Huber), binary (BCE), categorical (CE with an
 optional uniform mix), items. Each sample's loss is averaged over its own valid entries, then samples are
 averaged, so that DDP's mean of per-rank gradients equals the single-process gradient of the same global batch.
+
+The loss is the model's objective: training minimises it, and evaluation reports it with the settings a
+checkpoint records (its ``loss`` section), so it lives on the model's floor, beside the network, not in train/.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 import torch.nn.functional as F
 
-from meleewm.model.world import LossConfig, gate_classes
+from meleewm.model.world import gate_classes
+
+
+@dataclass
+class LossConfig:
+    continuous: str = "huber"     # "mse" or "huber"
+    huber_delta: float = 1.0
+    uniform_mix: float = 0.01     # categorical targets mixed with this much uniform mass (0 disables)
+    # Continuous errors are small numbers next to 8 categorical cross-entropies: weight them up.
+    weights: dict[str, float] = field(default_factory=lambda: {"cont": 10.0, "binary": 1.0, "cat": 1.0, "items": 1.0,
+                                                                "gate": 1.0})
+    field_weights: dict[str, float] = field(default_factory=lambda: {"post_state": 2.0})
+
+    def __post_init__(self):
+        if self.continuous not in ("mse", "huber"):
+            raise ValueError(f"loss.continuous must be 'mse' or 'huber', not {self.continuous!r}")
+        if not 0 <= self.uniform_mix < 1:
+            raise ValueError(f"loss.uniform_mix must be in [0, 1), got {self.uniform_mix}")
 
 
 def _per_sample_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
