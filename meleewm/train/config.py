@@ -40,6 +40,9 @@ class DataConfig:
     item_slots: int = 8
     ko_windows: float = 0.0        # extra training windows per KO and epoch, around the KO (rare-event oversampling)
     num_workers: int = 0
+    store: str = "cache"           # "cache": one memory-mapped encoded cache; "sharded": compact shards, streamed
+                                   # (meleewm.data.store; for datasets larger than a node's disk or memory)
+    store_workers: int = 1         # processes that build the sharded store
 
 
 @dataclass
@@ -186,6 +189,7 @@ LIMITS: dict[str, Bound] = {
     "seed": Bound(0, 2**32 - 1),
     "data.seq_len": AT_LEAST_1, "data.batch_size": AT_LEAST_1, "data.val_fraction": Bound(0, 1, high_open=True),
     "data.max_games": AT_LEAST_0, "data.item_slots": AT_LEAST_1, "data.num_workers": AT_LEAST_0,
+    "data.store_workers": AT_LEAST_1,
     "optim.lr": AT_LEAST_0, "optim.weight_decay": AT_LEAST_0, "optim.betas": Bound(0, 1, high_open=True),
     "optim.warmup_steps": AT_LEAST_0, "optim.min_lr_ratio": FRACTION, "optim.grad_clip": POSITIVE,
     "optim.epochs": AT_LEAST_1, "optim.max_steps": AT_LEAST_0, "optim.steps_per_epoch": AT_LEAST_0,
@@ -199,6 +203,7 @@ LIMITS: dict[str, Bound] = {
 }
 CHOICES: dict[str, tuple[str, ...]] = {
     "device": ("auto", "cpu", "cuda"),
+    "data.store": ("cache", "sharded"),
     "log.wandb_mode": ("online", "offline", "disabled"),
 }
 
