@@ -67,6 +67,15 @@ def array_shapes(spec: EncodingSpec) -> dict[str, tuple[tuple[int, ...], np.dtyp
     }
 
 
+def read_versioned(path: Path, fmt: str, version_key: str, version: int, error: type[Exception]) -> dict:
+    """The JSON header at ``path``, when it declares ``fmt`` at ``version``; else ``error`` saying to rebuild."""
+    header = json.loads(path.read_text())
+    if header.get("format") != fmt or header.get(version_key) != version:
+        raise error(f"{path.parent}: format {header.get('format')} v{header.get(version_key)} is not {fmt} "
+                    f"v{version}; delete it and rebuild")
+    return header
+
+
 def ko_frame_indices(cat: np.ndarray, cat_mask: np.ndarray, spec: EncodingSpec) -> np.ndarray:
     """Frame indices of a game's KOs: frames where a player's stock count is lower than on the frame before
     (stock vocabulary indices follow the sorted raw counts)."""
@@ -105,10 +114,7 @@ class EncodedCache:
         meta_path, index_path = self.path / META, self.path / INDEX
         if not meta_path.is_file() or not index_path.is_file():
             raise CacheError(f"{self.path} is not an encoded cache (no {META} / {INDEX})")
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != CACHE_FORMAT or self.meta.get("cache_version") != CACHE_VERSION:
-            raise CacheError(f"{self.path}: cache format {self.meta.get('format')} v{self.meta.get('cache_version')}"
-                             f" is not {CACHE_FORMAT} v{CACHE_VERSION}; delete it and rebuild")
+        self.meta = read_versioned(meta_path, CACHE_FORMAT, "cache_version", CACHE_VERSION, CacheError)
         self.spec = EncodingSpec.from_dict(self.meta["spec"])
         self.key = self.meta["key"]
         self.entries = [_GameEntry(**e) for e in json.loads(index_path.read_text())]

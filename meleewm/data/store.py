@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 from torch.utils.data import default_collate
 
-from meleewm.data.cache import array_shapes, cache_key, game_facts, ko_frame_indices
+from meleewm.data.cache import array_shapes, cache_key, game_facts, ko_frame_indices, read_versioned
 from meleewm.data.encoding import FRAME_ARRAYS, ITEM_ARRAYS, MIRROR_STAGES, EncodingSpec
 from meleewm.data.windows import draw_windows, mirrorable, window_sample
 
@@ -124,11 +124,10 @@ def _read_header(path: Path) -> dict:
     return json.loads(metadata[HEADER_KEY])
 
 
-def _write_shard(dataset_root: str, spec_dict: dict, game_ids: list[str], path: str) -> dict:
-    """Encode ``game_ids`` into one shard at ``path`` (temporary name, then rename); returns its header."""
-    from meleewm.replay.dataset import Dataset
-
-    dataset, spec = Dataset(dataset_root), EncodingSpec.from_dict(spec_dict)
+def _write_shard(dataset, spec_dict: dict, game_ids: list[str], path: str) -> dict:
+    """Encode ``game_ids`` of ``dataset`` (a subset holding them) into one shard at ``path`` (temporary name, then
+    rename); returns its header."""
+    spec = EncodingSpec.from_dict(spec_dict)
     columns = _layout(spec)
     parts: dict[str, list[np.ndarray]] = {c.array: [] for c in columns}
     games, row = [], 0
@@ -195,12 +194,13 @@ def build_store(dataset, spec: EncodingSpec, game_ids, store_dir: str | Path | N
     with _progress_bar(progress, len(groups), len(headers)) as advance:
         if workers <= 1:
             for index in todo:
-                headers[index] = _write_shard(str(dataset.root), spec.to_dict(), groups[index],
-                                              str(root / _shard_name(index)))
+                headers[index] = _write_shard(dataset, spec.to_dict(), groups[index], str(root / _shard_name(index)))
                 advance()
         else:
+            # Each worker gets the games index rows of its shard only: reading the whole index per shard would
+            # make the build quadratic in the number of games.
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(_write_shard, str(dataset.root), spec.to_dict(), groups[i],
+                futures = {pool.submit(_write_shard, dataset.subset(groups[i]), spec.to_dict(), groups[i],
                                        str(root / _shard_name(i))): i for i in todo}
                 for future in as_completed(futures):
                     headers[futures[future]] = future.result()
@@ -264,10 +264,7 @@ class ShardedStore:
         index_path = self.path / INDEX
         if not index_path.is_file():
             raise StoreError(f"{self.path} is not a sharded store (no {INDEX}); it may be an interrupted build")
-        self.index = json.loads(index_path.read_text())
-        if self.index.get("format") != STORE_FORMAT or self.index.get("store_version") != STORE_VERSION:
-            raise StoreError(f"{self.path}: store format {self.index.get('format')} v"
-                             f"{self.index.get('store_version')} is not {STORE_FORMAT} v{STORE_VERSION}; rebuild it")
+        self.index = read_versioned(index_path, STORE_FORMAT, "store_version", STORE_VERSION, StoreError)
         self.spec = EncodingSpec.from_dict(self.index["spec"])
         self.key = self.index["key"]
         self.entries = [StoreEntry(**{k: g[k] for k in StoreEntry.__dataclass_fields__ if k in g}, shard=s)
