@@ -191,7 +191,7 @@ def build_store(dataset, spec: EncodingSpec, game_ids, store_dir: str | Path | N
             if [g["game_id"] for g in header["games"]] == group and header["spec_hash"] == spec.hash():
                 headers[index] = header
     todo = [i for i in range(len(groups)) if i not in headers]
-    with _progress_bar(progress, len(groups), len(headers)) as advance:
+    with _ShardProgress(progress, len(groups), len(headers)) as advance:
         if workers <= 1:
             for index in todo:
                 headers[index] = _write_shard(dataset, spec.to_dict(), groups[index], str(root / _shard_name(index)))
@@ -217,7 +217,7 @@ def build_store(dataset, spec: EncodingSpec, game_ids, store_dir: str | Path | N
     return ShardedStore(root)
 
 
-class _progress_bar:
+class _ShardProgress:
     """A rich progress bar over shards (or nothing when ``enabled`` is False); yields ``advance()``."""
 
     def __init__(self, enabled: bool, total: int, done: int):
