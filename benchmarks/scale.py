@@ -321,11 +321,12 @@ def main() -> None:
                "store_vs_cache_build_time": base["store_s"] / base["cache_s"],
                "cpu_count": os.cpu_count(), "load_before": round(load_before, 2),
                "load_after": round(os.getloadavg()[0], 2)}
-    console.print(f"the store takes {figures['store_vs_cache_bytes']:.3f}x the encoded cache's bytes "
-                  f"({base['store_bytes_per_frame']:.1f} against {figures['cache_bytes_per_frame']:.0f} bytes a "
-                  f"frame, items on) and {figures['store_vs_cache_build_time']:.2f}x its build time (2 processes "
-                  f"against 1) at {ns[0]} games; load average {figures['load_before']:.2f} before, "
-                  f"{figures['load_after']:.2f} after")
+    store_vs_cache = (f"the store takes {figures['store_vs_cache_bytes']:.3f}x the encoded cache's bytes "
+                      f"({base['store_bytes_per_frame']:.1f} against {figures['cache_bytes_per_frame']:.0f} bytes a "
+                      f"frame, items on) and {figures['store_vs_cache_build_time']:.2f}x its build time (2 processes "
+                      f"against 1) at {ns[0]} games")
+    console.print(f"{store_vs_cache}; load average {figures['load_before']:.2f} before, {figures['load_after']:.2f} "
+                  f"after")
     print(json.dumps(figures))
 
 
