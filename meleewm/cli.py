@@ -31,6 +31,10 @@ def ingest(
     batch_size: int = typer.Option(16, help="at most this many games per part file (a part also closes at 16 MiB)"),
     keep_names: bool = typer.Option(False, "--keep-names", help="store netplay names, connect codes and tags"),
     retry_quarantined: bool = typer.Option(False, help="try files quarantined by an earlier run again"),
+    ray: str = typer.Option(None, "--ray", metavar="ADDRESS",
+                            help="parse on the Ray cluster at ADDRESS (host:port; `auto`: the one this machine is "
+                                 "in; `local`: a Ray started for this run); needs `pip install meleewm[ray]`, and "
+                                 "the replays and --out on a file system every node sees"),
 ) -> None:
     """Parse replays into a columnar dataset; bad files are quarantined, never fatal. Re-runs resume."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -55,8 +59,8 @@ def ingest(
         started = time.perf_counter()
         try:
             stats = run_ingest(paths, out, workers=workers, batch_size=batch_size, keep_names=keep_names,
-                               retry_quarantined=retry_quarantined, on_progress=on_progress)
-        except MeleewmError as error:
+                               retry_quarantined=retry_quarantined, ray=ray, on_progress=on_progress)
+        except (MeleewmError, ModuleNotFoundError) as error:
             _fail(str(error))
         progress.update(task, completed=stats.seen)
 
@@ -71,6 +75,8 @@ def ingest(
     table.add_row("frames", f"{stats.frames:,}")
     table.add_row("hours of play", f"{stats.seconds_of_play / 3600:.2f}")
     table.add_row("elapsed", f"{stats.elapsed:.1f} s")
+    for node, batches in sorted(stats.tasks_per_node.items()):
+        table.add_row(f"batches parsed on Ray node {node[:12]}", f"{batches:,}")
     console.print(table)
 
 

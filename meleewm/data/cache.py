@@ -54,7 +54,7 @@ def _array_names(spec: EncodingSpec) -> tuple[str, ...]:
     return tuple(n for n in FRAME_ARRAYS if spec.items or n not in ITEM_ARRAYS)
 
 
-def _shapes(spec: EncodingSpec) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def array_shapes(spec: EncodingSpec) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Per-frame shape and dtype of each cached array."""
     S = spec.item_slots
     return {
@@ -66,6 +66,34 @@ def _shapes(spec: EncodingSpec) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         "item_present": ((S,), np.uint8), "item_type": ((S,), np.int32), "item_owner": ((S,), np.int32),
         "item_cont": ((S, spec.n_item_cont), np.float32),
     }
+
+
+def read_versioned(path: Path, fmt: str, version_key: str, version: int, error: type[Exception]) -> dict:
+    """The JSON header at ``path``, when it declares ``fmt`` at ``version``; else ``error`` saying to rebuild."""
+    header = json.loads(path.read_text())
+    if header.get("format") != fmt or header.get(version_key) != version:
+        raise error(f"{path.parent}: format {header.get('format')} v{header.get(version_key)} is not {fmt} "
+                    f"v{version}; delete it and rebuild")
+    return header
+
+
+def ko_frame_indices(cat: np.ndarray, cat_mask: np.ndarray, spec: EncodingSpec) -> np.ndarray:
+    """Frame indices of a game's KOs: frames where a player's stock count is lower than on the frame before
+    (stock vocabulary indices follow the sorted raw counts)."""
+    column = spec.cat_index("post_stocks")
+    stocks = np.asarray(cat[:, :, column], np.int64)
+    known = np.asarray(cat_mask[:, :, column]) & (stocks > 0)
+    fell = (stocks[1:] < stocks[:-1]) & known[1:] & known[:-1]
+    return np.nonzero(fell.any(axis=1))[0] + 1
+
+
+def game_facts(dataset, game: EncodedGame) -> dict:
+    """What an index keeps of an encoded game: its id, frames, stage and characters (raw and vocabulary)."""
+    record = dataset.game(game.game_id)
+    by_port = {p["port"]: p["character"] for p in record["players"]}
+    return {"game_id": game.game_id, "length": len(game), "stage": int(record["stage"]),
+            "chars": [int(by_port[p]) for p in sorted(by_port)], "const_stage": int(game.const_stage),
+            "const_chars": [int(c) for c in game.const_chars]}
 
 
 @dataclass
@@ -87,10 +115,7 @@ class EncodedCache:
         meta_path, index_path = self.path / META, self.path / INDEX
         if not meta_path.is_file() or not index_path.is_file():
             raise CacheError(f"{self.path} is not an encoded cache (no {META} / {INDEX})")
-        self.meta = json.loads(meta_path.read_text())
-        if self.meta.get("format") != CACHE_FORMAT or self.meta.get("cache_version") != CACHE_VERSION:
-            raise CacheError(f"{self.path}: cache format {self.meta.get('format')} v{self.meta.get('cache_version')}"
-                             f" is not {CACHE_FORMAT} v{CACHE_VERSION}; delete it and rebuild")
+        self.meta = read_versioned(meta_path, CACHE_FORMAT, "cache_version", CACHE_VERSION, CacheError)
         self.spec = EncodingSpec.from_dict(self.meta["spec"])
         self.key = self.meta["key"]
         self.entries = [_GameEntry(**e) for e in json.loads(index_path.read_text())]
@@ -117,6 +142,17 @@ class EncodedCache:
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def window(self, game: int, start: int, length: int, names=None) -> dict[str, np.ndarray]:
+        """``length`` frames of game ``game`` from frame index ``start``: name -> array (a copy); all arrays, or
+        those in ``names``."""
+        begin = int(self.offsets[game]) + start
+        return {n: np.array(a[begin:begin + length]) for n, a in self.arrays.items() if names is None or n in names}
+
+    def kos(self, game: int) -> np.ndarray:
+        """Frame indices of the KOs of game ``game`` (see :func:`ko_frame_indices`)."""
+        w = self.window(game, 0, int(self.lengths[game]), names=("cat", "cat_mask"))
+        return ko_frame_indices(w["cat"], w["cat_mask"], self.spec)
 
     def game(self, i: int) -> EncodedGame:
         """Game ``i`` (index order = sorted game ids) as an EncodedGame of memmap views."""
@@ -192,7 +228,7 @@ def _write(dataset, spec: EncodingSpec, game_ids: list[str], key: str, tmp: Path
         raise KeyError(f"{len(missing)} game(s) are not in {dataset.root}, e.g. {missing[0]}")
     lengths = [int(counts[g]) for g in game_ids]
     total = int(sum(lengths))
-    shapes = _shapes(spec)
+    shapes = array_shapes(spec)
     names = _array_names(spec)
     out = {n: np.lib.format.open_memmap(tmp / f"{n}.npy", mode="w+", dtype=shapes[n][1],
                                         shape=(total,) + shapes[n][0]) for n in names}
@@ -207,11 +243,7 @@ def _write(dataset, spec: EncodingSpec, game_ids: list[str], key: str, tmp: Path
                 raise ValueError(f"game {gid}: {len(game)} frames encoded but the games index says {length}")
             for n in names:
                 out[n][offset:offset + length] = getattr(game, n)
-            record = dataset.game(gid)
-            by_port = {p["port"]: p["character"] for p in record["players"]}
-            ports = sorted(by_port)
-            entries.append(_GameEntry(gid, offset, length, int(record["stage"]), [int(by_port[p]) for p in ports],
-                                      int(game.const_stage), [int(c) for c in game.const_chars]))
+            entries.append(_GameEntry(offset=offset, **game_facts(dataset, game)))
             offset += length
             advance(length)
 

@@ -29,6 +29,9 @@ class DataConfig:
     item_slots: int = 8
     ko_windows: float = 0.0        # extra training windows per KO and epoch, around the KO (rare-event oversampling)
     num_workers: int = 0
+    store: str = "cache"           # "cache": one memory-mapped encoded cache; "sharded": compact shards, streamed
+                                   # (meleewm.data.store; for datasets larger than a node's disk or memory)
+    store_workers: int = 1         # processes that build the sharded store
 
     def filters(self) -> list[str]:
         """The game filters of the split (``meleewm.data.windows.GAME_FILTERS``): exactly two players, plus each
@@ -41,7 +44,8 @@ class DataConfig:
 DATA_RULES = Rules(limits={
     "data.seq_len": AT_LEAST_1, "data.batch_size": AT_LEAST_1, "data.val_fraction": Bound(0, 1, high_open=True),
     "data.max_games": AT_LEAST_0, "data.item_slots": AT_LEAST_1, "data.num_workers": AT_LEAST_0,
-})
+    "data.store_workers": AT_LEAST_1,
+}, choices={"data.store": ("cache", "sharded")})
 
 
 def run_split(dataset, data: DataConfig) -> tuple[list[str], list[str]]:

@@ -48,7 +48,6 @@ import torch
 
 from meleewm.data.cache import EncodedCache
 from meleewm.data.augment import mirror_x, swap_players
-from meleewm.data.encoding import FRAME_ARRAYS, ITEM_ARRAYS
 from meleewm.melee.stages import MIRROR_STAGES
 
 GAME_FILTERS: dict[str, Callable[[dict], bool]] = {
@@ -105,12 +104,7 @@ class WindowDataset(torch.utils.data.Dataset):
         self.swap, self.mirror, self.random_phase = bool(swap), bool(mirror), bool(random_phase)
         self.spec = cache.spec
         self.games = np.asarray(sorted(games) if games is not None else range(len(cache)), np.int64)
-        self.counts = np.maximum((cache.lengths[self.games] - 1) // self.window, 0)
-        self._disjoint_game = np.repeat(self.games, self.counts)
-        self._k = np.concatenate([np.arange(c) for c in self.counts]) if len(self.counts) else np.zeros(0, int)
-        mirror_idx = [cache.spec.stage_index(s) for s in mirror_stages]
-        self._mirrorable = np.isin([e.const_stage for e in cache.entries], mirror_idx)
-        self._names = [n for n in FRAME_ARRAYS if self.spec.items or n not in ITEM_ARRAYS]
+        self._mirrorable = mirrorable(cache, mirror_stages)
         self.ko_windows = float(ko_windows)
         self.kos = ko_frames(cache, self.games) if self.ko_windows else np.zeros((0, 2), np.int64)
         self.set_epoch(0)
@@ -121,25 +115,10 @@ class WindowDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Draw this epoch's window phases and augmentation flags (deterministic in seed and epoch)."""
         self.epoch = int(epoch)
-        rng = np.random.default_rng([self.seed, self.epoch])
-        slack = (self.cache.lengths[self.games] - 1) - self.counts * self.window
-        phase = rng.integers(0, np.maximum(slack, 0) + 1) if self.random_phase else np.zeros(len(self.games), np.int64)
-        game_phase = np.repeat(phase, self.counts)
-        self._game_of = self._disjoint_game
-        self._start_in_game = game_phase + self._k * self.window
-        if len(self.kos):
-            # floor(r) windows per KO, plus one more with probability frac(r)
-            copies = int(self.ko_windows) + (rng.random(len(self.kos)) < self.ko_windows % 1)
-            game, frame = np.repeat(self.kos[:, 0], copies), np.repeat(self.kos[:, 1], copies)
-            offset = rng.integers(self.window // 8, self.window - self.window // 8 + 1, len(game))
-            last_start = self.cache.lengths[game] - 1 - self.window
-            start = np.clip(frame - offset, 0, np.maximum(last_start, 0))
-            fits = last_start >= 0
-            self._game_of = np.concatenate([self._game_of, game[fits]])
-            self._start_in_game = np.concatenate([self._start_in_game, start[fits]])
-        n = len(self)
-        self._swap = (rng.random(n) < 0.5) & self.swap
-        self._mirror = (rng.random(n) < 0.5) & self.mirror & self._mirrorable[self._game_of]
+        self._game_of, self._start_in_game, self._swap, self._mirror = draw_windows(
+            self.cache, self.games, self.window, np.random.default_rng([self.seed, self.epoch]),
+            random_phase=self.random_phase, kos=self.kos, ko_windows=self.ko_windows, swap=self.swap,
+            mirror=self.mirror, mirrorable=self._mirrorable)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         return self.sample_at(int(self._game_of[i]), int(self._start_in_game[i]), self.window,
@@ -148,55 +127,85 @@ class WindowDataset(torch.utils.data.Dataset):
     def sample_at(self, game: int, start: int, length: int, *, swap: bool = False,
                   mirror: bool = False) -> dict[str, torch.Tensor]:
         """The sample of ``length`` steps that begins at frame index ``start`` of cache game ``game``."""
-        entry = self.cache.entries[game]
-        s, T = int(self.cache.offsets[game]) + start, int(length)
-        if start < 0 or start + T + 1 > self.cache.lengths[game]:
-            raise IndexError(f"window {start}..{start + T} is outside game {game} ({self.cache.lengths[game]} frames)")
-        arrays = self.cache.arrays
-        w = {n: np.array(arrays[n][s:s + T + 1]) for n in self._names}
-        sample = {
-            "state_cont": w["cont"][:-1], "cont_mask": w["cont_mask"][:-1],
-            "state_bin": w["binary"][:-1], "bin_mask": w["bin_mask"][:-1],
-            "state_cat": w["cat"][:-1], "cat_mask": w["cat_mask"][:-1],
-            "state_age": w["state_age"][:-1], "ctrl": w["ctrl"][1:],
-            "next_cont": w["cont"][1:], "next_cont_mask": w["cont_mask"][1:],
-            "next_bin": w["binary"][1:], "next_bin_mask": w["bin_mask"][1:],
-            "next_cat": w["cat"][1:], "next_cat_mask": w["cat_mask"][1:],
-            "stage": np.int64(entry.const_stage), "chars": np.asarray(entry.const_chars, np.int64),
-        }
-        if self.spec.items:
-            for n in ("item_present", "item_type", "item_owner", "item_cont"):
-                sample[f"state_{n}"] = w[n][:-1]
-                sample[f"next_{n}"] = w[n][1:]
-        if swap:
-            sample = swap_players(sample)
-        if mirror:
-            sample = mirror_x(sample, self.spec)
-        out = {}
-        for k, v in sample.items():
-            if k.endswith("_bin") or k.endswith("item_present"):
-                v = np.asarray(v, np.float32)
-            elif k.endswith("_cat") or k.endswith("item_type") or k.endswith("item_owner") or k in ("stage", "chars"):
-                v = np.asarray(v, np.int64)
-            out[k] = torch.from_numpy(np.array(v, copy=True)) if np.ndim(v) else torch.tensor(v)
-        out["frame"] = torch.from_numpy(w["frame_ids"][1:].copy())
-        out["game"] = torch.tensor(game, dtype=torch.int64)
-        out["start"] = torch.tensor(start, dtype=torch.int64)
-        out["swapped"] = torch.tensor(swap)
-        out["mirrored"] = torch.tensor(mirror)
-        return out
+        if start < 0 or start + length + 1 > self.cache.lengths[game]:
+            raise IndexError(f"window {start}..{start + length} is outside game {game} "
+                             f"({self.cache.lengths[game]} frames)")
+        return window_sample(self.cache, game, start, self.cache.window(game, start, int(length) + 1),
+                             swap=swap, mirror=mirror)
 
 
-def ko_frames(cache: EncodedCache, games: Iterable[int]) -> np.ndarray:
-    """``[K, 2]`` (cache game, frame index) of every KO in ``games``: a frame where a player's stock count is
-    lower than on the frame before (stock vocabulary indices follow the sorted raw counts)."""
-    column = cache.spec.cat_index("post_stocks")
-    found = []
-    for game in games:
-        start, length = int(cache.offsets[game]), int(cache.lengths[game])
-        stocks = np.asarray(cache.arrays["cat"][start:start + length, :, column], np.int64)
-        known = np.asarray(cache.arrays["cat_mask"][start:start + length, :, column]) & (stocks > 0)
-        fell = (stocks[1:] < stocks[:-1]) & known[1:] & known[:-1]
-        frames = np.nonzero(fell.any(axis=1))[0] + 1
-        found.append(np.stack([np.full(len(frames), game), frames], axis=1))
+def mirrorable(cache, mirror_stages: Iterable[int] = MIRROR_STAGES) -> np.ndarray:
+    """Per game of ``cache``: whether its stage may be mirrored."""
+    mirror_idx = [cache.spec.stage_index(s) for s in mirror_stages]
+    return np.isin([e.const_stage for e in cache.entries], mirror_idx)
+
+
+def draw_windows(cache, games: np.ndarray, window: int, rng: np.random.Generator, *, random_phase: bool,
+                 kos: np.ndarray, ko_windows: float, swap: bool, mirror: bool, mirrorable: np.ndarray):
+    """One epoch's windows over ``games`` of ``cache``: (game, start in game, swap, mirror) arrays. The disjoint
+    windows of each game (one phase per game), then ``ko_windows`` extra windows per KO of ``kos``."""
+    lengths = cache.lengths[games]
+    counts = np.maximum((lengths - 1) // window, 0)
+    slack = (lengths - 1) - counts * window
+    phase = rng.integers(0, np.maximum(slack, 0) + 1) if random_phase else np.zeros(len(games), np.int64)
+    k = np.concatenate([np.arange(c) for c in counts]) if len(counts) else np.zeros(0, np.int64)
+    game_of = np.repeat(games, counts)
+    start_in_game = np.repeat(phase, counts) + k * window
+    if len(kos):
+        # floor(r) windows per KO, plus one more with probability frac(r)
+        copies = int(ko_windows) + (rng.random(len(kos)) < ko_windows % 1)
+        game, frame = np.repeat(kos[:, 0], copies), np.repeat(kos[:, 1], copies)
+        offset = rng.integers(window // 8, window - window // 8 + 1, len(game))
+        last_start = cache.lengths[game] - 1 - window
+        start = np.clip(frame - offset, 0, np.maximum(last_start, 0))
+        fits = last_start >= 0
+        game_of = np.concatenate([game_of, game[fits]])
+        start_in_game = np.concatenate([start_in_game, start[fits]])
+    n = len(game_of)
+    swapped = (rng.random(n) < 0.5) & swap
+    mirrored = (rng.random(n) < 0.5) & mirror & mirrorable[game_of]
+    return game_of, start_in_game, swapped, mirrored
+
+
+def window_sample(cache, game: int, start: int, w: dict[str, np.ndarray], *, swap: bool = False,
+                  mirror: bool = False) -> dict[str, torch.Tensor]:
+    """The sample (module docstring) of the frames ``w`` (arrays of T + 1 frames) from ``start`` in ``game``."""
+    entry, spec = cache.entries[game], cache.spec
+    sample = {
+        "state_cont": w["cont"][:-1], "cont_mask": w["cont_mask"][:-1],
+        "state_bin": w["binary"][:-1], "bin_mask": w["bin_mask"][:-1],
+        "state_cat": w["cat"][:-1], "cat_mask": w["cat_mask"][:-1],
+        "state_age": w["state_age"][:-1], "ctrl": w["ctrl"][1:],
+        "next_cont": w["cont"][1:], "next_cont_mask": w["cont_mask"][1:],
+        "next_bin": w["binary"][1:], "next_bin_mask": w["bin_mask"][1:],
+        "next_cat": w["cat"][1:], "next_cat_mask": w["cat_mask"][1:],
+        "stage": np.int64(entry.const_stage), "chars": np.asarray(entry.const_chars, np.int64),
+    }
+    if spec.items:
+        for n in ("item_present", "item_type", "item_owner", "item_cont"):
+            sample[f"state_{n}"] = w[n][:-1]
+            sample[f"next_{n}"] = w[n][1:]
+    if swap:
+        sample = swap_players(sample)
+    if mirror:
+        sample = mirror_x(sample, spec)
+    out = {}
+    for k, v in sample.items():
+        if k.endswith("_bin") or k.endswith("item_present"):
+            v = np.asarray(v, np.float32)
+        elif k.endswith("_cat") or k.endswith("item_type") or k.endswith("item_owner") or k in ("stage", "chars"):
+            v = np.asarray(v, np.int64)
+        out[k] = torch.from_numpy(np.array(v, copy=True)) if np.ndim(v) else torch.tensor(v)
+    out["frame"] = torch.from_numpy(np.array(w["frame_ids"][1:], copy=True))
+    out["game"] = torch.tensor(game, dtype=torch.int64)
+    out["start"] = torch.tensor(start, dtype=torch.int64)
+    out["swapped"] = torch.tensor(swap)
+    out["mirrored"] = torch.tensor(mirror)
+    return out
+
+
+def ko_frames(cache, games: Iterable[int]) -> np.ndarray:
+    """``[K, 2]`` (cache game, frame index) of every KO in ``games`` (see ``EncodedCache.kos``)."""
+    found = [np.stack([np.full(len(frames), game), frames], axis=1) for game in games
+             for frames in [cache.kos(game)]]
     return np.concatenate(found).astype(np.int64) if found else np.zeros((0, 2), np.int64)

@@ -17,6 +17,7 @@ writer.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import os
@@ -29,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -206,6 +208,14 @@ class Dataset:
             table = pa.concat_tables(tables) if tables else GAME_SCHEMA.empty_table()
             self._games = table.sort_by("game_id")
         return self._games
+
+    def subset(self, game_ids) -> Dataset:
+        """This dataset seen through ``game_ids`` only: its games index holds just their rows, so a worker sent it
+        (pickled) reads no other part's index."""
+        view = copy.copy(self)
+        view._games = self.games.filter(pc.is_in(self.games.column("game_id"), value_set=pa.array(sorted(game_ids))))
+        view._rows = None
+        return view
 
     def game_ids(self) -> set[str]:
         return set(self.games.column("game_id").to_pylist())

@@ -15,6 +15,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -50,6 +51,7 @@ class IngestStats:
     frames: int = 0
     seconds_of_play: float = 0.0
     elapsed: float = 0.0
+    tasks_per_node: Counter = field(default_factory=Counter)  # Ray node id -> batches it parsed (Ray runs only)
 
     @property
     def seen(self) -> int:
@@ -80,6 +82,12 @@ class _Run:
     known: frozenset[str]
     quarantined: frozenset[str]
     keep_names: bool
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def claims(self) -> Path:
+        """This run's claims folder: a stray worker of an earlier, killed run finds no folder to claim in."""
+        return self.root / CLAIMS / self.run_id
 
 
 _run: _Run | None = None
@@ -103,7 +111,7 @@ def _exit_with_driver(driver_pid: int) -> None:
 def _claim(sha: str) -> bool:
     """True for the first worker of this run to see ``sha``; a second copy is skipped, not parsed again."""
     try:
-        os.close(os.open(_run.root / CLAIMS / sha, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        os.close(os.open(_run.claims / sha, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return False
     return True
@@ -228,11 +236,29 @@ def _held_bytes(batch: list[Replay]) -> int:
     return sum(item.size for item in batch if isinstance(item, ReplayBlob))
 
 
+def _absorb_in_parallel(ledger: _Ledger, batches: Iterator[list[Replay]], submit, slots: int) -> None:
+    """Run ``submit(batch)`` (a Future of a BatchResult) for every batch, at most ``slots`` at once and within
+    IN_FLIGHT_BYTES of held replay bytes, and commit each result as it comes back."""
+    pending: dict[Future, int] = {}
+    for batch in batches:
+        pending[submit(batch)] = _held_bytes(batch)
+        while len(pending) >= slots or sum(pending.values()) > IN_FLIGHT_BYTES:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                del pending[future]
+                ledger.absorb(future.result())
+    for future in list(pending):
+        ledger.absorb(future.result())
+
+
 def ingest(paths: list[str | Path], out: str | Path, *, workers: int = 1, batch_size: int = 16,
-           keep_names: bool = False, retry_quarantined: bool = False,
+           keep_names: bool = False, retry_quarantined: bool = False, ray: str | None = None,
            on_progress=None) -> IngestStats:
     """Ingest every replay under ``paths`` into the dataset at ``out``; returns what happened.
 
+    ``ray``: parse on a Ray cluster instead of local processes: its address as ``ray.init`` takes it (``"auto"``,
+    ``"host:port"``, or ``"local"`` to start a Ray for this run); ``workers`` is then ignored (see
+    ``meleewm.replay.ray_ingest``).
     ``on_progress(stats)`` is called after each committed batch (for progress bars).
     """
     global _run
@@ -242,26 +268,22 @@ def ingest(paths: list[str | Path], out: str | Path, *, workers: int = 1, batch_
     run = _Run(dataset.root, frozenset(dataset.game_ids()),
                frozenset(q["sha256"] for q in earlier if q.get("sha256")), keep_names)
     ledger = _Ledger(dataset, {q["source"] for q in earlier if not q.get("sha256")}, on_progress)
-    (dataset.root / CLAIMS).mkdir()
+    run.claims.mkdir(parents=True)
     batches = ledger.batches(iter_replays(paths), batch_size)
     try:
-        if workers <= 1:
+        if ray is not None:
+            from meleewm.replay.ray_ingest import RayTasks
+            with RayTasks(ray, run) as cluster:
+                _absorb_in_parallel(ledger, batches, cluster.submit, cluster.slots)
+            ledger.stats.tasks_per_node = cluster.tasks_per_node
+        elif workers <= 1:
             _start_worker(run, None)
             for batch in batches:
                 ledger.absorb(ingest_batch(batch))
         else:
             with ProcessPoolExecutor(max_workers=workers, initializer=_start_worker,
                                      initargs=(run, os.getpid())) as pool:
-                pending: dict[Future, int] = {}
-                for batch in batches:
-                    pending[pool.submit(ingest_batch, batch)] = _held_bytes(batch)
-                    while len(pending) >= 2 * workers or sum(pending.values()) > IN_FLIGHT_BYTES:
-                        done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                        for future in done:
-                            del pending[future]
-                            ledger.absorb(future.result())
-                for future in list(pending):
-                    ledger.absorb(future.result())
+                _absorb_in_parallel(ledger, batches, lambda batch: pool.submit(ingest_batch, batch), 2 * workers)
     finally:
         _run = None
         close_archives()

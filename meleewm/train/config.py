@@ -148,6 +148,7 @@ RULES = Rules(limits={
     "kill.smoothing": AT_LEAST_0, "kill.after_epoch": AT_LEAST_0,
     "card.hourly_cost": AT_LEAST_0,
 }, choices={
+    **DATA_RULES.choices,
     "device": ("auto", "cpu", "cuda"),
     "log.wandb_mode": ("online", "offline", "disabled"),
 })

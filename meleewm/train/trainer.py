@@ -10,6 +10,7 @@ import math
 import os
 import random
 import time
+from functools import partial
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ from torch.utils.data import DataLoader
 from meleewm.config import ConfigError
 from meleewm.data.cache import build_cache
 from meleewm.data.config import run_split
+from meleewm.data.store import ShardStream, StoreError, build_store
 from meleewm.data.encoding import EncodingSpec
 from meleewm.data.windows import WindowDataset
 from meleewm.errors import MeleewmError
@@ -104,11 +106,11 @@ def _schedule(optim_config, total_steps: int):
 def cont_delta_scale(cache, max_frames: int = 500_000) -> torch.Tensor:
     """Per continuous field, the RMS of its change from one frame to the next (normalised units), over up to
     ``max_frames`` frames of the cache; the scale of the world model's continuous head and loss."""
-    arrays, total, count = cache.arrays, None, None
+    total, count = None, None
     for game in range(len(cache)):
-        start, length = int(cache.offsets[game]), int(cache.lengths[game])
-        cont = np.asarray(arrays["cont"][start:start + length], np.float64)
-        mask = np.asarray(arrays["cont_mask"][start:start + length])
+        length = int(cache.lengths[game])
+        frames = cache.window(game, 0, length, names=("cont", "cont_mask"))
+        cont, mask = np.asarray(frames["cont"], np.float64), frames["cont_mask"]
         valid = mask[1:] & mask[:-1]
         delta = np.where(valid, np.diff(cont, axis=0), 0.0)
         sums, counts = np.square(delta).sum(axis=(0, 1)), valid.sum(axis=(0, 1))
@@ -203,15 +205,18 @@ class Trainer:
         else:
             self.spec = EncodingSpec.fit(self.dataset, train_ids, items=config.data.items,
                                          item_slots=config.data.item_slots)
-        # Rank 0 encodes the caches; the others wait and open them.
+        # Rank 0 encodes the caches (or stores); the others wait and open them.
+        build = build_cache
+        if config.data.store == "sharded":
+            build = partial(build_store, workers=config.data.store_workers)
         if self.is_main:
-            self.train_cache = build_cache(self.dataset, self.spec, train_ids, progress=self.progress)
-            self.val_cache = build_cache(self.dataset, self.spec, val_ids, progress=self.progress)
+            self.train_cache = build(self.dataset, self.spec, train_ids, progress=self.progress)
+            self.val_cache = build(self.dataset, self.spec, val_ids, progress=self.progress)
         if self.world > 1:
             dist.barrier()
         if not self.is_main:
-            self.train_cache = build_cache(self.dataset, self.spec, train_ids, progress=False)
-            self.val_cache = build_cache(self.dataset, self.spec, val_ids, progress=False)
+            self.train_cache = build(self.dataset, self.spec, train_ids, progress=False)
+            self.val_cache = build(self.dataset, self.spec, val_ids, progress=False)
         T = config.data.seq_len
         self.train_windows = WindowDataset(self.train_cache, T, seed=config.seed, swap=config.data.swap_players,
                                            mirror=config.data.mirror, random_phase=True,
@@ -223,6 +228,19 @@ class Trainer:
         length = config.eval.warmup + config.eval.rollout_horizon
         self.starts = rollout_starts(self.val_windows, config.eval.rollout_starts, length, config.eval.seed)
         batches = len(self.train_windows) // config.data.batch_size
+        self.train_stream = None  # the sharded store's training stream; the cache path samples train_windows
+        if config.data.store == "sharded":
+            try:
+                self.train_stream = ShardStream(self.train_cache, T, config.data.batch_size // self.world,
+                                                seed=config.seed, rank=self.rank, world=self.world,
+                                                swap=config.data.swap_players, mirror=config.data.mirror,
+                                                ko_windows=config.data.ko_windows)
+            except StoreError as error:
+                raise TrainError(str(error)) from None
+            batches = self.train_stream.steps_per_epoch
+            if config.optim.steps_per_epoch > batches:
+                raise TrainError(f"optim.steps_per_epoch ({config.optim.steps_per_epoch}) is more than the {batches} "
+                                 f"batches each rank's shards give an epoch (data.store=sharded)")
         self.steps_per_epoch = config.optim.steps_per_epoch or batches
         self.total_steps = self.steps_per_epoch * config.optim.epochs
 
@@ -352,9 +370,12 @@ class Trainer:
         try:
             while self.epoch < config.optim.epochs:
                 # One loader per epoch over this rank's batches, resuming mid-epoch where the checkpoint left off.
-                remaining = self._epoch_batches(self.epoch)[self.batch_in_epoch:]
-                loader = DataLoader(self.train_windows, batch_sampler=remaining,
-                                    num_workers=config.data.num_workers)
+                if self.train_stream is not None:
+                    loader = self.train_stream.batches(self.epoch, self.batch_in_epoch, self.steps_per_epoch)
+                else:
+                    remaining = self._epoch_batches(self.epoch)[self.batch_in_epoch:]
+                    loader = DataLoader(self.train_windows, batch_sampler=remaining,
+                                        num_workers=config.data.num_workers)
                 for batch in loader:
                     values = self.train_step(batch)
                     self.batch_in_epoch += 1

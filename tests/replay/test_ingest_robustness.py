@@ -9,7 +9,6 @@ import sys
 import tarfile
 import time
 
-import pyarrow as pa
 import pytest
 import zstandard
 from peppi_py import read_slippi
@@ -20,6 +19,7 @@ from meleewm.replay.dataset import Dataset, DatasetError
 from meleewm.replay.ingest import ingest
 from meleewm.replay.reader import SLIPPI_MAGIC, ReplayError, parse_replay
 from tests.conftest import extract_members, pick_members
+from tests.replay.conftest import comparable
 
 
 def _with_version(data: bytes, version: tuple[int, int, int]) -> bytes:
@@ -77,13 +77,6 @@ def test_parse_errors_are_replay_errors():
         parse_replay(b"PK\x03\x04 a zip", "x")
 
 
-def _comparable(dataset: Dataset) -> tuple[list[dict], dict[str, pa.Table]]:
-    placement = {"part", "frames_row_group", "items_row_group", "stage_events_row_group", "ingested_at"}
-    games = [{k: v for k, v in g.items() if k not in placement} for g in dataset.games.to_pylist()]
-    frames = {g["game_id"]: dataset.frames(g["game_id"]) for g in games}
-    return games, frames
-
-
 def test_kill_and_resume_gives_the_same_dataset(replays, manifest, tmp_path):
     names = pick_members(manifest, "games-1.zip", 10)
     inputs = tmp_path / "in"
@@ -106,8 +99,8 @@ def test_kill_and_resume_gives_the_same_dataset(replays, manifest, tmp_path):
 
     stats = ingest([inputs], killed, batch_size=1)
     assert stats.duplicates == committed and stats.ingested == len(names) - committed
-    killed_games, killed_frames = _comparable(Dataset(killed))
-    reference_games, reference_frames = _comparable(Dataset(reference))
+    killed_games, killed_frames = comparable(Dataset(killed))
+    reference_games, reference_frames = comparable(Dataset(reference))
     assert killed_games == reference_games
     assert killed_frames.keys() == reference_frames.keys()
     for game_id, table in reference_frames.items():

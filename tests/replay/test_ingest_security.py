@@ -21,7 +21,7 @@ from meleewm.replay.ingest import ingest
 from meleewm.replay.sources import OVERSIZE
 from tests.conftest import extract_members, pick_members
 from tests.replay.slippi_bytes import deflate_bomb, with_post_value, zip_with_member
-from tests.replay.test_ingest_robustness import _comparable
+from tests.replay.conftest import comparable
 
 # 1 GiB of zeros, bzip2-compressed (785 bytes; made once with bz2.BZ2Compressor(9), 1024 x 1 MiB of zeros, as
 # compressing it in the test would take half a minute). zipfile inflates a whole bzip2 input chunk at once.
@@ -238,8 +238,8 @@ def test_killing_the_driver_stops_its_workers_and_commits_nothing_more(replays, 
 
     stats = ingest([inputs], killed, workers=2)
     assert stats.duplicates == committed and stats.ingested == len(names) - committed
-    killed_games, killed_frames = _comparable(Dataset(killed))
-    reference_games, reference_frames = _comparable(Dataset(reference))
+    killed_games, killed_frames = comparable(Dataset(killed))
+    reference_games, reference_frames = comparable(Dataset(reference))
     assert killed_games == reference_games
     for game_id, table in reference_frames.items():
         assert killed_frames[game_id].equals(table)

@@ -68,14 +68,16 @@ RESUME = ("data.batch_size=4", "optim.steps_per_epoch=3", "optim.epochs=3", "sel
           "eval.max_val_batches=1", "log.every_steps=1")
 
 
-def test_resume_is_exact(train_data, tmp_path):
+@pytest.mark.parametrize("store", ["cache", "sharded"])
+def test_resume_is_exact(train_data, tmp_path, store):
     """N steps, stop, resume to 2N == 2N steps straight (self-forcing and augmentation on; the stop falls
-    mid-epoch, after an epoch end with validation)."""
+    mid-epoch, after an epoch end with validation), from the encoded cache and from the sharded store."""
     n = 4
-    straight = _run(train_data, tmp_path / "straight", *RESUME, f"optim.max_steps={2 * n}")
-    first = _run(train_data, tmp_path / "split", *RESUME, f"optim.max_steps={n}")
+    data = (*RESUME, f"data.store={store}")
+    straight = _run(train_data, tmp_path / "straight", *data, f"optim.max_steps={2 * n}")
+    first = _run(train_data, tmp_path / "split", *data, f"optim.max_steps={n}")
     assert (first.steps, first.epochs_done) == (n, 1)
-    resumed = _run(train_data, tmp_path / "split", *RESUME, f"optim.max_steps={2 * n}", resume=True)
+    resumed = _run(train_data, tmp_path / "split", *data, f"optim.max_steps={2 * n}", resume=True)
     assert straight.steps == resumed.steps == 2 * n
     a = torch.load(tmp_path / "straight" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "split" / "last.pt", weights_only=True)
