@@ -573,8 +573,8 @@ def _state_row(state, row: int):
 
 def tick_together(sessions: list[Session]) -> list[BaseException | None]:
     """One frame for each of ``sessions``, with one ``model.step()`` for each group that shares a model and its
-    rules and decodes greedily: a batch of two costs about 1.2 times one game on a CPU, so several players at
-    60 fps fit one model thread. Sampling sessions keep their own generator and tick alone. Returns, per session,
+    rules and decodes greedily: a round of two costs about 1.3 times one session's tick on a CPU
+    (``benchmarks/play_latency.py``), so several players at 60 fps fit one model thread. Sampling sessions keep their own generator and tick alone. Returns, per session,
     the error its tick raised (None when it ticked); one session's error leaves the others' ticks alone."""
     errors: list[BaseException | None] = [None] * len(sessions)
     groups: dict[tuple, list[int]] = {}
