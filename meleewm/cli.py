@@ -420,7 +420,8 @@ def runs(
     """List the runs of a folder from their cards: params, data, status, key metrics, time."""
     import json
 
-    from meleewm.train.card import format_duration, list_runs
+    from meleewm.train.card_common import format_duration
+    from meleewm.train.runs import list_runs
 
     rows = list_runs(root, sort=sort, descending=desc)
     if as_json:

@@ -3,7 +3,8 @@
 A card is two files in the run folder: ``card.json`` (the facts, machine-readable) and ``card.md`` (the same
 facts rendered for people). ``meleewm plan`` writes one without training; ``meleewm train`` writes one at
 launch, keeps it up to date while it runs, and adds a **results** section when the run ends (finished, killed
-by a threshold, or interrupted). ``meleewm runs`` lists the runs of a folder from their cards.
+by a threshold, or interrupted). ``meleewm runs`` lists the runs of a folder from their cards (runs.py);
+card_markdown.py renders ``card.md``.
 
 What a card holds: the goal and target metrics (with a baseline: the untrained model's validation metrics, and
 the best prior comparable run) and the kill thresholds; the data (dataset facts and the train/val split in
@@ -26,7 +27,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import math
 import shlex
 import socket
 import time
@@ -34,23 +34,19 @@ from collections import Counter
 from pathlib import Path
 
 import torch
-import yaml
 
 from meleewm import __version__
 from meleewm.atomic import write_text_atomic
 from meleewm.errors import MeleewmError
 from meleewm.melee import character_name, stage_name
 from meleewm.replay.dataset import dataset_hash
-from meleewm.model.checkpoint import CheckpointError, read_checkpoint
+from meleewm.train.card_common import CARD_JSON, CARD_MD, KEY_METRICS, PROBE_STEPS, finite, higher_is_better
+from meleewm.train.card_markdown import eval_tables, render
 from meleewm.train.config import TrainConfig, config_to_dict, parse_target
-from meleewm.train.liveness import Heartbeat, dead_reason, live_owner
+from meleewm.train.liveness import Heartbeat, live_owner
+from meleewm.train.runs import eval_summary, prior_runs
 
-CARD_JSON, CARD_MD = "card.json", "card.md"
 CARD_FORMAT = "meleewm-run-card"
-PENDING = "_pending_"           # the one placeholder a card may hold, and only before its run ends
-KEY_METRICS = ("loss/total", "action_acc", "change_acc", "position_error", "rollout_position_error")
-PROBE_STEPS = 3                 # measured training steps (after one warm-up step)
-
 
 def _now() -> str:
     return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
@@ -68,55 +64,19 @@ def config_hash(config: TrainConfig) -> str:
     return _sha(json.dumps(values, sort_keys=True, default=str))
 
 
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _num(value, digits: int = 4) -> str:
-    if not _finite(value):
-        return "n/a" if value is None else str(value)
-    if isinstance(value, int):
-        return f"{value:,}"
-    return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:,.0f}"
-
-
-def _money(value: float) -> str:
-    return f"{value:.2f}" if value >= 0.01 else f"{value:.2g}"
-
-
-def format_duration(seconds) -> str:
-    """``12.3 s``, ``4.5 min``, ``2.25 h`` (``n/a`` when unknown)."""
-    if not _finite(seconds):
-        return "n/a"
-    seconds = float(seconds)
-    if seconds < 120:
-        return f"{seconds:.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.2f} h"
-
-
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Targets
 
 
 def target_met(value, target: str) -> bool | None:
-    if not _finite(value):
+    if not finite(value):
         return None
     op, bound = parse_target(target)
     return {"<": value < bound, "<=": value <= bound, ">": value > bound, ">=": value >= bound}[op]
 
 
-def higher_is_better(metric: str, target: str | None = None) -> bool:
-    if target:
-        return parse_target(target)[0].startswith(">")
-    return metric.endswith("_acc") or metric.endswith("accuracy")
-
-
 def best_of(history: list[dict], metric: str, target: str | None = None):
-    values = [h[metric] for h in history if _finite(h.get(metric))]
+    values = [h[metric] for h in history if finite(h.get(metric))]
     if not values:
         return None
     return max(values) if higher_is_better(metric, target) else min(values)
@@ -300,378 +260,6 @@ def estimate(facts: dict, *, seconds_per_batch: float, val_seconds: float | None
     if out["hourly_cost"]:
         out["cost"] = total / 3600 * out["hourly_cost"]
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reading runs (for the prior-runs table and ``meleewm runs``)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    records = []
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line being written
-    return records
-
-
-def _checkpoint_facts(run: Path) -> dict:
-    """Parameters and encoding hash of a run without a card, from its checkpoint; ``error`` says why a checkpoint
-    could not be read (a refused or broken file is reported, never loaded beyond plain data)."""
-    for name in ("last.pt", "best.pt"):
-        path = run / name
-        if path.is_file():
-            try:
-                payload = read_checkpoint(path)
-            except CheckpointError as error:
-                return {"error": str(error)}
-            encoding = payload["encoding"]
-            return {"params": payload.get("num_params"),
-                    "encoding_hash": hashlib.sha256(json.dumps(encoding, sort_keys=True).encode())
-                    .hexdigest()[:16] if encoding else None,
-                    "step": payload["position"].get("step")}
-    return {}
-
-
-def read_run(run: str | Path) -> dict | None:
-    """One row about a run folder: from card.json where there is one, else config.yaml, metrics.jsonl and the
-    checkpoint. None for a folder that is no run."""
-    run = Path(run)
-    card = None
-    if (run / CARD_JSON).is_file():
-        try:
-            card = json.loads((run / CARD_JSON).read_text())
-        except json.JSONDecodeError:
-            card = None
-    if card is None and not (run / "config.yaml").is_file():
-        return None
-    records = _read_jsonl(run / "metrics.jsonl")
-    history = [r for r in records if r.get("kind") == "val"]
-    steps = max((r.get("step", 0) for r in records), default=0)
-    # The metrics of the epoch best.pt holds (the best rollout metric), else of the last epoch.
-    flagged = [r for r in history if r.get("best")]
-    chosen = flagged[-1] if flagged else (history[-1] if history else {})
-    row = {"run": run.name, "path": str(run), "metrics": {k: chosen.get(k) for k in KEY_METRICS if k in chosen},
-           "epochs": len(history), "steps": steps}
-    if card is not None:
-        results = card.get("results") or {}
-        row.update(name=card.get("name"), date=card.get("created"), status=card.get("status"),
-                   params=card["model"]["params"], dataset=card["dataset"]["path"],
-                   dataset_hash=card["dataset"]["hash"], encoding_hash=card["encoding"]["hash"],
-                   train_games=card["split"]["train"]["games"], stop_reason=results.get("stop_reason"),
-                   wall_seconds=results.get("wall_seconds"), has_card=True)
-        dead = dead_reason(run) if card.get("status") == "running" else None
-        if dead:  # the card of a run whose process was killed before it could say so
-            row["status"] = f"dead ({dead})"
-        elif row["wall_seconds"] is None and card.get("status") == "running":
-            try:
-                started = _dt.datetime.fromisoformat(card["sessions"][-1]["started"])
-                row["wall_seconds"] = (_dt.datetime.now().astimezone() - started).total_seconds()
-            except (KeyError, IndexError, ValueError):
-                pass
-        if results.get("eval_summary"):
-            row["metrics"].update(results["eval_summary"])
-    else:
-        try:
-            config = yaml.safe_load((run / "config.yaml").read_text()) or {}
-        except yaml.YAMLError:
-            config = {}
-        facts = _checkpoint_facts(run)
-        config_file, log = run / "config.yaml", run / "metrics.jsonl"
-        wall = (log.stat().st_mtime - config_file.stat().st_mtime) if log.is_file() else None
-        row.update(name=config.get("name", run.name),
-                   date=_dt.datetime.fromtimestamp(config_file.stat().st_mtime).astimezone().isoformat(
-                       timespec="seconds"),
-                   status="no card" if "error" not in facts else "no card, checkpoint unreadable",
-                   params=facts.get("params"), dataset=None, dataset_hash=None,
-                   encoding_hash=facts.get("encoding_hash"), train_games=None, stop_reason=None,
-                   wall_seconds=wall, has_card=False, checkpoint_error=facts.get("error"))
-    if (run / "eval" / "metrics.json").is_file() and not any(k.startswith("eval_") for k in row["metrics"]):
-        try:
-            row["metrics"].update(eval_summary(json.loads((run / "eval" / "metrics.json").read_text())))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            pass
-    return row
-
-
-def list_runs(root: str | Path = "runs", sort: str | None = None, descending: bool = False) -> list[dict]:
-    """All runs under ``root`` (its sub-folders), sorted by date or by a metric / column (missing values last)."""
-    root = Path(root)
-    rows = [r for r in (read_run(p) for p in sorted(root.iterdir()) if p.is_dir()) if r] if root.is_dir() else []
-    key = sort or "date"
-
-    def value(row):
-        v = row["metrics"].get(key, row.get(key))
-        return v if v is not None and not (isinstance(v, float) and math.isnan(v)) else None
-
-    present = [r for r in rows if value(r) is not None]
-    missing = [r for r in rows if value(r) is None]
-    present.sort(key=value, reverse=descending)
-    return present + missing
-
-
-def eval_summary(metrics: dict, k: int = 20) -> dict:
-    """The model's rollout summary (mean over steps 1..k) of an eval metrics dict, as flat row metrics."""
-    rows = {r["k"]: r for r in (metrics.get("summary") or {}).get("model", [])}
-    if not rows:
-        return {}
-    k = k if k in rows else max(rows)
-    return {f"eval_pos@{k}": rows[k].get("position_error"), f"eval_act@{k}": rows[k].get("action_accuracy")}
-
-
-def prior_runs(out_dir: str | Path, facts: dict) -> list[dict]:
-    """Sibling runs that share the dataset (path or games) or the encoding with this card."""
-    out_dir = Path(out_dir).resolve()
-    parent = out_dir.parent
-    if not parent.is_dir():
-        return []
-    rows = []
-    for path in sorted(parent.iterdir()):
-        if not path.is_dir() or path.resolve() == out_dir:
-            continue
-        row = read_run(path)
-        if row is None:
-            continue
-        shares = []
-        if row.get("dataset_hash") and row["dataset_hash"] == facts["dataset"]["hash"]:
-            shares.append("same games")
-        elif row.get("dataset") and row["dataset"] == facts["dataset"]["path"]:
-            shares.append("same dataset folder")
-        if row.get("encoding_hash") and row["encoding_hash"] == facts["encoding"]["hash"]:
-            shares.append("same encoding")
-        if shares:
-            rows.append({**row, "shares": ", ".join(shares)})
-    return rows
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Markdown
-
-
-def _table(header: list[str], rows: list[list], align: str | None = None) -> str:
-    align = align or "l" + "r" * (len(header) - 1)
-    marks = ["---:" if a == "r" else "---" for a in align]
-    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(marks) + " |"]
-    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _counts(counter: dict, limit: int = 12) -> str:
-    items = list(counter.items())
-    text = ", ".join(f"{k} {v}" for k, v in items[:limit])
-    return text + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
-
-
-def render(facts: dict, prior: list[dict] | None = None) -> str:
-    f = facts
-    config = f["config"]
-    out: list[str] = [f"# Run card: {f['name']}", ""]
-    reason = (f.get("results") or {}).get("stop_reason")
-    out.append(f"- **status**: {f['status']}" + (f" ({reason})" if reason and reason != f["status"] else ""))
-    out.append(f"- **created**: {f['created']} on {f['host']} (meleewm {f['meleewm']})")
-    out.append(f"- **run folder**: `{f['out_dir']}`  config hash `{f['config_hash']}`")
-    for s in f.get("sessions", []):
-        out.append(f"- **session**: started {s['started']}" + (f" (resumed at step {s['resumed_at_step']})"
-                                                                  if s.get("resumed_at_step") else ""))
-    out += ["", "## Goal", "", f["goal"] or "No goal stated (set `card.goal` in the config).", ""]
-
-    # Targets and kill thresholds
-    out += ["## Targets", ""]
-    baseline = f.get("baseline") or {}
-    prior = prior or []
-    kill = config["kill"]
-    metrics = list(dict.fromkeys([*f["targets"], *kill["min"], *kill["max"], *KEY_METRICS]))
-    rows = []
-    for m in metrics:
-        target = f["targets"].get(m)
-        bounds = [f">= {kill['min'][m]:g}" if m in kill["min"] else "", f"<= {kill['max'][m]:g}" if m in kill["max"]
-                  else ""]
-        priors = [p["metrics"].get(m) for p in prior if _finite(p["metrics"].get(m))]
-        best_prior = (max(priors) if higher_is_better(m, target) else min(priors)) if priors else None
-        rows.append([m, target or "—", _num(baseline.get(m)) if baseline else "not measured",
-                     _num(best_prior) if best_prior is not None else "none",
-                     " and ".join(b for b in bounds if b) + (f" after epoch {max(1, kill['after_epoch'])}"
-                                                              if any(bounds) else "") or "—"])
-    out.append(_table(["metric", "target", "baseline (untrained)", "best prior run", "kill unless"], rows,
-                      "lllll"))
-    out += ["", "Baseline: the validation metrics of the untrained model (the motion prior), measured "
-            + ("by the probe." if baseline else "when a probe or a launch measures them."), ""]
-    out += ["### Kill thresholds", ""] + [f"- {line}" for line in f["kill"]] + [""]
-
-    # Data
-    d, s = f["dataset"], f["split"]
-    out += ["## Data", "", f"- **dataset**: `{d['path']}` (games hash `{d['hash']}`)",
-            f"- **size**: {d['games']:,} games, {d['frames']:,} frames, {d['hours']:.2f} hours of play",
-            f"- **characters** (players): {_counts(d['characters'])}", f"- **stages**: {_counts(d['stages'])}",
-            f"- **split**: by game id hash (val fraction {s['val_fraction']:g}, seed {s['split_seed']}), filters "
-            f"{', '.join(s['filters'])}" + (f", training games capped at {s['max_games']}" if s["max_games"] else ""),
-            ""]
-    out.append(_table(["split", "games", "frames", f"windows of {s['seq_len']} frames"],
-                      [[name, f"{s[name]['games']:,}", f"{s[name]['frames']:,}", f"{s[name]['windows']:,}"]
-                       for name in ("train", "val")]))
-    if s["val_from_train"]:
-        out += ["", "No game fell on the validation side of the split: validation uses a training game."]
-    out.append("")
-
-    # Model and encoding
-    m, e = f["model"], f["encoding"]
-    shape = m["shape"]
-    body = (f"Mamba-2, d_model {shape['d_model']}, {shape['n_layer']} layers, d_state {shape['d_state']}, "
-            f"headdim {shape['headdim']}, expand {shape['expand']}, chunk {shape['chunk_size']}"
-            if shape["body"] == "mamba2" else
-            f"frame-stack MLP, d_model {shape['d_model']}, {shape['n_layer']} layers, context {shape['context']}, "
-            f"hidden x{shape['hidden_mult']}")
-    out += ["## Model", "", f"- **architecture**: {body}",
-            f"- **parameters**: {m['params']:,} (exact: sum of p.numel())",
-            f"- **embeddings**: action {shape['action_embed_dim']}, other categorical {shape['cat_embed_dim']}, "
-            f"constants {shape['const_embed_dim']}",
-            "- **parameters by part**: " + ", ".join(f"{k} {v:,}" for k, v in m["params_by_part"].items()), ""]
-    out += [f"### Encoding (hash `{e['hash']}`, version {e['version']}, items {'on' if e['items'] else 'off'})", ""]
-    out.append(_table(["group", "fields", "input width", "output width", "notes"],
-                      [[g["group"], g["fields"], g["input"], g["output"], g["note"]] for g in e["groups"]]
-                      + [["total", "", e["input_total"], e["output_total"],
-                          f"input projection reads {m['input_width']}"]], "lrrrl"))
-    out += ["", f"Heads and loss weights (continuous loss: {e['continuous_loss']}):", ""]
-    out.append(_table(["head", "width", "loss weight"], [[h["head"], h["width"], f"{h['weight']:g}"]
-                                                         for h in e["heads"]]))
-    out.append("")
-
-    # Training
-    t = f["training"]
-    out += ["## Training", ""]
-    out += [f"- **{k.replace('_', ' ')}**: {v}" for k, v in t.items()] + [""]
-
-    # Estimate
-    out += ["## Estimate", ""]
-    est = f.get("estimate")
-    if est:
-        out += [f"- **measured**: {est['source']} on {est['device']} ({est.get('host')})",
-                f"- **batches per epoch**: {est['batches_per_epoch']:,}; **steps**: {est['total_steps']:,}; "
-                f"**validations**: {est['validations']}",
-                f"- **seconds per batch**: {est['seconds_per_batch']:.3f}",
-                "- **validation**: " + (f"{est['val_seconds']:.1f} s each" if est["val_seconds"] is not None
-                                         else "not measured yet"),
-                "- **setup** (dataset, encoding caches): "
-                + (format_duration(est["setup_seconds"]) if est.get("setup_seconds") is not None else "not counted"),
-                f"- **total wall time**: {format_duration(est['total_seconds'])} (training "
-                f"{format_duration(est['train_seconds'])}; the final eval is not counted)"]
-        if est.get("cost") is not None:
-            out.append(f"- **cost**: {est['total_seconds'] / 3600:.3g} h x {est['hourly_cost']:g}/h = "
-                       f"{_money(est['cost'])}")
-    elif f.get("results"):
-        out.append(f"No estimate: no plan card in this folder, and the run ended before its first "
-                   f"{PROBE_STEPS + 1} steps were timed.")
-    else:
-        out.append(f"{PENDING}: measured over the first training steps of the run.")
-    out.append("")
-
-    # Escape hatches
-    c = f["commands"]
-    out += ["## Escape hatches", "", f"- **launch**: `{c['launch']}`", f"- **resume**: `{c['resume']}`",
-            "- **if the resume fails**:",
-            f"  - *the config changed* (weights do not fit, or the encoding differs): resume with the saved config: "
-            f"`{c['resume_saved_config']}`",
-            "  - *last.pt is unreadable*: copy best.pt over last.pt and resume (the steps after the best epoch are "
-            "lost), or start again in a new --out",
-            "  - *the dataset moved*: pass its new path; the split is by game-id hash, so the same games give the "
-            "same split",
-            "  - *out of memory*: exact resume needs the same global batch; start a new run with a smaller "
-            "data.batch_size or data.seq_len",
-            "  - *a kill threshold fired*: resuming runs on with the same thresholds; override them "
-            "(e.g. `kill.min={}`) only after reading why it fired", ""]
-
-    # Prior runs
-    out += ["## Prior comparable runs", ""]
-    if prior:
-        out.append(_table(["run", "date", "status", "shares", "params", "rollout_position_error", "change_acc",
-                           "time"],
-                          [[p["run"], (p.get("date") or "")[:16], p.get("status") or "", p["shares"],
-                            _num(p.get("params")), _num(p["metrics"].get("rollout_position_error")),
-                            _num(p["metrics"].get("change_acc")), format_duration(p.get("wall_seconds"))] for p in prior],
-                          "lllllrrr"))
-    else:
-        out.append("None: no sibling run folder shares this dataset or this encoding.")
-    out.append("")
-
-    out += ["## Results", ""]
-    results = f.get("results")
-    out += _render_results(f, results) if results else [f"{PENDING}: filled in when the run ends.", ""]
-
-    out += ["## Config (resolved)", "", "```yaml", yaml.safe_dump(json.loads(json.dumps(config)),
-                                                                   sort_keys=False).rstrip(), "```", ""]
-    return "\n".join(out)
-
-
-def _render_results(f: dict, r: dict) -> list[str]:
-    out = [f"- **stopped**: {r['stop_reason']}", f"- **status**: {f['status']}",
-           f"- **steps**: {r['steps']:,}; **epochs**: {r['epochs']}; **ended**: {r['ended']}"]
-    est = f.get("estimate")
-    wall = r["wall_seconds"]
-    run_wall = wall - (r.get("eval_seconds") or 0.0)  # what the estimate covers: setup, training, validation
-    line = f"- **wall time**: {format_duration(wall)}: setup and training {format_duration(run_wall)} (of which training " \
-           f"loop {format_duration(r['train_seconds'])})"
-    line += f", eval {format_duration(r['eval_seconds'])}" if r.get("eval_seconds") is not None else ", no eval"
-    if est:
-        ratio = run_wall / est["total_seconds"] if est["total_seconds"] else float("nan")
-        line += f"; setup and training against the estimate of {format_duration(est['total_seconds'])}: {ratio:.2f}x"
-    else:
-        line += "; no estimate was made"
-    out.append(line)
-    if r.get("seconds_per_batch") is not None:
-        out.append(f"- **seconds per batch**: {r['seconds_per_batch']:.3f} measured"
-                   + (f", {est['seconds_per_batch']:.3f} estimated" if est else ""))
-    cost = f.get("hourly_cost") or 0.0
-    if cost:
-        out.append(f"- **cost**: {_money(wall / 3600 * cost)} ({wall / 3600:.3g} h x {cost:g}/h) against an "
-                   f"estimate of " + (_money(est["cost"]) if est and est.get("cost") is not None else "none"))
-    else:
-        out.append("- **cost**: no hourly cost set (card.hourly_cost / --gpu-hourly-cost)")
-    out.append("")
-    rows = []
-    for row in r["metrics"]:
-        target = row["target"]
-        rows.append([row["metric"], target or "no target", _num(row["final"]), _num(row["best"]),
-                     _met(row.get("final_met"), target), _met(row.get("best_met"), target)])
-    out.append(_table(["metric", "target", "final", "best", "final vs target", "best vs target"], rows,
-                      "llrrll"))
-    out += ["", "Final: the last validation; best: the best value over all validations.", ""]
-    out += ["### Rollout evaluation (`meleewm eval` of best.pt)", ""]
-    ev = r.get("eval") or {}
-    if ev.get("error"):
-        out += [f"Not run: {ev['error']}", ""]
-    else:
-        out += [f"{ev['starts']} starts on {ev['games']} validation games, warm-up {ev['warmup']}, horizon "
-                f"{ev['horizon']}; report `{ev['report']}`, metrics `{ev['metrics']}`", ""]
-        out += [ev["summary_table"], "", ev["horizon_table"], ""]
-    out += ["### Files", ""] + [f"- {name}: `{path}`" for name, path in r["links"].items()] + [""]
-    return out
-
-
-def _met(flag, target) -> str:
-    if not target:
-        return "no target"
-    return "met" if flag else ("missed" if flag is not None else "missed (no value)")
-
-
-def eval_tables(metrics: dict) -> tuple[str, str]:
-    """Markdown: the summary (means over steps 1..K per predictor) and the per-horizon table of an eval."""
-    summary = metrics.get("summary") or {}
-    ks = [row["k"] for row in next(iter(summary.values()), [])]
-    header = ["predictor"] + [c for k in ks for c in (f"pos 1..{k}", f"act 1..{k}")]
-    rows = [[name] + [c for row in rs for c in (_num(row.get("position_error"), 3),
-                                                 _num(row.get("action_accuracy"), 3))]
-            for name, rs in summary.items()]
-    summary_table = _table(header, rows)
-    rollout = metrics.get("rollout") or {}
-    names = list(rollout)
-    horizons = [row["horizon"] for row in next(iter(rollout.values()), [])]
-    by = {n: {row["horizon"]: row for row in rollout[n]} for n in names}
-    rows = [[h] + [_num(by[n][h].get("position_error"), 3) for n in names]
-            + [_num(by[n][h].get("action_accuracy"), 3) for n in names] for h in horizons]
-    horizon_table = _table(["horizon"] + [f"pos {n}" for n in names] + [f"act {n}" for n in names], rows)
-    return summary_table, horizon_table
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -16,7 +16,8 @@ from meleewm.eval.metrics import RolloutSet
 from meleewm.eval.run import evaluate
 from tests.eval.test_metrics import KEYS
 from meleewm.eval.plausibility import seen_actions
-from meleewm.eval.report import SECTIONS, EvalResult, verdict, write_report
+from meleewm.eval.report import SECTIONS, EvalResult, write_report
+from meleewm.eval.verdict import verdict
 
 META = {
     "checkpoint_hash": "ck0123",

@@ -15,7 +15,8 @@ from meleewm.data.encoding import EncodingSpec
 from meleewm.data.windows import split_games
 from meleewm.model.world import WorldModel
 from meleewm.replay.dataset import Dataset
-from meleewm.train.card import PENDING, read_card
+from meleewm.train.card import read_card
+from meleewm.train.card_common import PENDING
 from meleewm.model.checkpoint import load_model
 from meleewm.train.config import load_config
 from meleewm.train.trainer import Trainer

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from meleewm.cli import app
-from meleewm.train.card import read_run
+from meleewm.train.runs import read_run
 from meleewm.train.liveness import HEARTBEAT, STALE_AFTER_S, Heartbeat, _process_start
 from meleewm.train.trainer import Trainer
 from tests.train.realdata import TINY, tiny_config

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from meleewm.train.card import read_run
+from meleewm.train.runs import read_run
 from meleewm.model.checkpoint import read_checkpoint
 from meleewm.train.trainer import Trainer
 from tests.train.realdata import ROOT, TINY, tiny_config
