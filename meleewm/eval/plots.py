@@ -61,8 +61,7 @@ def _curve_plots(rollouts: RolloutSet, names: list[str]) -> list[tuple[str, str]
         fig = _figure()
         ax = fig.add_subplot()
         for n in names:
-            y = np.array([np.nan if v is None else v for v in curves[n][metric]], float)
-            ax.plot(steps, y, label=n, **_style(n))
+            _plot_curve(ax, steps, curves[n][metric], n)
         ax.set_xscale("log")
         ax.set_xlabel("step after warm-up (frames)")
         ax.set_ylabel(LABELS[metric])
@@ -75,8 +74,7 @@ def _curve_plots(rollouts: RolloutSet, names: list[str]) -> list[tuple[str, str]
         fig = _figure()
         ax = fig.add_subplot()
         for n in names:
-            y = np.array([np.nan if v is None else v for v in cums[n][metric][:kmax]], float)
-            ax.plot(steps[:kmax], y, label=n, **_style(n))
+            _plot_curve(ax, steps[:kmax], cums[n][metric][:kmax], n)
         if REFERENCE_MEAN["k"] <= kmax:
             ax.plot([REFERENCE_MEAN["k"]], [REFERENCE_MEAN[metric]], "k*", ms=12, label="reference system")
         wk = [k for k in WATCHABLE if k <= kmax]
@@ -95,6 +93,11 @@ def _curve_plots(rollouts: RolloutSet, names: list[str]) -> list[tuple[str, str]
         ax.legend(fontsize=8)
         out.append((f"summary {LABELS[metric]}", _png(fig)))
     return out
+
+
+def _plot_curve(ax, steps: np.ndarray, values, name: str) -> None:
+    """One predictor's curve; a missing value (None) leaves a gap."""
+    ax.plot(steps, np.array([np.nan if v is None else v for v in values], float), label=name, **_style(name))
 
 
 def _action_plots(metrics: Mapping[str, Any]) -> list[tuple[str, str]]:
