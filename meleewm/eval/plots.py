@@ -63,12 +63,8 @@ def _curve_plots(rollouts: RolloutSet, names: list[str]) -> list[tuple[str, str]
         for n in names:
             _plot_curve(ax, steps, curves[n][metric], n)
         ax.set_xscale("log")
-        ax.set_xlabel("step after warm-up (frames)")
-        ax.set_ylabel(LABELS[metric])
-        ax.set_title(f"{LABELS[metric]} at each step")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        out.append((f"{LABELS[metric]} vs horizon", _png(fig)))
+        out.append((f"{LABELS[metric]} vs horizon",
+                    _finish(fig, ax, "step after warm-up (frames)", LABELS[metric], f"{LABELS[metric]} at each step")))
     kmax = min(h, 60)
     for metric in ("position_error", "action_accuracy"):
         fig = _figure()
@@ -86,13 +82,19 @@ def _curve_plots(rollouts: RolloutSet, names: list[str]) -> list[tuple[str, str]
                 ms=9,
                 label="watchable bar",
             )
-        ax.set_xlabel("K (mean over steps 1..K)")
-        ax.set_ylabel(LABELS[metric])
-        ax.set_title(f"summary: {LABELS[metric]} over steps 1..K")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        out.append((f"summary {LABELS[metric]}", _png(fig)))
+        out.append((f"summary {LABELS[metric]}", _finish(fig, ax, "K (mean over steps 1..K)", LABELS[metric],
+                                                         f"summary: {LABELS[metric]} over steps 1..K")))
     return out
+
+
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str) -> str:
+    """Labels, grid and legend on a curve plot; the figure as a PNG data URL."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    return _png(fig)
 
 
 def _plot_curve(ax, steps: np.ndarray, values, name: str) -> None:
