@@ -88,7 +88,7 @@ def _curve_plots(rollouts: RolloutSet, names: list[str]) -> list[tuple[str, str]
 
 
 def _finish(fig, ax, xlabel: str, ylabel: str, title: str) -> str:
-    """Labels, grid and legend on a curve plot; the figure as a PNG data URL."""
+    """Labels, grid and legend on a curve plot; the figure as base64 PNG."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
