@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/play_latency.py [--model M] [--frames 3600] [--threads 1]
 
-Uses the bundled model (``meleewm.model.checkpoint.DEFAULT_MODEL``) when present, else ``--model``. A synthesized
+Uses ``--model``, or else the bundled model (``meleewm.model.checkpoint.DEFAULT_MODEL``). A synthesized
 Battlefield start, port 1 on the approach-and-attack bot and port 2 on the random bot (so inputs change), then
 ``--frames`` ticks back to back. Each tick is timed end to end: ``Session.tick()`` (read both controllers, encode
 them, ``model.step()``, ``next_inputs``, ``decode_state`` + state-age rule, record for export) plus
@@ -22,6 +22,7 @@ import json
 import platform
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ def _stats(ms: np.ndarray) -> dict:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=None, help=f"checkpoint (default {DEFAULT_MODEL} when present)")
+    parser.add_argument("--model", default=None, help=f"checkpoint (default: the bundled {DEFAULT_MODEL})")
     parser.add_argument("--frames", type=int, default=3600)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0 = torch's default)")
     parser.add_argument("--warm", type=int, default=120, help="untimed ticks first")
@@ -49,9 +50,9 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    model_path = DEFAULT_MODEL if DEFAULT_MODEL.is_file() else args.model
-    if model_path is None:
-        sys.exit(f"no bundled model at {DEFAULT_MODEL}; pass --model RUN/best.pt")
+    model_path = args.model or DEFAULT_MODEL
+    if not Path(model_path).is_file():
+        sys.exit(f"no model at {model_path}; pass --model RUN/best.pt")
     model = load_model(model_path).model
 
     session = Session(model)
