@@ -27,8 +27,6 @@ time, each DDP rank from its own shards, so memory does not grow with the datase
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from collections import OrderedDict
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 from torch.utils.data import default_collate
 
+from meleewm.atomic import atomic_write, write_text_atomic
 from meleewm.data.cache import array_shapes, cache_key, game_facts, ko_frame_indices, read_versioned
 from meleewm.data.encoding import FRAME_ARRAYS, ITEM_ARRAYS, EncodingSpec
 from meleewm.data.windows import draw_windows, mirrorable, window_sample
@@ -127,8 +126,8 @@ def _read_header(path: Path) -> dict:
 
 
 def _write_shard(dataset, spec_dict: dict, game_ids: list[str], path: str) -> dict:
-    """Encode ``game_ids`` of ``dataset`` (a subset holding them) into one shard at ``path`` (temporary name, then
-    rename); returns its header."""
+    """Encode ``game_ids`` of ``dataset`` (a subset holding them) into one shard at ``path`` (written atomically);
+    returns its header."""
     spec = EncodingSpec.from_dict(spec_dict)
     columns = _layout(spec)
     parts: dict[str, list[np.ndarray]] = {c.array: [] for c in columns}
@@ -153,11 +152,9 @@ def _write_shard(dataset, spec_dict: dict, game_ids: list[str], path: str) -> di
     table = pa.table({name: pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1)), values.shape[1])
                       for name, values in arrays.items()})
     table = table.replace_schema_metadata({HEADER_KEY: json.dumps(header).encode()})
-    tmp = Path(path).with_name(f".{Path(path).name}.{uuid.uuid4().hex[:8]}.tmp")
-    with pa.OSFile(str(tmp), "wb") as sink:
+    with atomic_write(path) as tmp, pa.OSFile(str(tmp), "wb") as sink:
         with pa.ipc.new_file(sink, table.schema, options=pa.ipc.IpcWriteOptions(compression="zstd")) as writer:
             writer.write_table(table, max_chunksize=max(row, 1))
-    os.replace(tmp, path)
     return header
 
 
@@ -213,9 +210,7 @@ def build_store(dataset, spec: EncodingSpec, game_ids, store_dir: str | Path | N
              "shards": [{"file": _shard_name(i), "frames": headers[i]["frames"],
                          "games": headers[i]["games"]}
                         for i in range(len(groups))]}
-    tmp = root / f".{INDEX}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.write_text(json.dumps(index))
-    os.replace(tmp, root / INDEX)  # last: a store without it is incomplete
+    write_text_atomic(root / INDEX, json.dumps(index))  # last: a store without it is incomplete
     return ShardedStore(root)
 
 

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from meleewm.data.starts import synthetic_columns
+from meleewm.data.starts import synthetic_inputs
 from meleewm.data.windows import WindowDataset
 from meleewm.melee.actions import ACTION_IDS, FIRST_SPECIAL
 from meleewm.melee.characters import character_name
 from meleewm.melee.stages import LEGAL_STAGES, stage_name
-from meleewm.model.rollout import rollout, rollout_batch
+from meleewm.model.rollout import CONSTANT_KEYS, rollout, rollout_batch
 from meleewm.model.rules import GameRules
 from meleewm.model.world import WorldModel
 
@@ -85,24 +85,13 @@ def idle_inputs(model: WorldModel, stages: Sequence[int], pairs: Sequence[tuple[
     spec, starts, frames = model.spec, [], []
     for stage in stages:
         for pair in pairs:
-            values, age = synthetic_columns(stage, pair, "standing")
-            enc = spec.encode_state_columns(values)
-            stage_index, chars = spec.encode_constants(stage, pair)
-            frames.append({"state_cont": enc["cont"], "cont_mask": enc["cont_mask"], "state_bin": enc["binary"],
-                           "bin_mask": enc["bin_mask"], "state_cat": enc["cat"], "cat_mask": enc["cat_mask"],
-                           "state_age": np.asarray(age, np.float32), "stage": np.int64(stage_index),
-                           "chars": chars})
+            x, values, _ = synthetic_inputs(spec, stage, pair, "standing")
+            frames.append(x)
             starts.append((int(stage), tuple(int(c) for c in pair), values))
-    warm = {k: torch.from_numpy(np.stack([np.asarray(f[k]) for f in frames])) for k in frames[0]}
-    for k in ("state_cont", "cont_mask", "state_bin", "bin_mask", "state_cat", "cat_mask", "state_age"):
-        warm[k] = warm[k].unsqueeze(1)
-    warm["state_bin"], warm["state_cat"] = warm["state_bin"].float(), warm["state_cat"].long()
-    if spec.items:          # no item on the stage at a standing start
-        n, slots = len(frames), spec.item_slots
-        warm.update({"state_item_present": torch.zeros(n, 1, slots),
-                     "state_item_type": torch.zeros(n, 1, slots, dtype=torch.long),
-                     "state_item_owner": torch.zeros(n, 1, slots, dtype=torch.long),
-                     "state_item_cont": torch.zeros(n, 1, slots, spec.n_item_cont)})
+    warm = {k: torch.cat([f[k] for f in frames]) for k in frames[0]}
+    for k in warm:
+        if k not in CONSTANT_KEYS:
+            warm[k] = warm[k].unsqueeze(1)      # one warm-up frame
     neutral = spec.encode_ctrl_columns({"pre_joystick_x": np.zeros((len(frames), 2), np.float32)})
     warm["ctrl"] = torch.from_numpy(neutral).unsqueeze(1)
     return warm, starts

@@ -54,9 +54,9 @@ from meleewm.data.encoding import EncodingSpec
 from meleewm.melee.characters import character_name
 from meleewm.melee.game import FIRST_FRAME, FPS
 from meleewm.melee.stages import BATTLEFIELD, LEGAL_STAGES, SPAWN_POINTS, geometry
-from meleewm.model.rollout import advance, warm_start
+from meleewm.model.rollout import CONSTANT_KEYS, advance, warm_start
 from meleewm.model.rules import RULE_EVENTS, RULE_KEYS, GameRules
-from meleewm.model.world import WorldModel
+from meleewm.model.world import MASK_KEYS, WorldModel
 from meleewm.play.controllers import (
     NEUTRAL,
     Controller,
@@ -66,7 +66,7 @@ from meleewm.play.controllers import (
     TickView,
     encode_controllers,
 )
-from meleewm.play.starts import ReplayGame, SessionError, synthetic_columns
+from meleewm.play.starts import ReplayGame, SessionError, synthetic_inputs
 from meleewm.play.view import Divergence, items_view, player_view
 from meleewm.replay.writer import SlpGame, SlpPlayer, encode_slp, write_slp
 
@@ -210,31 +210,15 @@ state of the
         for c in self.controllers:
             c.reset()
 
-    def _item_zeros(self) -> dict[str, torch.Tensor]:
-        if not self.spec.items:
-            return {}
-        S = self.spec.item_slots
-        return {"state_item_present": torch.zeros(1, S), "state_item_type": torch.zeros(1, S, dtype=torch.long),
-                "state_item_owner": torch.zeros(1, S, dtype=torch.long),
-                "state_item_cont": torch.zeros(1, S, self.spec.n_item_cont)}
-
     def start_synthetic(self, stage: int = BATTLEFIELD, chars=(20, 2), mode: str = "entry") -> None:
         """A new game on ``stage`` (Slippi id) with two characters (select-screen ids), from frame −123."""
-        values, age = synthetic_columns(stage, chars, mode)
-        enc = self.spec.encode_state_columns(values)
-        stage_idx, char_idx = self.spec.encode_constants(stage, chars)
+        x, _, age = synthetic_inputs(self.spec, stage, chars, mode)
         self._reset_common(stage, chars)
         self.replay = None
         self.ports = (1, 2)
         self.start_info = {"kind": "synthetic", "stage": int(stage), "chars": [int(c) for c in chars], "mode": mode}
-        self._last = {"cont_mask": _to_input(enc["cont_mask"]), "bin_mask": _to_input(enc["bin_mask"]),
-                      "cat_mask": _to_input(enc["cat_mask"]),
-                      "stage": torch.tensor([stage_idx], dtype=torch.long),
-                      "chars": torch.from_numpy(np.asarray(char_idx, np.int64)).unsqueeze(0)}
-        self._cur = {"state_cont": _to_input(enc["cont"], np.float32),
-                     "state_bin": _to_input(enc["binary"], np.float32),
-                     "state_cat": _to_input(enc["cat"], np.int64), "state_age": _to_input(age, np.float32),
-                     **self._item_zeros()}
+        self._last = {k: x[k] for k in (*MASK_KEYS, *CONSTANT_KEYS)}
+        self._cur = {k: v for k, v in x.items() if k not in self._last}
         self._body = self.model.init_state(1)
         self.frame = FIRST_FRAME
         self.first_frame = FIRST_FRAME
@@ -505,10 +489,10 @@ state of the
             return None
         raw = self.spec.decode_items(h["item_present"], h["item_type"], h["item_owner"], h["item_cont"])
         present, kind = raw["present"], raw["type"]
-        before = np.zeros_like(present[:1])
-        starts = present & ~np.concatenate([before, present[:-1]]) | \
-            present & (kind != np.concatenate([kind[:1], kind[:-1]]))
-        spawn = first_spawn_id + np.cumsum(starts.reshape(-1)).reshape(starts.shape) - 1
+        was_present = np.concatenate([np.zeros_like(present[:1]), present[:-1]])
+        was_kind = np.concatenate([kind[:1], kind[:-1]])
+        spawned = present & (~was_present | (kind != was_kind))
+        spawn = first_spawn_id + np.cumsum(spawned.reshape(-1)).reshape(spawned.shape) - 1
         frame_idx, slot = np.nonzero(present)
         owner_port = np.array([-1, self.ports[0] - 1, self.ports[1] - 1, -1], np.int8)
         return pa.table({"frame": pa.array(h["frame"][frame_idx], pa.int32()),

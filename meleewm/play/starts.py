@@ -2,7 +2,7 @@
 
 :class:`ReplayGame` is a real 2-player game encoded for the model: its frames to warm up on, its recorded
 controllers (``ReplayController``), the real game at each frame for a takeover's side-by-side view, and its
-prefix for export. :func:`synthetic_columns` is ``meleewm.data.starts.synthetic_columns`` with the session's
+prefix for export. :func:`synthetic_inputs` is ``meleewm.data.starts.synthetic_inputs`` with the session's
 errors. Every problem is a :class:`SessionError` whose message says what is wrong.
 """
 
@@ -30,10 +30,10 @@ class SessionError(MeleewmError, ValueError):
 
 # -- synthesized starts -------------------------------------------------------------------------------------------
 
-def synthetic_columns(stage: int, chars, mode: str = "entry") -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """``meleewm.data.starts.synthetic_columns``, its errors as SessionError."""
+def synthetic_inputs(spec, stage: int, chars, mode: str = "entry"):
+    """``meleewm.data.starts.synthetic_inputs``, its errors as SessionError."""
     try:
-        return starts.synthetic_columns(stage, chars, mode)
+        return starts.synthetic_inputs(spec, stage, chars, mode)
     except starts.StartError as error:
         raise SessionError(str(error)) from None
 

@@ -17,7 +17,8 @@ from meleewm.play import server as server_module
 from meleewm.play.library import LibraryError, ReplayLibrary, default_replay_folder
 from meleewm.play.server import ReplayCatalog, create_app, listen
 from meleewm.play.session import Session
-from meleewm.play.starts import ReplayGame, synthetic_columns
+from meleewm.data.starts import synthetic_columns
+from meleewm.play.starts import ReplayGame
 from meleewm.play.view import player_view, pose_of
 from tests.conftest import extract_members
 from tests.play.test_server import recv

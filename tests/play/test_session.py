@@ -227,10 +227,19 @@ def test_sessions_ticked_together_match_ticked_alone(model, replay):
         for group in (alone, together):
             group[0]._cur["state_cont"][0, 0, model.spec.cont_index("post_position_x")] = \
                 model.spec.normalise("post_position_x", 1000.0)
+    steps = []      # the batch size of every model step a round takes
+    real_step = model.step
     for _ in range(40):
         for s in alone:
             s.tick()
-        assert tick_together(together) == [None] * len(together)
+        model.step = lambda x, state: steps.append(len(x["stage"])) or real_step(x, state)
+        try:
+            assert tick_together(together) == [None] * len(together)
+        finally:
+            del model.step          # back to the class's method
+    # One step per group: the 3 greedy sessions with rules (a replay takeover among them), the one without, and
+    # the sampling one alone.
+    assert steps == [3, 1, 1] * 40
     for a, b in zip(alone, together):
         ha, hb = history_tensors(a), history_tensors(b)
         assert torch.equal(ha["state_cat"], hb["state_cat"]) and torch.equal(ha["state_bin"], hb["state_bin"])
