@@ -588,8 +588,9 @@ def _item_records(items, frame_ids: np.ndarray) -> np.ndarray:
             rec[name] = pc.fill_null(table.column(name), defaults.get(name, 0)).to_numpy(zero_copy_only=False)
         else:
             rec[name] = defaults.get(name, 0)
-    if "direction" not in table.column_names:
-        rec["direction"] = np.sign(rec["velocity_x"])
+    given = (pc.is_valid(table.column("direction")).to_numpy(zero_copy_only=False)
+             if "direction" in table.column_names else np.zeros(len(rec), bool))
+    rec["direction"] = np.where(given, rec["direction"], np.sign(rec["velocity_x"]))   # facing its flight
     return rec[np.argsort(frame, kind="stable")]
 
 

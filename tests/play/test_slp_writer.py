@@ -436,6 +436,9 @@ def test_items_are_written_after_the_posts_of_their_frame():
     assert back.column("id").to_pylist() == [0, 1, 2] and back.column("type").to_pylist() == [54, 55, 54]
     assert back.column("position_x").to_pylist() == [-3.0, 7.25, 10.5]
     assert back.column("owner").to_pylist() == [0, 0, 1]
+    half_known = {**items, "direction": pa.array([None, -1.0, None], pa.float32())}
+    back = parse_replay(encode_slp(_minimal_game(items=half_known)), "written").items
+    assert back.column("direction").to_pylist() == [-1.0, 0.0, -1.0]    # a null takes the sign of velocity_x
     with pytest.raises(ValueError, match="outside the game's frames"):
         encode_slp(_minimal_game(items={"frame": np.array([-50], np.int32)}))
 
