@@ -44,8 +44,9 @@ from torch.utils.data import DataLoader, default_collate
 
 from meleewm.data.cache import build_cache
 from meleewm.data.encoding import EncodingSpec
+from meleewm.data.step import StepInput
 from meleewm.data.windows import WindowDataset
-from meleewm.model.world import MASK_KEYS, WorldModel, WorldModelConfig, next_inputs
+from meleewm.model.world import WorldModel, WorldModelConfig, next_inputs
 from meleewm.replay.dataset import Dataset
 from meleewm.replay.ingest import ingest
 from meleewm.train.config import load_config
@@ -54,7 +55,6 @@ from meleewm.model.losses import LossConfig, head_losses, total_loss
 ROOT = Path(__file__).resolve().parents[1]
 REPLAYS = Path(os.environ.get("MELEEWM_REPLAYS", ROOT.parent / "shared" / "replays"))
 K = 10                      # the reference design's window
-CONSTANTS = ("stage", "chars")
 console = Console()
 
 
@@ -72,13 +72,9 @@ def build_dataset(work: Path, games: int) -> Path:
     return work / "dataset"
 
 
-def model_inputs(batch: dict) -> dict:
-    keep = ("ctrl", *MASK_KEYS, *CONSTANTS)
-    return {k: v for k, v in batch.items() if k.startswith("state_") or k in keep}
-
-
-def at(x: dict, t) -> dict:
-    return {k: (v if k in CONSTANTS else v[:, t]) for k, v in x.items()}
+def at(x: StepInput, t) -> StepInput:
+    """Inputs at time index ``t`` (an int: one step; or a slice: a sequence)."""
+    return x.frames(t.start, t.stop) if isinstance(t, slice) else x.frames(t, t + 1).last()
 
 
 def to(batch: dict, device) -> dict:
@@ -111,7 +107,7 @@ def losses_of(model: WorldModel, pred: dict, batch: dict) -> torch.Tensor:
     return total_loss(losses, LossConfig())
 
 
-def last_position(model: WorldModel, x: dict) -> dict:
+def last_position(model: WorldModel, x: StepInput) -> dict:
     """The reference design's forward: embed the K frames of each window, one MLP pass on the window, heads at
     the last position only (no wasted outputs at the other K-1 positions)."""
     e = model.embed(x)                                   # [B, K, d]
@@ -120,7 +116,7 @@ def last_position(model: WorldModel, x: dict) -> dict:
 
 
 def train_step(model, optimizer, batch: dict, windowed: bool) -> torch.Tensor:
-    x = model_inputs(batch)
+    x = StepInput.from_window(batch)
     if windowed:
         if model.config.body == "mlp":
             pred = last_position(model, x)
@@ -207,7 +203,7 @@ def inference_latency(spec, cache, design_cfg, ref_cfg, device, frames: int) -> 
 @torch.inference_mode()
 def _latency(spec, cache, design_cfg, ref_cfg, device, frames: int) -> dict:
     windows = WindowDataset(cache, frames + K, seed=0, random_phase=False)
-    seq = to(model_inputs(default_collate([windows[len(windows) // 2]])), device)    # [1, frames+K, ...]
+    seq = StepInput.from_window(default_collate([windows[len(windows) // 2]])).to(device)   # [1, frames+K, ...]
     out = {}
 
     torch.manual_seed(0)
@@ -223,7 +219,7 @@ def _latency(spec, cache, design_cfg, ref_cfg, device, frames: int) -> dict:
             if teacher:
                 x = at(seq, i % (frames + K))
             else:
-                x = {**x, **next_inputs(pred, x), "ctrl": seq["ctrl"][:, i % (frames + K)]}
+                x = dataclasses.replace(next_inputs(pred, x), ctrl=seq.ctrl[:, i % (frames + K)])
         return run
 
     out["design_step_ms"] = 1e3 * statistics.median(time_steps(recurrent(True), frames, device, warmup=20))

@@ -1,13 +1,14 @@
 """Augmentations of encoded games and window samples: swap the two players, mirror the game through x = 0.
 
-They take an EncodedGame (or a slice) or a dict of named arrays (the EncodedGame names or the window names of
-``meleewm.data.windows``), numpy or torch, and return a new object of the same kind; unknown keys pass through.
+They take an EncodedGame (or a slice), a ``StepInput``, or a dict of named arrays (the EncodedGame names, or the
+window names of ``meleewm.data.windows``: a step input's fields and their ``next_*`` targets), numpy or torch, and
+return a new object of the same kind; unknown keys pass through.
 See docs/encoding.md for what is exact and what is only plausible.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import is_dataclass, replace
 
 import numpy as np
 
@@ -20,17 +21,19 @@ from meleewm.data.encoding import (
     EncodingSpec,
     is_torch,
 )
+from meleewm.data.step import ENCODED_NAMES, StepInput
 
 
-_PLAYER_FIELD_KEYS = ("cont", "cont_mask", "binary", "bin_mask", "cat", "cat_mask", "ctrl",
-                      "state_cont", "state_bin", "state_cat", "next_cont", "next_bin", "next_cat",
-                      "next_cont_mask", "next_bin_mask", "next_cat_mask")
-_PLAYER_VECTOR_KEYS = ("state_age", "const_chars", "chars")
-_CONT_KEYS = ("cont", "state_cont", "next_cont")
-_BIN_KEYS = ("binary", "state_bin", "next_bin")
-_CAT_KEYS = ("cat", "state_cat", "next_cat")
-_OWNER_KEYS = ("item_owner", "state_item_owner", "next_item_owner")
-_ITEM_CONT_KEYS = ("item_cont", "state_item_cont", "next_item_cont")
+# Roles by EncodedGame array name; other names reach them through _array_name.
+_PLAYER_FIELDS = ("cont", "cont_mask", "binary", "bin_mask", "cat", "cat_mask", "ctrl")
+_PLAYER_VECTORS = ("state_age", "const_chars", "rule_phase", "rule_age")
+
+
+def _array_name(key: str) -> str:
+    """The encoded array ``key`` is a frame of: EncodedGame's own names, a StepInput field, or a window's target
+    (``next_cont`` is frame t+1 of ``cont``, as ``state_cont`` is frame t)."""
+    key = key.removeprefix("next_")
+    return ENCODED_NAMES.get(key) or ENCODED_NAMES.get(f"state_{key}", key)
 
 
 def _copy(x):
@@ -45,22 +48,27 @@ def _flip(x, axis: int):
 
 
 def _apply(sample, fn):
+    """``fn`` maps ``[(key, encoded array name, array)]`` to ``{key: new array}``."""
     if isinstance(sample, EncodedGame):
         arrays = {k: v for k, v in sample.arrays().items() if v is not None}
-        return replace(sample, **fn(arrays))
-    return {**sample, **fn(dict(sample))}
+    elif isinstance(sample, StepInput):
+        arrays = sample.tensors()
+    else:
+        arrays = dict(sample)
+    out = fn([(k, _array_name(k), v) for k, v in arrays.items()])
+    return replace(sample, **out) if is_dataclass(sample) else {**sample, **out}
 
 
 def swap_players(sample):
     """Swap player 0 and player 1 everywhere (state, masks, controllers, characters, item owners)."""
     def fn(a):
         out = {}
-        for k, v in a.items():
-            if k in _PLAYER_FIELD_KEYS:
+        for k, name, v in a:
+            if name in _PLAYER_FIELDS:
                 out[k] = _flip(v, -2)
-            elif k in _PLAYER_VECTOR_KEYS:
+            elif name in _PLAYER_VECTORS:
                 out[k] = _flip(v, -1)
-            elif k in _OWNER_KEYS:
+            elif name == "item_owner":
                 y = _copy(v)
                 y[v == 1], y[v == 2] = 2, 1
                 out[k] = y
@@ -95,19 +103,19 @@ def mirror_x(sample, spec: EncodingSpec):
 
     def fn(a):
         out = {}
-        stage = a.get("const_stage", a.get("stage"))
-        for k, v in a.items():
-            if k in _CONT_KEYS:
+        stage = next((v for _, name, v in a if name == "const_stage"), None)
+        for k, name, v in a:
+            if name == "cont":
                 out[k] = negate(v, ci, c_off)
-            elif k == "ctrl":
+            elif name == "ctrl":
                 out[k] = negate(v, ki, np.zeros(len(ki), np.float32))
-            elif k in _ITEM_CONT_KEYS:
+            elif name == "item_cont":
                 out[k] = negate(v, ii, i_off)
-            elif k in _BIN_KEYS:
+            elif name == "binary":
                 y = _copy(v)
                 y[..., fi] = 1 - y[..., fi]
                 out[k] = y
-            elif k in _CAT_KEYS:
+            elif name == "cat":
                 if stage is None:
                     raise ValueError("mirror_x needs the stage (const_stage or stage) to mirror ground ids")
                 table = spec._arr("ground_mirror")

@@ -6,10 +6,12 @@ Play sessions start from them, and ``meleewm eval``'s idle test does too.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
-import torch
 
 from meleewm.data.encoding import STATE_COLUMNS, EncodingSpec
+from meleewm.data.step import StepInput
 from meleewm.errors import MeleewmError
 from meleewm.melee.actions import ACTION_IDS
 from meleewm.melee.game import FULL_SHIELD
@@ -76,25 +78,11 @@ def synthetic_columns(stage: int, chars, mode: str = "entry") -> tuple[dict[str,
 
 
 def synthetic_inputs(spec: EncodingSpec, stage: int, chars, mode: str = "entry"):
-    """A synthesized start as the step inputs of one game (batch 1, no time axis): the encoded state with its
-    state_age, empty item slots when ``spec`` has them, the masks, and the constants ``stage`` and ``chars``. Also
-    returns the raw columns and state ages it encodes (:func:`synthetic_columns`)."""
+    """A synthesized start as the step inputs of one game (batch 1, no time axis, controllers at rest): the encoded
+    state with its state_age, empty item slots when ``spec`` has them, the masks, and the constants. Also returns
+    the raw columns and state ages it encodes (:func:`synthetic_columns`)."""
     values, age = synthetic_columns(stage, chars, mode)
-    enc = spec.encode_state_columns(values)
     stage_index, char_index = spec.encode_constants(stage, chars)
-
-    def one(array, dtype=None) -> torch.Tensor:
-        return torch.from_numpy(np.array(array, dtype=dtype, copy=True)).unsqueeze(0)
-
-    x = {"state_cont": one(enc["cont"], np.float32), "cont_mask": one(enc["cont_mask"]),
-         "state_bin": one(enc["binary"], np.float32), "bin_mask": one(enc["bin_mask"]),
-         "state_cat": one(enc["cat"], np.int64), "cat_mask": one(enc["cat_mask"]),
-         "state_age": one(age, np.float32), "stage": torch.tensor([stage_index], dtype=torch.long),
-         "chars": one(char_index, np.int64)}
-    if spec.items:          # no item on the stage at a game's start
-        slots = spec.item_slots
-        x.update({"state_item_present": torch.zeros(1, slots),
-                  "state_item_type": torch.zeros(1, slots, dtype=torch.long),
-                  "state_item_owner": torch.zeros(1, slots, dtype=torch.long),
-                  "state_item_cont": torch.zeros(1, slots, spec.n_item_cont)})
-    return x, values, age
+    start = StepInput.from_encoded({**spec.encode_state_columns(values), "state_age": age}, stage_index, char_index)
+    # on zeros: no item on the stage at a game's start
+    return replace(StepInput.zeros(spec), **start.tensors()), values, age

@@ -48,6 +48,7 @@ import torch
 
 from meleewm.data.cache import EncodedCache
 from meleewm.data.augment import mirror_x, swap_players
+from meleewm.data.step import CONSTANTS, ENCODED_NAMES, INPUT_DTYPES
 from meleewm.melee.stages import MIRROR_STAGES
 
 GAME_FILTERS: dict[str, Callable[[dict], bool]] = {
@@ -169,33 +170,28 @@ def draw_windows(cache, games: np.ndarray, window: int, rng: np.random.Generator
 
 def window_sample(cache, game: int, start: int, w: dict[str, np.ndarray], *, swap: bool = False,
                   mirror: bool = False) -> dict[str, torch.Tensor]:
-    """The sample (module docstring) of the frames ``w`` (arrays of T + 1 frames) from ``start`` in ``game``."""
-    entry, spec = cache.entries[game], cache.spec
-    sample = {
-        "state_cont": w["cont"][:-1], "cont_mask": w["cont_mask"][:-1],
-        "state_bin": w["binary"][:-1], "bin_mask": w["bin_mask"][:-1],
-        "state_cat": w["cat"][:-1], "cat_mask": w["cat_mask"][:-1],
-        "state_age": w["state_age"][:-1], "ctrl": w["ctrl"][1:],
-        "next_cont": w["cont"][1:], "next_cont_mask": w["cont_mask"][1:],
-        "next_bin": w["binary"][1:], "next_bin_mask": w["bin_mask"][1:],
-        "next_cat": w["cat"][1:], "next_cat_mask": w["cat_mask"][1:],
-        "stage": np.int64(entry.const_stage), "chars": np.asarray(entry.const_chars, np.int64),
-    }
-    if spec.items:
-        for n in ("item_present", "item_type", "item_owner", "item_cont"):
-            sample[f"state_{n}"] = w[n][:-1]
-            sample[f"next_{n}"] = w[n][1:]
+    """The sample (module docstring) of the frames ``w`` (arrays of T + 1 frames) from ``start`` in ``game``:
+    each StepInput field of frames 0..T-1 (controllers of 1..T), and its ``next_*`` target of frames 1..T."""
+    entry = cache.entries[game]
+    w = {**w, "const_stage": np.int64(entry.const_stage), "const_chars": np.asarray(entry.const_chars, np.int64)}
     if swap:
-        sample = swap_players(sample)
+        w = swap_players(w)
     if mirror:
-        sample = mirror_x(sample, spec)
-    out = {}
-    for k, v in sample.items():
-        if k.endswith("_bin") or k.endswith("item_present"):
-            v = np.asarray(v, np.float32)
-        elif k.endswith("_cat") or k.endswith("item_type") or k.endswith("item_owner") or k in ("stage", "chars"):
-            v = np.asarray(v, np.int64)
-        out[k] = torch.from_numpy(np.array(v, copy=True)) if np.ndim(v) else torch.tensor(v)
+        w = mirror_x(w, cache.spec)
+    sample = {}
+    for name, encoded in ENCODED_NAMES.items():
+        if encoded not in w:
+            continue
+        v = np.asarray(w[encoded], INPUT_DTYPES[encoded])
+        if name in CONSTANTS:
+            sample[name] = v
+        elif name == "ctrl":
+            sample[name] = v[1:]
+        else:
+            sample[name] = v[:-1]
+            if name != "state_age":   # the age is not predicted: next_inputs advances it by rule
+                sample["next_" + name.removeprefix("state_")] = v[1:]
+    out = {k: torch.from_numpy(np.array(v, copy=True)) if np.ndim(v) else torch.tensor(v) for k, v in sample.items()}
     out["frame"] = torch.from_numpy(np.array(w["frame_ids"][1:], copy=True))
     out["game"] = torch.tensor(game, dtype=torch.int64)
     out["start"] = torch.tensor(start, dtype=torch.int64)

@@ -15,17 +15,18 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from meleewm.data.starts import synthetic_inputs
+from meleewm.data.step import StepInput
 from meleewm.data.windows import WindowDataset
 from meleewm.melee.actions import ACTION_IDS, FIRST_SPECIAL
 from meleewm.melee.characters import character_name
 from meleewm.melee.stages import LEGAL_STAGES, stage_name
-from meleewm.model.rollout import CONSTANT_KEYS, rollout, rollout_batch
+from meleewm.model.rollout import rollout, rollout_batch
 from meleewm.model.rules import GameRules
 from meleewm.model.world import WorldModel
 
@@ -88,12 +89,8 @@ def idle_inputs(model: WorldModel, stages: Sequence[int], pairs: Sequence[tuple[
             x, values, _ = synthetic_inputs(spec, stage, pair, "standing")
             frames.append(x)
             starts.append((int(stage), tuple(int(c) for c in pair), values))
-    warm = {k: torch.cat([f[k] for f in frames]) for k in frames[0]}
-    for k in warm:
-        if k not in CONSTANT_KEYS:
-            warm[k] = warm[k].unsqueeze(1)      # one warm-up frame
     neutral = spec.encode_ctrl_columns({"pre_joystick_x": np.zeros((len(frames), 2), np.float32)})
-    warm["ctrl"] = torch.from_numpy(neutral).unsqueeze(1)
+    warm = replace(StepInput.cat(frames), ctrl=torch.from_numpy(neutral)).as_sequence()   # one warm-up frame
     return warm, starts
 
 
@@ -106,7 +103,7 @@ def idle_test(model: WorldModel, predictors: Sequence[Predictor], *, frames: int
     change (largest absolute change over the run, mean and max), the share of frames in the idle action, stocks
     lost, and one row per stage. The yardstick is Melee itself: 0, 0, 100 %, 0."""
     warm, starts = idle_inputs(model, stages, pairs)
-    ctrl = warm["ctrl"][:, :1].expand(-1, frames - 1, -1, -1)
+    ctrl = warm.ctrl[:, :1].expand(-1, frames - 1, -1, -1)
     out: dict = {"frames": int(frames), "starts": [{"stage": s, "stage_name": stage_name(s),
                                                     "chars": [character_name(c) for c in pair]}
                                                    for s, pair, _ in starts],

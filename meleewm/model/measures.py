@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import default_collate
 
+from meleewm.data.step import StepInput
 from meleewm.data.windows import WindowDataset
 from meleewm.model.losses import head_losses, total_loss
 from meleewm.model.rollout import to_device
@@ -43,7 +44,7 @@ def teacher_forced_metrics(model: WorldModel, windows: WindowDataset, *, batch_s
         batch = to_device(default_collate([windows[i] for i in range(start, min(start + batch_size, len(windows)))]),
                           device)
         with autocast() if autocast else torch.autocast("cpu", enabled=False):
-            pred = model(batch)
+            pred = model(StepInput.from_window(batch))
         if on_batch is not None:
             on_batch(pred, batch)
         losses = head_losses(pred, batch, model.cat_names, loss_config, model.cont_delta_scale, model.cont_zero)

@@ -9,80 +9,78 @@ windows that training validation and evaluation roll out from.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch.utils.data import default_collate
 
 from meleewm.data.encoding import apply_state_age_rule
+from meleewm.data.step import StepInput
 from meleewm.data.windows import WindowDataset
-from meleewm.model.rules import RULE_KEYS, GameRules
-from meleewm.model.world import ACTION_COLUMN, MASK_KEYS, STATE_KEYS, WorldModel, last_step, next_inputs
-
-CONSTANT_KEYS = ("stage", "chars")
-ROLLOUT_INPUT_KEYS = (*STATE_KEYS, *MASK_KEYS, "ctrl")
+from meleewm.model.rules import GameRules
+from meleewm.model.world import ACTION_COLUMN, WorldModel, last_step, next_inputs
 
 
-def _next_frame(pred: dict, x: dict, rules: GameRules | None, temperature: float,
-                generator: torch.Generator | None) -> tuple[dict, torch.Tensor | None]:
+def _next_frame(pred: dict, x: StepInput, rules: GameRules | None, temperature: float,
+                generator: torch.Generator | None) -> tuple[StepInput, torch.Tensor | None]:
     """The prediction ``pred`` made from inputs ``x`` as the next inputs, with the rules applied (and counted)."""
     nxt = next_inputs(pred, x, temperature=temperature, generator=generator)
     if rules is None:
         return nxt, None
     nxt, counts = rules.apply(x, nxt)
-    if "state_age" in nxt:  # an action a rule set (a KO, a respawn) starts its age at 0, as the game does
-        nxt["state_age"] = apply_state_age_rule(x["state_cat"][..., ACTION_COLUMN], x["state_age"],
-                                                nxt["state_cat"][..., ACTION_COLUMN])
+    if nxt.state_age is not None:  # an action a rule set (a KO, a respawn) starts its age at 0, as the game does
+        nxt = replace(nxt, state_age=apply_state_age_rule(x.state_cat[..., ACTION_COLUMN], x.state_age,
+                                                          nxt.state_cat[..., ACTION_COLUMN]))
     return nxt, counts
 
 
-def advance(model: WorldModel, x: dict[str, torch.Tensor], body, *, rules: GameRules | None = None,
+def advance(model: WorldModel, x: StepInput, body, *, rules: GameRules | None = None,
             temperature: float = 0.0, generator: torch.Generator | None = None):
     """One frame: inputs ``x`` (state of frame t-1, controllers of frame t, constants, and the rule state when
-    ``rules`` is given) → (the inputs for frame t, the new body state, counts of rule actions or None)."""
+    ``rules`` is given) → (the inputs for frame t, without controllers; the new body state; counts of rule actions
+    or None)."""
     pred, body = model.step(x, body)
     nxt, counts = _next_frame(pred, x, rules, temperature, generator)
     return nxt, body, counts
 
 
-def warm_start(model: WorldModel, warmup: dict[str, torch.Tensor], *, rules: GameRules | None = None,
+def warm_start(model: WorldModel, warmup: StepInput, *, rules: GameRules | None = None,
                temperature: float = 0.0, generator: torch.Generator | None = None):
-    """Run the chunked forward over real frames and take over: returns (the model's first frame as inputs, the
-    last real step's inputs, the body state, counts of rule actions or None). Rollouts, eval, dream and play all
-    start this way; the first frame obeys the rules like every later one."""
+    """Run the chunked forward over real frames and take over: returns (the model's first frame as inputs, without
+    controllers; the body state; counts of rule actions or None). Rollouts, eval, dream and play all start this
+    way; the first frame obeys the rules like every later one."""
     pred, state = model(warmup, return_state=True)
-    last = {k: (v if k in CONSTANT_KEYS else v[:, -1]) for k, v in warmup.items()}
+    last = warmup.last()
     if rules is not None:
-        last.update(rules.initial_state(warmup))
+        phase, age = rules.initial_state(warmup)
+        last = replace(last, rule_phase=phase, rule_age=age)
     first, counts = _next_frame(last_step(pred), last, rules, temperature, generator)
-    return first, last, state, counts
+    return first, state, counts
 
 
 @torch.no_grad()
-def rollout(model: WorldModel, warmup: dict[str, torch.Tensor], controllers: torch.Tensor, *,
+def rollout(model: WorldModel, warmup: StepInput, controllers: torch.Tensor, *,
             rules: GameRules | None = None, temperature: float = 0.0,
             generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
     """Predict ``H = controllers.shape[1] + 1`` frames after a teacher-forced warm-up.
 
     ``warmup``: step inputs with a time axis, ``[B, W, ...]`` (state of frames 0..W-1 and controllers of frames
-    1..W), plus constants ``stage [B]`` and ``chars [B, 2]``. ``controllers``: ``[B, H-1, 2, n_ctrl]``, the real
-    controllers of frames W+1..W+H-1. Step 1 predicts frame W (from the true frame W-1); step h predicts frame
-    W+h-1 from the model's own frame W+h-2. Returns encoded states ``[B, H, ...]`` under the input names
-    (state_cont, state_bin, state_cat, state_item_*); with ``rules``, also ``rule_counts`` (one total per
+    1..W). ``controllers``: ``[B, H-1, 2, n_ctrl]``, the real controllers of frames W+1..W+H-1. Step 1 predicts
+    frame W (from the true frame W-1); step h predicts frame W+h-1 from the model's own frame W+h-2. Returns the
+    predicted states ``[B, H, ...]`` under their input names (``StepInput.state()``: state_cont, state_bin,
+    state_cat, state_age, state_item_*); with ``rules``, also ``rule_counts`` (one total per
     ``meleewm.model.rules.RULE_EVENTS``).
     """
-    first, last, state, counts = warm_start(model, warmup, rules=rules, temperature=temperature,
-                                            generator=generator)
+    first, state, counts = warm_start(model, warmup, rules=rules, temperature=temperature, generator=generator)
     frames = [first]
     for h in range(controllers.shape[1]):
-        x = {**last, **frames[-1], "ctrl": controllers[:, h]}
-        current, state, step_counts = advance(model, x, state, rules=rules, temperature=temperature,
-                                              generator=generator)
+        current, state, step_counts = advance(model, replace(frames[-1], ctrl=controllers[:, h]), state,
+                                              rules=rules, temperature=temperature, generator=generator)
         if rules is not None:
             counts = counts + step_counts
-        last = x
         frames.append(current)
-    keys = [k for k in frames[0] if k not in MASK_KEYS and k not in RULE_KEYS]
-    out = {k: torch.stack([f[k] for f in frames], dim=1) for k in keys}
+    out = {k: torch.stack([getattr(f, k) for f in frames], dim=1) for k in first.state()}
     if rules is not None:
         out["rule_counts"] = counts.sum(0)
     return out
@@ -105,10 +103,8 @@ def rollout_starts(windows: WindowDataset, count: int, length: int, seed: int) -
 
 
 def rollout_batch(windows: WindowDataset, starts: list[tuple[int, int]], warmup: int, horizon: int,
-                  device="cpu") -> tuple[dict, dict]:
+                  device="cpu") -> tuple[dict, StepInput]:
     """Windows of ``warmup + horizon - 1`` steps at ``starts``: the whole batch (truth included) and the
-    warm-up inputs a rollout may read (states, masks, controllers and constants of the first ``warmup`` steps)."""
+    warm-up inputs a rollout may read (the step inputs of the first ``warmup`` steps)."""
     batch = to_device(default_collate([windows.sample_at(g, s, warmup + horizon - 1) for g, s in starts]), device)
-    warm = {k: v[:, :warmup] for k, v in batch.items() if k in ROLLOUT_INPUT_KEYS or k.startswith("state_item_")}
-    warm.update({k: batch[k] for k in ("stage", "chars")})
-    return batch, warm
+    return batch, StepInput.from_window(batch).frames(0, warmup)

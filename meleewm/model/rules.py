@@ -16,15 +16,18 @@ The rules (game facts from ``meleewm.melee``, checked against the shared replays
   body zeroed.
 
 State the rules carry between frames (the phase of each player's death sequence and how many frames it has run)
-travels with the inputs under :data:`RULE_KEYS`; the model never reads it. ``post_state_age`` is not encoded and
+travels with the inputs (``StepInput.rule_phase`` and ``rule_age``); the model never reads it. ``post_state_age`` is not encoded and
 follows ``apply_state_age_rule`` on the decoded actions, so it follows these rules too.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from meleewm.data.encoding import STICK_FIELDS, TRIGGER_FIELDS, EncodingSpec
+from meleewm.data.step import StepInput
 from meleewm.melee.actions import (
     ACTION_IDS,
     DEAD_FRAMES,
@@ -34,7 +37,6 @@ from meleewm.melee.actions import (
 )
 from meleewm.melee.stages import HALO_DESCENT_SPEED, RESPAWN_POINTS, body_bounds, geometry
 
-RULE_KEYS = ("rule_phase", "rule_age")
 # Phases of a player's death sequence (rule_phase); rule_age counts frames since the phase began (0 = first).
 LIVE, DEAD, DESCENT, WAIT, OUT = 0, 1, 2, 3, 4
 # Counted rule actions, in the order of the counts tensor :meth:`GameRules.apply` returns.
@@ -117,10 +119,11 @@ class GameRules:
 
     # -- rule state -------------------------------------------------------------------------------------------
 
-    def initial_state(self, history: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """The rule state of the last frame of ``history`` (state inputs with a time axis ``[B, T, 2, ...]``, or
-        one frame ``[B, 2, ...]``): where each player is in a death sequence, from the trailing run of its action."""
-        cat = history["state_cat"]
+    def initial_state(self, history: StepInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rule state ``(rule_phase, rule_age)`` of the last frame of ``history`` (inputs with a time axis
+        ``[B, T, 2, ...]``, or one frame ``[B, 2, ...]``): where each player is in a death sequence, from the
+        trailing run of its action."""
+        cat = history.state_cat
         if cat.dim() == 3:
             cat = cat.unsqueeze(1)
         actions = cat[..., self.i_action].long()                       # [B, T, 2]
@@ -132,19 +135,19 @@ class GameRules:
         phase = torch.where(dead, DEAD, torch.where(raw == HALO_DESCENT, DESCENT,
                                                     torch.where(raw == HALO_WAIT, WAIT, LIVE)))
         age = torch.where(phase == LIVE, torch.zeros_like(run), run - 1)
-        return {"rule_phase": phase.long(), "rule_age": age.long()}
+        return phase.long(), age.long()
 
     # -- the rules ----------------------------------------------------------------------------------------------
 
-    def _any_rule_applies(self, prev: dict[str, torch.Tensor], nxt: dict[str, torch.Tensor]) -> bool:
+    def _any_rule_applies(self, prev: StepInput, nxt: StepInput) -> bool:
         """A quick test (few tensor ops, for play's per-tick budget): could any rule act on this frame?"""
-        stage = prev["stage"].long()
-        cont, cat, prev_cont, prev_cat = nxt["state_cont"], nxt["state_cat"], prev["state_cont"], prev["state_cat"]
+        stage = prev.stage.long()
+        cont, cat, prev_cont, prev_cat = nxt.state_cont, nxt.state_cat, prev.state_cont, prev.state_cat
         pos = cont[..., [self.i_x, self.i_y]] * self.position_std + self.position_mean        # [B, 2, 2]
         geo = self.has_geometry[stage].view(-1, 1)
         outside = ((pos <= self.blast_low[stage].unsqueeze(1)) | (pos >= self.blast_high[stage].unsqueeze(1))).any(-1)
         inside = ((pos > self.body_low[stage].unsqueeze(1)) & (pos < self.body_high[stage].unsqueeze(1))).all(-1)
-        suspect = ((prev["rule_phase"] != LIVE) | (geo & (outside | inside))
+        suspect = ((prev.rule_phase != LIVE) | (geo & (outside | inside))
                    | (cont[..., self.i_percent] < prev_cont[..., self.i_percent])
                    | (cat[..., self.i_stocks] != prev_cat[..., self.i_stocks])
                    | torch.isin(cat[..., self.i_action], self.sequence_indices))
@@ -175,21 +178,22 @@ class GameRules:
         new_age = torch.where(reset_age | (new_phase == LIVE), torch.zeros_like(new_age), new_age)
         return new_phase, new_age, start_descent
 
-    def apply(self, prev: dict[str, torch.Tensor], nxt: dict[str, torch.Tensor]):
+    def apply(self, prev: StepInput, nxt: StepInput) -> tuple[StepInput, torch.Tensor]:
         """``nxt`` (the model's next inputs, from ``prev``, whose ``ctrl`` drove the step) made to obey the rules.
 
-        Returns (the new next inputs, with the rule state under RULE_KEYS; a ``[B, len(RULE_EVENTS)]`` tensor of
-        counts, one row per game of the batch). ``prev`` must carry the rule state (from :meth:`initial_state` or the previous apply)."""
+        Returns (the new next inputs, with the new rule state; a ``[B, len(RULE_EVENTS)]`` tensor of counts, one
+        row per game of the batch). ``prev`` must carry the rule state (from :meth:`initial_state` or the previous
+        apply)."""
         if not self._any_rule_applies(prev, nxt):
-            return ({**nxt, "rule_phase": prev["rule_phase"], "rule_age": prev["rule_age"]},
-                    torch.zeros(nxt["state_cat"].shape[0], len(RULE_EVENTS), dtype=torch.long))
+            return (replace(nxt, rule_phase=prev.rule_phase, rule_age=prev.rule_age),
+                    torch.zeros(nxt.state_cat.shape[0], len(RULE_EVENTS), dtype=torch.long))
         spec = self.spec
-        cont = nxt["state_cont"].clone()
-        binary = nxt["state_bin"].clone()
-        cat = nxt["state_cat"].clone()
-        prev_cont, prev_cat = prev["state_cont"], prev["state_cat"]
-        phase, age = prev["rule_phase"], prev["rule_age"]
-        stage = prev["stage"].long()
+        cont = nxt.state_cont.clone()
+        binary = nxt.state_bin.clone()
+        cat = nxt.state_cat.clone()
+        prev_cont, prev_cat = prev.state_cont, prev.state_cat
+        phase, age = prev.rule_phase, prev.rule_age
+        stage = prev.stage.long()
         geo = self.has_geometry[stage].unsqueeze(-1)                    # [B, 1]
         blast, body = self.blast[stage].unsqueeze(1), self.body[stage].unsqueeze(1)   # [B, 1, 4]
         respawn, speed = self.respawn[stage], self.descent_speed[stage].unsqueeze(-1)
@@ -216,7 +220,7 @@ class GameRules:
 
         prev_action_index = prev_cat[..., self.i_action].long()
         if bool(((phase != LIVE) | ko).any()):
-            new_phase, new_age, start_descent = self._next_phase(prev["ctrl"], phase, age, ko, prev_action_index,
+            new_phase, new_age, start_descent = self._next_phase(prev.ctrl, phase, age, ko, prev_action_index,
                                                                  stocks_known & (prev_stocks <= 0))
         else:  # everyone alive and no KO (most frames): the death sequence has nothing to do
             new_phase, new_age, start_descent = phase, torch.zeros_like(age), torch.zeros_like(ko)
@@ -288,6 +292,6 @@ class GameRules:
 
         counts = torch.stack([m.sum(-1) for m in (ko_blast, ko_model, start_descent, sequence & ~ko, stocks_fixed,
                                                   falling, inside, halo_live)], dim=-1)
-        out = {**nxt, "state_cont": cont, "state_bin": binary, "state_cat": cat.to(nxt["state_cat"].dtype),
-               "rule_phase": new_phase, "rule_age": new_age}
+        out = replace(nxt, state_cont=cont, state_bin=binary, state_cat=cat.to(nxt.state_cat.dtype),
+                      rule_phase=new_phase, rule_age=new_age)
         return out, counts

@@ -5,30 +5,28 @@ state(t): every continuous, binary and categorical field it reads (and item slot
 needs no true state after warm-up. The same :meth:`WorldModel.step` and :func:`next_inputs` advance the game in
 training rollouts (self-forcing), evaluation, ``dream`` and live play.
 
-Tensors follow ``meleewm.data.encoding``: ``[..., 2, n]`` with the player axis before the field axis.
+Inputs are a ``meleewm.data.step.StepInput``; tensors follow ``meleewm.data.encoding``: ``[..., 2, n]`` with the
+player axis before the field axis.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from meleewm.data.encoding import CAT_FIELDS, EncodingSpec, apply_state_age_rule
+from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
 
-# Input keys of a step (and, with a time axis, of a sequence). Items only when the encoding has them.
-# Inputs use the names of meleewm.data.windows samples: state_* (frame t-1), masks, ctrl (frame t), constants.
-# state_age (raw post_state_age [..., 2], NaN where unknown) is read only by models with an age embedding, and is
-# always advanced by apply_state_age_rule in next_inputs, so it stays exact in closed loop.
-STATE_KEYS = ("state_cont", "state_bin", "state_cat", "state_age")
+# state_age is read only by models with an age embedding, and is always advanced by apply_state_age_rule in
+# next_inputs, so it stays exact in closed loop.
 ACTION_COLUMN = CAT_FIELDS.index("post_state")
 # Classes of the continuous gate: the head's value, exactly 0 (raw), or exactly the input value.
 GATE_FREE, GATE_ZERO, GATE_SAME = 0, 1, 2
-MASK_KEYS = ("cont_mask", "bin_mask", "cat_mask")
 # Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
 MOTION_FIELDS = ("post_velocities_self_x_air", "post_velocities_self_x_ground", "post_velocities_knockback_x",
                  "post_velocities_self_y", "post_velocities_knockback_y")
@@ -143,29 +141,29 @@ class WorldModel(nn.Module):
 
     # -- input encoding -----------------------------------------------------------------------------------------
 
-    def embed(self, x: dict[str, torch.Tensor]) -> torch.Tensor:
+    def embed(self, x: StepInput) -> torch.Tensor:
         """Inputs with leading dims L (``[B]`` or ``[B, T]``) → ``[*L, d_model]``."""
-        cont = x["state_cont"] * x["cont_mask"]
-        parts = [cont, x["cont_mask"].to(cont.dtype), x["state_bin"].to(cont.dtype) * x["bin_mask"],
-                 x["bin_mask"].to(cont.dtype), x["ctrl"].to(cont.dtype)]
-        cat = x["state_cat"].long() * x["cat_mask"].long()  # masked entries read as UNKNOWN
+        cont = x.state_cont * x.cont_mask
+        parts = [cont, x.cont_mask.to(cont.dtype), x.state_bin.to(cont.dtype) * x.bin_mask,
+                 x.bin_mask.to(cont.dtype), x.ctrl.to(cont.dtype)]
+        cat = x.state_cat.long() * x.cat_mask.long()  # masked entries read as UNKNOWN
         parts += [emb(cat[..., i]) for i, emb in enumerate(self.cat_embeddings)]
-        chars = x["chars"].long()
+        chars = x.chars.long()
         while chars.dim() < cont.dim() - 1:          # broadcast constants over the time axis
             chars = chars.unsqueeze(-2)
         parts.append(self.char_embedding(chars).expand(*cont.shape[:-1], -1))
         players = torch.cat(parts, dim=-1)            # [*L, 2, per_player]
-        stage = x["stage"].long()
+        stage = x.stage.long()
         while stage.dim() < cont.dim() - 2:
             stage = stage.unsqueeze(-1)
         features = [players.flatten(-2), self.stage_embedding(stage).expand(*cont.shape[:-2], -1)]
         if self.spec.items:
-            features.append(torch.cat([x["state_item_present"].to(cont.dtype).unsqueeze(-1),
-                                       self.item_type_embedding(x["state_item_type"].long()),
-                                       self.item_owner_embedding(x["state_item_owner"].long()),
-                                       x["state_item_cont"].to(cont.dtype)], dim=-1).flatten(-2))
+            features.append(torch.cat([x.state_item_present.to(cont.dtype).unsqueeze(-1),
+                                       self.item_type_embedding(x.state_item_type.long()),
+                                       self.item_owner_embedding(x.state_item_owner.long()),
+                                       x.state_item_cont.to(cont.dtype)], dim=-1).flatten(-2))
         if self.config.age_embed_dim:
-            features.append(self.age_embedding(self.age_bucket(x["state_age"])).flatten(-2))
+            features.append(self.age_embedding(self.age_bucket(x.state_age)).flatten(-2))
         return self.input_proj(torch.cat(features, dim=-1))
 
     def age_bucket(self, age: torch.Tensor) -> torch.Tensor:
@@ -174,7 +172,7 @@ class WorldModel(nn.Module):
         bucket = torch.nan_to_num(age.float(), nan=0.0).floor().clamp(0, top).long()
         return torch.where(torch.isnan(age), torch.full_like(bucket, top + 1), bucket)
 
-    def heads(self, h: torch.Tensor, x: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def heads(self, h: torch.Tensor, x: StepInput) -> dict[str, torch.Tensor]:
         """Body features ``[*L, d]`` → predictions of the next state (continuous as residual on the input).
 
         With the gate, each continuous field is the gate's choice (argmax) of the head's value, the encoded raw 0,
@@ -184,7 +182,7 @@ class WorldModel(nn.Module):
         lead = h.shape[:-1]
         delta = self.cont_head(h).view(*lead, 2, -1) * self.cont_delta_scale
         bin_logits = self.bin_head(h).view(*lead, 2, -1)
-        base = x["state_cont"] * x["cont_mask"]
+        base = x.state_cont * x.cont_mask
         free = base + delta
         out = {"bin_logits": bin_logits, "cat_logits": [head(h).view(*lead, 2, -1) for head in self.cat_heads]}
         if self.config.cont_gate:
@@ -194,16 +192,16 @@ class WorldModel(nn.Module):
             def gated(values):
                 return torch.where(choice == GATE_ZERO, self.cont_zero.to(values.dtype),
                                    torch.where(choice == GATE_SAME, base.to(values.dtype), values))
-            moved = free + self._motion(gated(free), bin_logits, x["cont_mask"])
+            moved = free + self._motion(gated(free), bin_logits, x.cont_mask)
             out.update(cont=gated(moved), cont_free=moved, gate_logits=gate_logits)
         else:
-            out["cont"] = free + self._motion(free, bin_logits, x["cont_mask"])
+            out["cont"] = free + self._motion(free, bin_logits, x.cont_mask)
         if self.spec.items:
             s = self.spec.item_slots
             out["item_present_logits"] = self.item_present_head(h).view(*lead, s)
             out["item_type_logits"] = self.item_type_head(h).view(*lead, s, -1)
             out["item_owner_logits"] = self.item_owner_head(h).view(*lead, s, -1)
-            out["item_cont"] = x["state_item_cont"] + self.item_cont_head(h).view(*lead, s, -1)
+            out["item_cont"] = x.state_item_cont + self.item_cont_head(h).view(*lead, s, -1)
         return out
 
     def _motion(self, cont: torch.Tensor, bin_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -224,7 +222,7 @@ class WorldModel(nn.Module):
 
     # -- sequence (training) and step (inference) ---------------------------------------------------------------
 
-    def forward(self, x: dict[str, torch.Tensor], state=None, return_state: bool = False):
+    def forward(self, x: StepInput, state=None, return_state: bool = False):
         """Teacher-forced over a sequence: inputs ``[B, T, ...]`` → predictions ``[B, T, ...]``."""
         h = self.body(self.embed(x), state=state, return_state=return_state)
         if return_state:
@@ -235,7 +233,7 @@ class WorldModel(nn.Module):
     def init_state(self, batch_size: int, device=None, dtype=None):
         return self.body.init_state(batch_size, device=device, dtype=dtype)
 
-    def step(self, x: dict[str, torch.Tensor], state):
+    def step(self, x: StepInput, state):
         """One frame: inputs ``[B, ...]`` (no time axis) and the body state → (predictions, new state)."""
         h, state = self.body.step(self.embed(x), state)
         return self.heads(h, x), state
@@ -258,34 +256,35 @@ def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator |
     return flat.view(probs.shape[:-1])
 
 
-def next_inputs(pred: dict[str, torch.Tensor], prev: dict[str, torch.Tensor], *, temperature: float = 0.0,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """The model's own predictions as the next step's state inputs (argmax, or sampled at ``temperature``).
+def next_inputs(pred: dict[str, torch.Tensor], prev: StepInput, *, temperature: float = 0.0,
+                generator: torch.Generator | None = None) -> StepInput:
+    """The model's own predictions as the next step's inputs (argmax, or sampled at ``temperature``).
 
-    Masks carry over from the previous input: a field the game lacks stays absent for the whole rollout. The state
-    age follows :func:`apply_state_age_rule` from the previous input's action and age (when ``prev`` has one).
+    Masks, constants and the rule state carry over from ``prev`` (a field the game lacks stays absent for the
+    whole rollout); the controllers of the next frame are not known yet (``ctrl`` None). The state age follows
+    :func:`apply_state_age_rule` from the previous input's action and age (when ``prev`` has one).
     """
-    state = {"state_cont": pred["cont"].detach(), **{k: prev[k] for k in MASK_KEYS}}
     bin_logits = pred["bin_logits"].detach()
     if temperature <= 0:
-        state["state_bin"] = (bin_logits > 0).to(prev["state_bin"].dtype)
+        binary = (bin_logits > 0).to(prev.state_bin.dtype)
     else:
         probs = torch.sigmoid(bin_logits.float() / temperature)
-        state["state_bin"] = torch.bernoulli(probs, generator=generator).to(prev["state_bin"].dtype)
-    state["state_cat"] = torch.stack([_pick(l.detach(), temperature, generator) for l in pred["cat_logits"]],
-                                     dim=-1).to(prev["state_cat"].dtype)
-    if "state_age" in prev:
-        state["state_age"] = apply_state_age_rule(prev["state_cat"][..., ACTION_COLUMN], prev["state_age"],
-                                                  state["state_cat"][..., ACTION_COLUMN])
+        binary = torch.bernoulli(probs, generator=generator).to(prev.state_bin.dtype)
+    cat = torch.stack([_pick(l.detach(), temperature, generator) for l in pred["cat_logits"]],
+                      dim=-1).to(prev.state_cat.dtype)
+    state = {"state_cont": pred["cont"].detach(), "state_bin": binary, "state_cat": cat, "ctrl": None}
+    if prev.state_age is not None:
+        state["state_age"] = apply_state_age_rule(prev.state_cat[..., ACTION_COLUMN], prev.state_age,
+                                                  cat[..., ACTION_COLUMN])
     if "item_present_logits" in pred:
-        present = (pred["item_present_logits"].detach() > 0).to(prev["state_item_present"].dtype)
+        present = (pred["item_present_logits"].detach() > 0).to(prev.state_item_present.dtype)
         state["state_item_present"] = present
         state["state_item_type"] = _pick(pred["item_type_logits"].detach(), temperature, generator).to(
-            prev["state_item_type"].dtype)
+            prev.state_item_type.dtype)
         state["state_item_owner"] = _pick(pred["item_owner_logits"].detach(), temperature, generator).to(
-            prev["state_item_owner"].dtype)
+            prev.state_item_owner.dtype)
         state["state_item_cont"] = pred["item_cont"].detach() * present.unsqueeze(-1).to(pred["item_cont"].dtype)
-    return state
+    return replace(prev, **state)
 
 
 def last_step(pred: dict) -> dict:

@@ -51,12 +51,13 @@ import pyarrow.compute as pc
 import torch
 
 from meleewm.data.encoding import EncodingSpec
+from meleewm.data.step import StepInput
 from meleewm.melee.characters import character_name
 from meleewm.melee.game import FIRST_FRAME, FPS
 from meleewm.melee.stages import BATTLEFIELD, LEGAL_STAGES, SPAWN_POINTS, geometry
-from meleewm.model.rollout import CONSTANT_KEYS, advance, warm_start
-from meleewm.model.rules import RULE_EVENTS, RULE_KEYS, GameRules
-from meleewm.model.world import MASK_KEYS, WorldModel
+from meleewm.model.rollout import advance, warm_start
+from meleewm.model.rules import RULE_EVENTS, GameRules
+from meleewm.model.world import WorldModel
 from meleewm.play.controllers import (
     NEUTRAL,
     Controller,
@@ -134,16 +135,11 @@ _NUMPY_OF = {pa.uint8(): np.uint8, pa.uint16(): np.uint16, pa.uint32(): np.uint3
              pa.int32(): np.int32, pa.float32(): np.float32}
 
 
-def _to_input(array: np.ndarray, dtype=None) -> torch.Tensor:
-    a = np.asarray(array, dtype=dtype) if dtype is not None else np.asarray(array)
-    return torch.from_numpy(np.array(a, copy=True)).unsqueeze(0)
-
-
 @dataclass
 class _Tick:
     """A tick between its two halves (:meth:`Session._begin_tick`, :meth:`Session._end_tick`)."""
 
-    x: dict[str, torch.Tensor]                    # the step inputs
+    x: StepInput                                  # the step inputs
     inputs: tuple[ControllerState, ControllerState]
     started: float                                # perf_counter at the start, and once the inputs were encoded
     encoded: float
@@ -217,14 +213,12 @@ state of the
         self.replay = None
         self.ports = (1, 2)
         self.start_info = {"kind": "synthetic", "stage": int(stage), "chars": [int(c) for c in chars], "mode": mode}
-        self._last = {k: x[k] for k in (*MASK_KEYS, *CONSTANT_KEYS)}
-        self._cur = {k: v for k, v in x.items() if k not in self._last}
+        self._cur = x
         self._body = self.model.init_state(1)
         self.frame = FIRST_FRAME
         self.first_frame = FIRST_FRAME
         self._prev_raw = None
-        self.state = self.spec.decode_state(self._cur["state_cont"][0], self._cur["state_bin"][0],
-                                            self._cur["state_cat"][0])
+        self.state = self.spec.decode_state(x.state_cont[0], x.state_bin[0], x.state_cat[0])
         self.state["post_state_age"] = age
         self.last_inputs = (NEUTRAL, NEUTRAL)
         self._record()
@@ -240,32 +234,19 @@ state of the
         W = i if W <= 0 else min(W, i)
         g = replay.encoded
         s = i - W
-        stage_idx, char_idx = int(g.const_stage), np.asarray(g.const_chars, np.int64)
-        warm = {
-            "state_cont": _to_input(g.cont[s:i], np.float32), "cont_mask": _to_input(g.cont_mask[s:i], bool),
-            "state_bin": _to_input(g.binary[s:i], np.float32), "bin_mask": _to_input(g.bin_mask[s:i], bool),
-            "state_cat": _to_input(g.cat[s:i], np.int64), "cat_mask": _to_input(g.cat_mask[s:i], bool),
-            "state_age": _to_input(g.state_age[s:i], np.float32),
-            "ctrl": _to_input(g.ctrl[s + 1:i + 1], np.float32),
-            "stage": torch.tensor([stage_idx], dtype=torch.long),
-            "chars": torch.from_numpy(char_idx.copy()).unsqueeze(0),
-        }
-        if self.spec.items:
-            warm["state_item_present"] = _to_input(g.item_present[s:i], np.float32)
-            warm["state_item_type"] = _to_input(g.item_type[s:i], np.int64)
-            warm["state_item_owner"] = _to_input(g.item_owner[s:i], np.int64)
-            warm["state_item_cont"] = _to_input(g.item_cont[s:i], np.float32)
+        # states of frames s..i-1, and the controllers of the frame each step predicts (s+1..i)
+        warm = StepInput.from_encoded({**g.slice(s, i).arrays(), "ctrl": g.ctrl[s + 1:i + 1]}, g.const_stage,
+                                      g.const_chars)
         self._reset_common(replay.stage, replay.chars)
         self.replay = replay
         self.ports = replay.ports
         self.start_info = {"kind": "replay", "replay": replay.game_id, "source": replay.source,
                            "frame": int(frame), "warmup": W}
         with torch.inference_mode():
-            self._cur, last, self._body, counts = warm_start(self.model, warm, rules=self._active_rules(),
-                                                             temperature=self.temperature, generator=self._generator)
+            self._cur, self._body, counts = warm_start(self.model, warm, rules=self._active_rules(),
+                                                       temperature=self.temperature, generator=self._generator)
         if counts is not None:
             self.rule_counts += counts.sum(0)
-        self._last = last
         self.frame = int(frame)
         self.first_frame = int(frame)
         prev = self.spec.decode_state(g.cont[i - 1], g.binary[i - 1], g.cat[i - 1])
@@ -316,16 +297,17 @@ state of the
         if inputs != self._ctrl_cache[0]:   # controllers often hold still: encode only when they change
             self._ctrl_cache = (inputs, torch.from_numpy(encode_controllers(self.spec, inputs)).unsqueeze(0))
         rules = self._active_rules()
-        if rules is not None and RULE_KEYS[0] not in self._cur:   # rules switched on during the session
+        if rules is not None and self._cur.rule_phase is None:   # rules switched on during the session
             with torch.inference_mode():
-                self._cur.update(rules.initial_state(self._cur))
-        x = {**self._last, **self._cur, "ctrl": self._ctrl_cache[1]}
+                phase, age = rules.initial_state(self._cur)
+            self._cur = dataclasses.replace(self._cur, rule_phase=phase, rule_age=age)
+        x = dataclasses.replace(self._cur, ctrl=self._ctrl_cache[1])
         return _Tick(x, inputs, started, time.perf_counter())
 
-    def _end_tick(self, tick: _Tick, cur: dict, body, counts: torch.Tensor | None) -> None:
+    def _end_tick(self, tick: _Tick, cur: StepInput, body, counts: torch.Tensor | None) -> None:
         """Take the stepped frame: count the rules' actions, decode, record, compare with the real game."""
         stepped = time.perf_counter()
-        self._cur, self._body, self._last = cur, body, tick.x
+        self._cur, self._body = cur, body
         if counts is not None:
             self.rule_counts += counts.sum(0)
         self.frame += 1
@@ -354,7 +336,7 @@ state of the
 
     def _decode(self, prev: dict) -> dict[str, np.ndarray]:
         cur = self._cur
-        return self.spec.decode_state(cur["state_cont"][0], cur["state_bin"][0], cur["state_cat"][0],
+        return self.spec.decode_state(cur.state_cont[0], cur.state_bin[0], cur.state_cat[0],
                                       prev_state=prev)
 
     def _active_rules(self) -> GameRules | None:
@@ -368,10 +350,10 @@ state of the
         cur = self._cur
         if "post_state_age" not in self.state:
             self.state["post_state_age"] = np.zeros(2, np.float32)
-        items = ({k: cur[f"state_{k}"][0].numpy() for k in ("item_present", "item_type", "item_owner", "item_cont")}
-                 if self.spec.items and "state_item_present" in cur else None)
-        self._history.append(self.frame, cur["state_cont"][0].numpy(), cur["state_bin"][0].numpy(),
-                             cur["state_cat"][0].numpy(), self.state["post_state_age"], self.last_inputs, items)
+        items = ({k.removeprefix("state_"): v[0].numpy() for k, v in cur.state().items() if "_item_" in k}
+                 if self.spec.items else None)
+        self._history.append(self.frame, cur.state_cont[0].numpy(), cur.state_bin[0].numpy(),
+                             cur.state_cat[0].numpy(), self.state["post_state_age"], self.last_inputs, items)
 
     # -- messages -------------------------------------------------------------------------------------------------
 
@@ -393,10 +375,10 @@ state of the
     def items(self) -> list[dict]:
         """The items and projectiles the model predicts this frame (none when the model has no item heads)."""
         cur = self._cur
-        if not self.spec.items or "state_item_present" not in cur:
+        if not self.spec.items:
             return []
-        return items_view(self.spec.decode_items(cur["state_item_present"][0], cur["state_item_type"][0],
-                                                 cur["state_item_owner"][0], cur["state_item_cont"][0]))
+        return items_view(self.spec.decode_items(cur.state_item_present[0], cur.state_item_type[0],
+                                                 cur.state_item_owner[0], cur.state_item_cont[0]))
 
     def _compare_real(self) -> None:
         """Once per frame, in a replay takeover: the real game at the current frame (its players and items) and the
@@ -576,7 +558,7 @@ def tick_together(sessions: list[Session]) -> list[BaseException | None]:
             continue
         order = list(ticks)
         first = sessions[order[0]]
-        x = {k: torch.cat([ticks[i].x[k] for i in order]) for k in ticks[order[0]].x}
+        x = StepInput.cat([ticks[i].x for i in order])
         body = _cat_states([sessions[i]._body for i in order])
         try:
             with torch.inference_mode():
@@ -588,7 +570,7 @@ def tick_together(sessions: list[Session]) -> list[BaseException | None]:
             continue
         for row, i in enumerate(order):
             try:
-                sessions[i]._end_tick(ticks[i], {k: v[row:row + 1] for k, v in cur.items()},
+                sessions[i]._end_tick(ticks[i], cur.rows(row, row + 1),
                                       _state_row(body, row),
                                       None if counts is None else counts[row:row + 1])
             except Exception as error:  # noqa: BLE001

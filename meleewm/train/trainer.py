@@ -12,7 +12,7 @@ import random
 import time
 from functools import partial
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader
 from meleewm.config import ConfigError
 from meleewm.data.cache import build_cache
 from meleewm.data.config import run_split
+from meleewm.data.step import StepInput
 from meleewm.data.store import ShardStream, StoreError, build_store
 from meleewm.data.encoding import EncodingSpec
 from meleewm.data.windows import WindowDataset
@@ -31,7 +32,7 @@ from meleewm.model.checkpoint import CheckpointError, checkpoint_spec, read_chec
 from meleewm.model.losses import head_losses, total_loss
 from meleewm.model.measures import teacher_forced_metrics
 from meleewm.model.rollout import rollout_starts, to_device
-from meleewm.model.world import MASK_KEYS, WorldModel, next_inputs
+from meleewm.model.world import WorldModel, next_inputs
 from meleewm.replay.dataset import Dataset
 from meleewm.train.checkpoint import (
     copy_checkpoint,
@@ -134,30 +135,27 @@ def _resumable(path: Path) -> dict:
     return payload
 
 
-def _self_forced(model, batch: dict, unroll: int) -> dict:
+def _self_forced(model, inputs: StepInput, unroll: int) -> StepInput:
     """Replace the state inputs by the model's own predictions, ``unroll`` times (parallel over positions).
 
     Position t's prediction is frame t+1's state, so pass k feeds predictions of pass k-1 shifted by one frame;
     the first position keeps its true state. Predictions enter detached, as they would in a rollout.
     """
-    x = dict(batch)
+    x = inputs
     for _ in range(unroll):
         with torch.no_grad():
             pred = model(x)
-        own = next_inputs(pred, x)
-        for key, value in own.items():
-            if key in MASK_KEYS:
-                continue
-            x[key] = torch.cat([batch[key][:, :1], value[:, :-1]], dim=1)
+        own = next_inputs(pred, x).state()
+        x = replace(x, **{k: torch.cat([getattr(inputs, k)[:, :1], v[:, :-1]], dim=1) for k, v in own.items()})
     return x
 
 
-def _noisy(inputs: dict, std: torch.Tensor, generator: torch.Generator) -> dict:
+def _noisy(inputs: StepInput, std: torch.Tensor, generator: torch.Generator) -> StepInput:
     """The inputs with Gaussian noise of ``std`` (per continuous field) on the present continuous state entries;
     the targets stay true, so the model learns to pull a perturbed state back (as in GNS simulators)."""
-    cont = inputs["state_cont"]
+    cont = inputs.state_cont
     noise = torch.randn(cont.shape, generator=generator, device=generator.device) * std.to(cont.device)
-    return {**inputs, "state_cont": cont + noise.to(cont.dtype) * inputs["cont_mask"]}
+    return replace(inputs, state_cont=cont + noise.to(cont.dtype) * inputs.cont_mask)
 
 
 class Trainer:
@@ -314,7 +312,9 @@ class Trainer:
         batch = to_device(batch, self.device)
         unroll = self._unroll_for()
         with self._autocast():
-            inputs = _self_forced(self.train_model, batch, unroll) if unroll else batch
+            inputs = StepInput.from_window(batch)
+            if unroll:
+                inputs = _self_forced(self.train_model, inputs, unroll)
             if self.config.self_forcing.input_noise:
                 # seeded by step and rank, so a resumed run draws the same noise
                 noise_seed = (self.config.seed * 104_729 + self.step) * self.world + self.rank

@@ -33,7 +33,7 @@ def test_idle_test_on_the_bundled_model(bundled):
     nobody inside the floor. Then the measure itself, short, on two stages."""
     rules = GameRules(bundled.spec)
     warm, starts = idle_inputs(bundled, [BATTLEFIELD], [(20, 2)])
-    ctrl = warm["ctrl"].expand(-1, IDLE_FRAMES - 1, -1, -1)
+    ctrl = warm.ctrl.expand(-1, IDLE_FRAMES - 1, -1, -1)
     stage = np.array([s for s, _, _ in starts])
     context = {k: np.stack([v[k] for _, _, v in starts]) for k in ("post_percent", "post_stocks", "post_state")}
     for name, r in (("model", None), ("model_with_rules", rules)):

@@ -3,11 +3,14 @@ spawn point at 0 %), percent never falls, the floor is solid, stocks change by o
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
 from meleewm.data.encoding import CAT_FIELDS, CONT_FIELDS, CTRL_FIELDS, EncodingSpec
+from meleewm.data.step import StepInput
 from meleewm.melee import (
     ACTION_IDS,
     DEAD_FRAMES,
@@ -41,7 +44,7 @@ def rules(spec) -> GameRules:
 
 
 def state(spec, stage=BATTLEFIELD, x=(-30.0, 30.0), y=(0.0, 0.0), percent=(10.0, 20.0), stocks=(4, 4),
-          action=(STANDING, STANDING), airborne=(0, 0), vy=(0.0, 0.0)) -> dict[str, torch.Tensor]:
+          action=(STANDING, STANDING), airborne=(0, 0), vy=(0.0, 0.0)) -> StepInput:
     """Inputs of one frame (batch of 1) from raw values of both players, neutral controllers."""
     raw = {"post_position_x": np.array(x, np.float32), "post_position_y": np.array(y, np.float32),
            "post_percent": np.array(percent, np.float32), "post_velocities_self_y": np.array(vy, np.float32),
@@ -49,27 +52,24 @@ def state(spec, stage=BATTLEFIELD, x=(-30.0, 30.0), y=(0.0, 0.0), percent=(10.0,
            "post_ground": np.array([1, 1]), "post_direction": np.array([1.0, -1.0], np.float32)}
     enc = spec.encode_state_columns(raw)
     stage_index, chars = spec.encode_constants(stage, (20, 2))
-    return {"state_cont": torch.from_numpy(enc["cont"])[None], "state_bin": torch.from_numpy(enc["binary"])[None].float(),
-            "state_cat": torch.from_numpy(enc["cat"])[None].long(),
-            "cont_mask": torch.ones(1, 2, len(CONT_FIELDS), dtype=torch.bool),
-            "stage": torch.tensor([stage_index]), "chars": torch.from_numpy(chars)[None],
-            "ctrl": torch.zeros(1, 2, len(CTRL_FIELDS))}
+    return replace(StepInput.from_encoded(enc, stage_index, chars), ctrl=torch.zeros(1, 2, len(CTRL_FIELDS)))
 
 
 def raw(spec, inputs) -> dict[str, np.ndarray]:
-    return spec.decode_state(inputs["state_cont"][0], inputs["state_bin"][0], inputs["state_cat"][0])
+    return spec.decode_state(inputs.state_cont[0], inputs.state_bin[0], inputs.state_cat[0])
 
 
 def step(rules, prev, predicted, ctrl=None):
     """One rule application: ``predicted`` (a model's next frame) after ``prev`` (with its rule state)."""
-    prev = {**prev, "ctrl": prev["ctrl"] if ctrl is None else ctrl}
-    nxt = {k: predicted[k] for k in ("state_cont", "state_bin", "state_cat")}
-    out, counts = rules.apply(prev, nxt)
-    return {**prev, **out}, dict(zip(RULE_EVENTS, counts.sum(0).tolist()))
+    prev = prev if ctrl is None else replace(prev, ctrl=ctrl)
+    out, counts = rules.apply(prev, predicted)
+    return (replace(prev, **out.state(), rule_phase=out.rule_phase, rule_age=out.rule_age),
+            dict(zip(RULE_EVENTS, counts.sum(0).tolist())))
 
 
 def start(rules, frame):
-    return {**frame, **rules.initial_state(frame)}
+    phase, age = rules.initial_state(frame)
+    return replace(frame, rule_phase=phase, rule_age=age)
 
 
 def test_past_the_blast_zone_one_stock_death_sequence_and_respawn(spec, rules):
@@ -82,7 +82,7 @@ def test_past_the_blast_zone_one_stock_death_sequence_and_respawn(spec, rules):
     assert counts["ko_blast_zone"] == 1 and counts["respawn"] == 0
     assert s["post_stocks"].tolist() == [2, 4]                          # exactly one stock, on the first DEAD frame
     assert s["post_state"][0] == ACTION_IDS["DEAD_RIGHT"] and s["post_state"][1] == STANDING
-    assert cur["rule_phase"].tolist() == [[DEAD, LIVE]]
+    assert cur.rule_phase.tolist() == [[DEAD, LIVE]]
     assert s["post_position_x"][0] == pytest.approx(g.blast_right + 2, abs=1e-3)
     assert s["post_velocities_self_y"][0] == pytest.approx(0.0, abs=1e-5)
     # However the model goes on, the death sequence runs as real games show it.
@@ -106,13 +106,13 @@ def test_past_the_blast_zone_one_stock_death_sequence_and_respawn(spec, rules):
     for f in frames[dead + HALO_DESCENT_FRAMES:]:                       # neutral controllers: waiting on the platform
         assert f["post_state"][0] == ACTION_IDS["ON_HALO_WAIT"]
         assert f["post_position_y"][0] == pytest.approx(rest_y, abs=1e-3)
-    assert cur["rule_phase"].tolist() == [[WAIT, LIVE]]
+    assert cur.rule_phase.tolist() == [[WAIT, LIVE]]
     assert all(f["post_state"][1] == STANDING and f["post_stocks"][1] == 4 for f in frames)
     # The first input releases the character to the model.
     pressed = torch.zeros(1, 2, len(CTRL_FIELDS))
     pressed[0, 0, 0] = 1.0
     cur, _ = step(rules, cur, lively, ctrl=pressed)
-    assert cur["rule_phase"].tolist() == [[LIVE, LIVE]]
+    assert cur.rule_phase.tolist() == [[LIVE, LIVE]]
     assert raw(spec, cur)["post_state"][0] == FALLING
 
 
@@ -135,14 +135,14 @@ def test_each_blast_zone_and_port_gives_its_own_death_and_respawn(spec, rules):
 
 def test_the_wait_on_the_platform_ends_after_its_longest(spec, rules):
     cur = start(rules, state(spec, action=(ACTION_IDS["ON_HALO_WAIT"], STANDING), x=(12.8, 0.0), y=(80.0, 0.0)))
-    assert cur["rule_phase"].tolist() == [[WAIT, LIVE]]
+    assert cur.rule_phase.tolist() == [[WAIT, LIVE]]
     still = state(spec, action=(ACTION_IDS["ON_HALO_WAIT"], STANDING), x=(12.8, 0.0), y=(80.0, 0.0))
     for _ in range(HALO_WAIT_MAX_FRAMES - 1):         # the longest wait real games show: 240 frames
         cur, _ = step(rules, cur, still)
-    assert cur["rule_phase"].tolist() == [[WAIT, LIVE]]
+    assert cur.rule_phase.tolist() == [[WAIT, LIVE]]
     # Then the character is released; one the model keeps on the platform falls instead (the platform is gone).
     cur, counts = step(rules, cur, still)
-    assert cur["rule_phase"].tolist() == [[LIVE, LIVE]]
+    assert cur.rule_phase.tolist() == [[LIVE, LIVE]]
     assert counts["halo_fixed"] == 1 and raw(spec, cur)["post_state"][0] == FALLING
 
 
@@ -158,14 +158,14 @@ def test_stocks_change_only_by_one_ko_and_never_go_negative(spec, rules):
     for _ in range(DEAD_FRAMES[ACTION_IDS["DEAD_LEFT"]] + 100):
         cur, counts = step(rules, cur, state(spec, x=(0.0, g.blast_left - 5), stocks=(4, 0)))
         assert counts["ko_blast_zone"] == 0 and raw(spec, cur)["post_stocks"].tolist() == [4, 0]
-    assert cur["rule_phase"].tolist() == [[LIVE, OUT]] and raw(spec, cur)["post_state"][1] == ACTION_IDS["DEAD_LEFT"]
+    assert cur.rule_phase.tolist() == [[LIVE, OUT]] and raw(spec, cur)["post_state"][1] == ACTION_IDS["DEAD_LEFT"]
 
 
 def test_a_dead_action_from_the_model_is_a_ko(spec, rules):
     cur = start(rules, state(spec))
     cur, counts = step(rules, cur, state(spec, action=(ACTION_IDS["DEAD_DOWN"], STANDING)))
     assert counts["ko_model"] == 1 and raw(spec, cur)["post_stocks"].tolist() == [3, 4]
-    assert cur["rule_phase"].tolist() == [[DEAD, LIVE]]
+    assert cur.rule_phase.tolist() == [[DEAD, LIVE]]
 
 
 def test_percent_never_falls_while_alive(spec, rules):
@@ -198,14 +198,15 @@ def test_quiet_frames_pass_unchanged(spec, rules):
     out, counts = step(rules, cur, nxt)
     assert sum(counts.values()) == 0
     for key in ("state_cont", "state_bin", "state_cat"):
-        assert torch.equal(out[key], nxt[key])
+        assert torch.equal(getattr(out, key), getattr(nxt, key))
 
 
 def test_initial_state_reads_the_death_sequence_from_history(spec, rules):
     dead = state(spec, action=(ACTION_IDS["DEAD_DOWN"], STANDING))
     live = state(spec)
-    history = {k: torch.stack([live[k]] * 5 + [dead[k]] * 7, dim=1) for k in ("state_cont", "state_bin", "state_cat")}
-    rs = rules.initial_state(history)
-    assert rs["rule_phase"].tolist() == [[DEAD, LIVE]] and rs["rule_age"].tolist() == [[6, 0]]
+    history = replace(live, **{k: torch.stack([getattr(live, k)] * 5 + [getattr(dead, k)] * 7, dim=1)
+                               for k in ("state_cont", "state_bin", "state_cat")})
+    phase, age = rules.initial_state(history)
+    assert phase.tolist() == [[DEAD, LIVE]] and age.tolist() == [[6, 0]]
     halo = state(spec, action=(ACTION_IDS["ON_HALO_DESCENT"], STANDING))
-    assert rules.initial_state(halo)["rule_phase"].tolist() == [[DESCENT, LIVE]]
+    assert rules.initial_state(halo)[0].tolist() == [[DESCENT, LIVE]]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from torch.utils.data import default_collate
 
 from meleewm.model.rollout import rollout
 from meleewm.data.encoding import apply_state_age_rule
-from meleewm.model.world import (ACTION_COLUMN, GATE_FREE, GATE_SAME, GATE_ZERO, MASK_KEYS, WorldModel,
-                                 WorldModelConfig, gate_classes, last_step, next_inputs)
+from meleewm.data.step import StepInput
+from meleewm.model.world import (ACTION_COLUMN, GATE_FREE, GATE_SAME, GATE_ZERO, WorldModel, WorldModelConfig,
+                                 gate_classes, last_step, next_inputs)
 from tests.conftest import extract_members
 from tests.train.realdata import real_dataset
 
@@ -26,7 +29,7 @@ BODIES = {
                             action_embed_dim=16, cat_embed_dim=4, const_embed_dim=8, age_embed_dim=8, age_max=40,
                             cont_gate=True),
 }
-CONSTANTS = ("stage", "chars")
+MASKS = ("cont_mask", "bin_mask", "cat_mask")
 
 
 @pytest.fixture(scope="module")
@@ -42,12 +45,6 @@ def real(replays, manifest, tmp_path_factory):
     spec = EncodingSpec.fit(dataset, ids, items=True, item_slots=4)
     cache = build_cache(dataset, spec, ids, progress=False)
     return spec, WindowDataset(cache, T, seed=3, swap=True, mirror=True)
-
-
-def inputs(batch: dict) -> dict:
-    """The model inputs of a window batch (state_*, masks, ctrl, constants)."""
-    keep = ("ctrl", *MASK_KEYS, *CONSTANTS)
-    return {k: v for k, v in batch.items() if k.startswith("state_") or k in keep}
 
 
 @pytest.fixture(scope="module")
@@ -68,9 +65,9 @@ def make(spec, body: str, seed: int = 0) -> WorldModel:
     return model
 
 
-def at(x: dict, t) -> dict:
-    """Inputs at time index ``t`` (an int or a slice), constants untouched."""
-    return {k: (v if k in CONSTANTS else v[:, t]) for k, v in x.items()}
+def at(x: StepInput, t) -> StepInput:
+    """Inputs at time index ``t`` (an int: one step; or a slice: a sequence), constants untouched."""
+    return x.frames(t.start, t.stop) if isinstance(t, slice) else x.frames(t, t + 1).last()
 
 
 def flat(pred: dict) -> dict[str, torch.Tensor]:
@@ -89,9 +86,9 @@ def max_diff(a: dict, b: dict) -> dict[str, float]:
     return {k: (fa[k].float() - fb[k].float()).abs().max().item() for k in fa}
 
 
-def run_steps(model, x: dict, state, start: int = 0):
+def run_steps(model, x: StepInput, state, start: int = 0):
     outs = []
-    for t in range(start, x["ctrl"].shape[1]):
+    for t in range(start, x.ctrl.shape[1]):
         pred, state = model.step(at(x, t), state)
         outs.append(pred)
     stacked = {k: ([torch.stack([o[k][i] for o in outs], 1) for i in range(len(outs[0][k]))]
@@ -103,10 +100,10 @@ def run_steps(model, x: dict, state, start: int = 0):
 def test_step_equals_chunked_forward(real, batch, body):
     spec, _ = real
     model = make(spec, body)
-    x = inputs(batch)
+    x = StepInput.from_window(batch)
     with torch.no_grad():
         full = model(x)
-        stepped, _ = run_steps(model, x, model.init_state(x["ctrl"].shape[0]))
+        stepped, _ = run_steps(model, x, model.init_state(x.ctrl.shape[0]))
     assert {"cont", "bin_logits", "cat_logits", "item_present_logits", "item_cont"} <= set(full)
     assert flat(full)["cat_logits[0]"].shape[:2] == (3, T)
     diffs = max_diff(full, stepped)
@@ -119,7 +116,7 @@ def test_warmup_state_then_step_equals_forward(real, batch, body, warm):
     """forward(return_state) over a warm-up, then step() frame by frame, equals the full forward after it."""
     spec, _ = real
     model = make(spec, body, seed=1)
-    x = inputs(batch)
+    x = StepInput.from_window(batch)
     with torch.no_grad():
         full = model(x)
         head, state = model(at(x, slice(0, warm)), return_state=True)
@@ -137,37 +134,35 @@ def test_rollout_is_step_on_own_predictions(real, batch, body):
     """rollout(): first frame from the warm-up forward, then step() on its own (argmax) predictions."""
     spec, _ = real
     model = make(spec, body, seed=2)
-    x = inputs(batch)
+    x = StepInput.from_window(batch)
     W, H = 40, 12
     warm = at(x, slice(0, W))
-    controllers = x["ctrl"][:, W:W + H - 1]
+    controllers = x.ctrl[:, W:W + H - 1]
     out = rollout(model, warm, controllers)
     assert out["state_cont"].shape[:2] == (3, H)
     with torch.no_grad():
         pred, state = model(warm, return_state=True)
-        last = at(warm, -1)
+        last = warm.last()
         frames = [next_inputs(last_step(pred), last)]
         for h in range(H - 1):
-            step_in = {**last, **frames[-1], "ctrl": controllers[:, h]}
+            step_in = replace(last, **frames[-1].state(), ctrl=controllers[:, h])
             current, state = model.step(step_in, state)
             last = step_in
             frames.append(next_inputs(current, step_in))
     for key, value in out.items():
-        want = torch.stack([f[key] for f in frames], 1)
+        want = torch.stack([getattr(f, key) for f in frames], 1)
         assert torch.allclose(value.float(), want.float(), atol=TOL), key
     # Masks carry over: a field absent at the end of the warm-up stays absent.
-    assert not set(out) & set(MASK_KEYS)
+    assert not set(out) & set(MASKS)
 
 
-def _perturb(x: dict, key: str, t: int) -> dict:
-    y = dict(x)
-    v = x[key].clone()
+def _perturb(x: StepInput, key: str, t: int) -> StepInput:
+    v = getattr(x, key).clone()
     if v.dtype.is_floating_point:
         v[:, t] = v[:, t] + 0.7 + torch.rand_like(v[:, t])
     else:  # categorical indices: move to another valid index
         v[:, t] = v[:, t] % 3 + 1  # != v, and < 4 (the smallest vocabulary)
-    y[key] = v
-    return y
+    return replace(x, **{key: v})
 
 
 @pytest.mark.parametrize("body", BODIES)
@@ -177,11 +172,11 @@ def test_causality(real, batch, body, key):
     predictions at positions < t bit-identical and changes position t."""
     spec, _ = real
     model = make(spec, body)
-    x = inputs(batch)
+    x = StepInput.from_window(batch)
     if key == "state_item_cont":
-        x = dict(x, state_item_present=torch.ones_like(x["state_item_present"]))
-    for k in MASK_KEYS:  # make every field present, so a perturbation can never be masked away
-        x[k] = torch.ones_like(x[k])
+        x = replace(x, state_item_present=torch.ones_like(x.state_item_present))
+    # make every field present, so a perturbation can never be masked away
+    x = replace(x, **{k: torch.ones_like(getattr(x, k)) for k in MASKS})
     with torch.no_grad():
         base = flat(model(x))
         for t in (5, 33, T - 1):
@@ -254,7 +249,7 @@ def test_positions_move_by_the_predicted_velocity(recent, airborne):
         model.bin_head.weight.zero_()
         model.bin_head.bias.zero_()
         model.bin_head.bias[spec.bin_index("airborne")::spec.n_bin] = 30.0 if airborne else -30.0
-        pred = model(inputs(batch))
+        pred = model(StepInput.from_window(batch))
     mean = {f: spec.cont_stats[f][0] for f in spec.cont_fields}
     std = {f: spec.cont_stats[f][1] for f in spec.cont_fields}
     state, mask = batch["state_cont"], batch["cont_mask"]
@@ -280,12 +275,12 @@ def test_state_age_is_exact_in_closed_loop(real, batch):
     predicted action stays, 0 when it changes; and the age model reads it (another age, another prediction)."""
     spec, _ = real
     model = make(spec, "mamba2_age_gate", seed=4)
-    x = inputs(batch)
+    x = StepInput.from_window(batch)
     W, H = 40, 30
     warm = at(x, slice(0, W))
-    out = rollout(model, warm, x["ctrl"][:, W:W + H - 1])
-    actions = torch.cat([warm["state_cat"][:, -1:, :, ACTION_COLUMN], out["state_cat"][..., ACTION_COLUMN]], 1)
-    age = warm["state_age"][:, -1]
+    out = rollout(model, warm, x.ctrl[:, W:W + H - 1])
+    actions = torch.cat([warm.state_cat[:, -1:, :, ACTION_COLUMN], out["state_cat"][..., ACTION_COLUMN]], 1)
+    age = warm.state_age[:, -1]
     assert not torch.isnan(age).any()
     changed = 0
     for h in range(H):
@@ -294,9 +289,9 @@ def test_state_age_is_exact_in_closed_loop(real, batch):
         assert torch.equal(out["state_age"][:, h], age), h
     assert changed > 0 and (out["state_age"] > 0).any()  # both branches of the rule were exercised
     with torch.no_grad():
-        older = model(dict(x, state_age=x["state_age"] + 7))["cat_logits"][0]
+        older = model(replace(x, state_age=x.state_age + 7))["cat_logits"][0]
         assert not torch.allclose(older, model(x)["cat_logits"][0])
-    assert torch.equal(apply_state_age_rule(actions[:, 0], warm["state_age"][:, -1], actions[:, 1]),
+    assert torch.equal(apply_state_age_rule(actions[:, 0], warm.state_age[:, -1], actions[:, 1]),
                        out["state_age"][:, 0])
 
 
@@ -322,14 +317,14 @@ def test_gate_gives_exact_zero_and_exact_copy(real, batch):
         bias[:, velocity, GATE_SAME] = -10.0
         bias[:, velocity, GATE_ZERO] = 10.0
         model.gate_head.bias.copy_(bias.flatten())
-        x = inputs(batch)
+        x = StepInput.from_window(batch)
         pred = model(x)
-    cont, mask = pred["cont"], x["cont_mask"]
+    cont, mask = pred["cont"], x.cont_mask
     others = [i for i in range(n) if i not in velocity]
     assert torch.equal(cont[..., velocity], model.cont_zero[velocity].expand_as(cont[..., velocity]))
-    assert torch.equal(cont[..., others], (x["state_cont"] * mask)[..., others])
+    assert torch.equal(cont[..., others], (x.state_cont * mask)[..., others])
     assert not torch.equal(pred["cont_free"][..., others], cont[..., others])  # the head alone would move them
-    decoded = spec.decode_state(cont[0], x["state_bin"][0], x["state_cat"][0])
+    decoded = spec.decode_state(cont[0], x.state_bin[0], x.state_cat[0])
     for f in spec.cont_fields:
         if f.startswith("post_velocities"):
             assert (decoded[f] == 0.0).all(), f

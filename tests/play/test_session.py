@@ -13,11 +13,13 @@ import peppi_py
 import pyarrow.compute as pc
 import pytest
 import torch
+from torch.utils.data import default_collate
 from typer.testing import CliRunner
 
 from meleewm.cli import app
 from meleewm.data.cache import build_cache
 from meleewm.data.encoding import EncodingSpec
+from meleewm.data.step import StepInput
 from meleewm.data.windows import WindowDataset
 from meleewm.melee import SPAWN_POINTS
 from meleewm.model.rollout import rollout
@@ -99,8 +101,7 @@ def test_replay_inputs_reproduce_rollout_exactly(model, dataset, game_id, replay
     W, H, start = 40, 90, 500
     warm = windows.sample_at(0, start, W)
     ctrl = windows.sample_at(0, start + W, H - 1)["ctrl"]
-    keys = ("state_cont", "cont_mask", "state_bin", "bin_mask", "state_cat", "cat_mask", "ctrl", "stage", "chars")
-    warmup = {k: warm[k].unsqueeze(0) for k in keys}
+    warmup = StepInput.from_window(default_collate([warm]))
     expected = rollout(model, warmup, ctrl.unsqueeze(0), temperature=temperature,
                        generator=torch.Generator().manual_seed(7), rules=GameRules(model.spec) if rules else None)
 
@@ -150,8 +151,8 @@ def test_synthesized_start(model, mode):
     if mode == "standing":
         assert np.allclose(st["post_position_y"], 0, atol=1e-3)
         assert list(st["post_ground"]) == [1, 1]                           # Battlefield's main stage
-    masks = session._last
-    assert bool(masks["cont_mask"].all()) and bool(masks["bin_mask"].all()) and bool(masks["cat_mask"].all())
+    masks = session._cur
+    assert bool(masks.cont_mask.all()) and bool(masks.bin_mask.all()) and bool(masks.cat_mask.all())
     session.set_controller(0, ApproachController())
     session.set_controller(1, RandomController(seed=3))
     session.run(30)
@@ -191,7 +192,7 @@ def test_rules_act_visibly_and_only_when_on(model):
         session.start_synthetic(31, (20, 2), mode="standing")
         session.run(2)
         with torch.inference_mode():
-            session._cur["state_cont"][0, 0, model.spec.cont_index("post_position_x")] = \
+            session._cur.state_cont[0, 0, model.spec.cont_index("post_position_x")] = \
                 model.spec.normalise("post_position_x", 1000.0)
         st = session.tick()
         msg = session.message()
@@ -225,14 +226,14 @@ def test_sessions_ticked_together_match_ticked_alone(model, replay):
     alone, together = sessions(), sessions()
     with torch.inference_mode():    # put one game past the blast zone, so that a rule acts inside the batch
         for group in (alone, together):
-            group[0]._cur["state_cont"][0, 0, model.spec.cont_index("post_position_x")] = \
+            group[0]._cur.state_cont[0, 0, model.spec.cont_index("post_position_x")] = \
                 model.spec.normalise("post_position_x", 1000.0)
     steps = []      # the batch size of every model step a round takes
     real_step = model.step
     for _ in range(40):
         for s in alone:
             s.tick()
-        model.step = lambda x, state: steps.append(len(x["stage"])) or real_step(x, state)
+        model.step = lambda x, state: steps.append(len(x.stage)) or real_step(x, state)
         try:
             assert tick_together(together) == [None] * len(together)
         finally:

@@ -10,16 +10,17 @@ import torch
 from torch.utils.data import default_collate
 from typer.testing import CliRunner
 
+from meleewm.data.step import StepInput
 from meleewm.model.losses import head_losses, total_loss
 from meleewm.train.trainer import Trainer, _self_forced
-from meleewm.model.world import MASK_KEYS, next_inputs
+from meleewm.model.world import next_inputs
 from tests.train.realdata import TINY, tiny_config
 
 
 def fixed_loss(trainer: Trainer, batch: dict) -> float:
     trainer.model.eval()
     with torch.no_grad():
-        losses = head_losses(trainer.model(batch), batch, trainer.model.cat_names, trainer.config.loss,
+        losses = head_losses(trainer.model(StepInput.from_window(batch)), batch, trainer.model.cat_names, trainer.config.loss,
                              trainer.model.cont_delta_scale)
     return float(total_loss(losses, trainer.config.loss))
 
@@ -100,26 +101,26 @@ def test_self_forced_feeds_predictions(train_data, tmp_path, items):
     config = tiny_config("data.batch_size=4", "optim.max_steps=1", f"data.items={str(items).lower()}")
     trainer = Trainer(train_data, config, tmp_path / "sf", progress=False)
     windows = trainer.train_windows
-    batch = default_collate([windows[i] for i in range(4)])
+    batch = StepInput.from_window(default_collate([windows[i] for i in range(4)]))
     model = trainer.model.eval()
     with torch.no_grad():
         x = _self_forced(model, batch, 1)
-        own = next_inputs(model(batch), batch)
-    fed = [k for k in own if k not in MASK_KEYS]
+        own = next_inputs(model(batch), batch).state()
+    fed = list(own)
     assert {"state_cont", "state_bin", "state_cat"} <= set(fed)
     item_keys = {"state_item_present", "state_item_type", "state_item_owner", "state_item_cont"}
     assert (item_keys <= set(fed)) == items
     for key in fed:
-        assert torch.equal(x[key][:, 0], batch[key][:, 0]), key            # position 0 keeps the truth
-        assert torch.equal(x[key][:, 1:], own[key][:, :-1]), key           # then the model's own frame
-    assert not torch.equal(x["state_cont"][:, 1:], batch["state_cont"][:, 1:])
-    assert not torch.equal(x["state_cat"][:, 1:], batch["state_cat"][:, 1:])
-    for key in (*MASK_KEYS, "ctrl", "stage", "chars", "next_cont"):
-        assert x[key] is batch[key], key                                   # masks, controllers, targets kept
+        assert torch.equal(getattr(x, key)[:, 0], getattr(batch, key)[:, 0]), key   # position 0 keeps the truth
+        assert torch.equal(getattr(x, key)[:, 1:], own[key][:, :-1]), key          # then the model's own frame
+    assert not torch.equal(x.state_cont[:, 1:], batch.state_cont[:, 1:])
+    assert not torch.equal(x.state_cat[:, 1:], batch.state_cat[:, 1:])
+    for key in ("cont_mask", "bin_mask", "cat_mask", "ctrl", "stage", "chars"):
+        assert getattr(x, key) is getattr(batch, key), key                # masks, controllers, constants kept
     with torch.no_grad():
         x2 = _self_forced(model, batch, 2)
         own2 = next_inputs(model(x), x)
-    assert torch.equal(x2["state_cat"][:, 1:], own2["state_cat"][:, :-1])   # pass 2 reads pass 1's inputs
+    assert torch.equal(x2.state_cat[:, 1:], own2.state_cat[:, :-1])       # pass 2 reads pass 1's inputs
 
 
 def test_cli_full_tiny_run(train_data, tmp_path):
@@ -172,8 +173,8 @@ def test_rules_of_melee_options_train(train_data, tmp_path):
     batch = default_collate([windows[i] for i in range(4)])
     values = trainer.train_step(batch)
     assert "loss/gate" in values and all(torch.isfinite(torch.tensor(v)) for v in values.values()), values
-    noisy = _noisy(batch, trainer.model.cont_delta_scale, torch.Generator().manual_seed(0))
-    moved = noisy["state_cont"] != batch["state_cont"]
+    noisy = _noisy(StepInput.from_window(batch), trainer.model.cont_delta_scale, torch.Generator().manual_seed(0))
+    moved = noisy.state_cont != batch["state_cont"]
     assert moved.any() and not moved[~batch["cont_mask"]].any()  # absent fields stay untouched
     result = trainer.run()
     assert result.stop_reason == "finished" and result.steps == 4
