@@ -5,8 +5,8 @@ Leading dims ``L`` are ``[B]`` (one step) or ``[B, T]`` (a sequence); the consta
 names are those of the window samples (``meleewm.data.windows``), so a collated batch of windows holds a
 ``StepInput`` under the same keys, beside its targets (``next_*``) and bookkeeping.
 
-It lives on the data floor because data builds it (windows, synthesized starts, augmentation); the model, the
-rules and every caller of ``meleewm.model.rollout`` take and return it.
+It lives on the data floor because data builds it (synthesized starts, encoded games) and augments it; the model,
+the rules and every caller of ``meleewm.model.rollout`` take and return it (docs/architecture.md).
 """
 
 from __future__ import annotations

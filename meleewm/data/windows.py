@@ -1,7 +1,8 @@
 """Train/val splits by game, and training windows of T+1 consecutive frames over an EncodedCache.
 
 A window covers frames w[0..T] of one game. Step i (0 <= i < T) reads state w[i] and the controllers of frame
-w[i+1], and predicts state w[i+1]. One sample (a dict of tensors; the default collate_fn adds a batch axis):
+w[i+1], and predicts state w[i+1]. One sample (a dict of tensors; the default collate_fn adds a batch axis;
+``meleewm.data.step.StepInput.from_window`` takes the model's inputs out of it):
 
     state_cont     [T, 2, n_cont]  float32  normalised continuous state of frames w[0..T-1]   (inputs)
     cont_mask      [T, 2, n_cont]  bool     presence of state_cont
