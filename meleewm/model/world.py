@@ -260,9 +260,10 @@ def next_inputs(pred: dict[str, torch.Tensor], prev: StepInput, *, temperature: 
                 generator: torch.Generator | None = None) -> StepInput:
     """The model's own predictions as the next step's inputs (argmax, or sampled at ``temperature``).
 
-    Masks, constants and the rule state carry over from ``prev`` (a field the game lacks stays absent for the
-    whole rollout); the controllers of the next frame are not known yet (``ctrl`` None). The state age follows
-    :func:`apply_state_age_rule` from the previous input's action and age (when ``prev`` has one).
+    Masks and constants carry over from ``prev`` (a field the game lacks stays absent for the whole rollout). The
+    controllers of the next frame are not known yet, and the rule state is ``GameRules.apply``'s to set: ``ctrl``,
+    ``rule_phase`` and ``rule_age`` are None. The state age follows :func:`apply_state_age_rule` from the previous
+    input's action and age (when ``prev`` has one).
     """
     bin_logits = pred["bin_logits"].detach()
     if temperature <= 0:
@@ -272,7 +273,8 @@ def next_inputs(pred: dict[str, torch.Tensor], prev: StepInput, *, temperature: 
         binary = torch.bernoulli(probs, generator=generator).to(prev.state_bin.dtype)
     cat = torch.stack([_pick(l.detach(), temperature, generator) for l in pred["cat_logits"]],
                       dim=-1).to(prev.state_cat.dtype)
-    state = {"state_cont": pred["cont"].detach(), "state_bin": binary, "state_cat": cat, "ctrl": None}
+    state = {"state_cont": pred["cont"].detach(), "state_bin": binary, "state_cat": cat, "ctrl": None,
+             "rule_phase": None, "rule_age": None}
     if prev.state_age is not None:
         state["state_age"] = apply_state_age_rule(prev.state_cat[..., ACTION_COLUMN], prev.state_age,
                                                   cat[..., ACTION_COLUMN])
