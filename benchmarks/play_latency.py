@@ -18,7 +18,6 @@ cores.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import sys
@@ -76,7 +75,7 @@ def main(argv=None) -> dict:
         size += len(text)
 
     # Baseline: the bare model.step() on the session's last inputs, the same number of times.
-    x = dataclasses.replace(session._cur, ctrl=session._ctrl_cache[1])   # the current frame, the last controllers
+    x = session._cur.replace(ctrl=session._ctrl_cache[1])   # the current frame, the last controllers
     state = session._body
     with torch.inference_mode():
         for _ in range(args.warm):

@@ -219,7 +219,7 @@ def _latency(spec, cache, design_cfg, ref_cfg, device, frames: int) -> dict:
             if teacher:
                 x = at(seq, i % (frames + K))
             else:
-                x = dataclasses.replace(next_inputs(pred, x), ctrl=seq.ctrl[:, i % (frames + K)])
+                x = next_inputs(pred, x).replace(ctrl=seq.ctrl[:, i % (frames + K)])
         return run
 
     out["design_step_ms"] = 1e3 * statistics.median(time_steps(recurrent(True), frames, device, warmup=20))

@@ -6,8 +6,6 @@ Play sessions start from them, and ``meleewm eval``'s idle test does too.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from meleewm.data.encoding import STATE_COLUMNS, EncodingSpec
@@ -85,4 +83,4 @@ def synthetic_inputs(spec: EncodingSpec, stage: int, chars, mode: str = "entry")
     stage_index, char_index = spec.encode_constants(stage, chars)
     start = StepInput.from_encoded({**spec.encode_state_columns(values), "state_age": age}, stage_index, char_index)
     # on zeros: no item on the stage at a game's start
-    return replace(StepInput.zeros(spec), **start.tensors()), values, age
+    return StepInput.zeros(spec).replace(**start.tensors()), values, age

@@ -11,7 +11,7 @@ the rules and every caller of ``meleewm.model.rollout`` take and return it (docs
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Callable, Mapping
 
 import numpy as np
@@ -95,20 +95,30 @@ class StepInput:
     def cat(inputs: list[StepInput]) -> StepInput:
         """Inputs of several games as one batch (every one with the same fields present)."""
         first = inputs[0]
-        return replace(first, **{k: torch.cat([getattr(x, k) for x in inputs]) for k in first.tensors()})
+        return first.replace(**{k: torch.cat([getattr(x, k) for x in inputs]) for k in first.tensors()})
+
+    def replace(self, **changes) -> StepInput:
+        """A copy with ``changes`` (field name: value). A play tick makes several, so this copies the attributes
+        instead of going through ``dataclasses.replace`` (5x slower)."""
+        unknown = changes.keys() - self.__dict__.keys()
+        if unknown:
+            raise TypeError(f"StepInput has no field {', '.join(sorted(unknown))}")
+        new = object.__new__(StepInput)
+        new.__dict__ = {**self.__dict__, **changes}
+        return new
 
     # -- reading ------------------------------------------------------------------------------------------------
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The fields present (not None), by name."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return {k: v for k, v in self.__dict__.items() if v is not None}
 
     def state(self) -> dict[str, torch.Tensor]:
         """The fields the model predicts (``state_*``): what a rollout replaces frame by frame."""
         return {k: v for k, v in self.tensors().items() if k.startswith("state_")}
 
     def _map(self, fn: Callable[[str, torch.Tensor], torch.Tensor]) -> StepInput:
-        return replace(self, **{k: fn(k, v) for k, v in self.tensors().items()})
+        return self.replace(**{k: fn(k, v) for k, v in self.tensors().items()})
 
     def to(self, device, non_blocking: bool = False) -> StepInput:
         return self._map(lambda _, v: v.to(device, non_blocking=non_blocking))

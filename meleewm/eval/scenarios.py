@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -90,7 +90,7 @@ def idle_inputs(model: WorldModel, stages: Sequence[int], pairs: Sequence[tuple[
             frames.append(x)
             starts.append((int(stage), tuple(int(c) for c in pair), values))
     neutral = spec.encode_ctrl_columns({"pre_joystick_x": np.zeros((len(frames), 2), np.float32)})
-    warm = replace(StepInput.cat(frames), ctrl=torch.from_numpy(neutral)).as_sequence()   # one warm-up frame
+    warm = StepInput.cat(frames).replace(ctrl=torch.from_numpy(neutral)).as_sequence()   # one warm-up frame
     return warm, starts
 
 

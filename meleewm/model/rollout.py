@@ -9,8 +9,6 @@ windows that training validation and evaluation roll out from.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import torch
 from torch.utils.data import default_collate
@@ -30,7 +28,7 @@ def _next_frame(pred: dict, x: StepInput, rules: GameRules | None, temperature: 
         return nxt, None
     nxt, counts = rules.apply(x, nxt)
     if nxt.state_age is not None:  # an action a rule set (a KO, a respawn) starts its age at 0, as the game does
-        nxt = replace(nxt, state_age=apply_state_age_rule(x.state_cat[..., ACTION_COLUMN], x.state_age,
+        nxt = nxt.replace(state_age=apply_state_age_rule(x.state_cat[..., ACTION_COLUMN], x.state_age,
                                                           nxt.state_cat[..., ACTION_COLUMN]))
     return nxt, counts
 
@@ -54,7 +52,7 @@ def warm_start(model: WorldModel, warmup: StepInput, *, rules: GameRules | None 
     last = warmup.last()
     if rules is not None:
         phase, age = rules.initial_state(warmup)
-        last = replace(last, rule_phase=phase, rule_age=age)
+        last = last.replace(rule_phase=phase, rule_age=age)
     first, counts = _next_frame(last_step(pred), last, rules, temperature, generator)
     return first, state, counts
 
@@ -75,7 +73,7 @@ def rollout(model: WorldModel, warmup: StepInput, controllers: torch.Tensor, *,
     first, state, counts = warm_start(model, warmup, rules=rules, temperature=temperature, generator=generator)
     frames = [first]
     for h in range(controllers.shape[1]):
-        current, state, step_counts = advance(model, replace(frames[-1], ctrl=controllers[:, h]), state,
+        current, state, step_counts = advance(model, frames[-1].replace(ctrl=controllers[:, h]), state,
                                               rules=rules, temperature=temperature, generator=generator)
         if rules is not None:
             counts = counts + step_counts

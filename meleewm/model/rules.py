@@ -22,8 +22,6 @@ follows ``apply_state_age_rule`` on the decoded actions, so it follows these rul
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 
 from meleewm.data.encoding import STICK_FIELDS, TRIGGER_FIELDS, EncodingSpec
@@ -185,7 +183,7 @@ class GameRules:
         row per game of the batch). ``prev`` must carry the rule state (from :meth:`initial_state` or the previous
         apply)."""
         if not self._any_rule_applies(prev, nxt):
-            return (replace(nxt, rule_phase=prev.rule_phase, rule_age=prev.rule_age),
+            return (nxt.replace(rule_phase=prev.rule_phase, rule_age=prev.rule_age),
                     torch.zeros(nxt.state_cat.shape[0], len(RULE_EVENTS), dtype=torch.long))
         spec = self.spec
         cont = nxt.state_cont.clone()
@@ -292,6 +290,6 @@ class GameRules:
 
         counts = torch.stack([m.sum(-1) for m in (ko_blast, ko_model, start_descent, sequence & ~ko, stocks_fixed,
                                                   falling, inside, halo_live)], dim=-1)
-        out = replace(nxt, state_cont=cont, state_bin=binary, state_cat=cat.to(nxt.state_cat.dtype),
+        out = nxt.replace(state_cont=cont, state_bin=binary, state_cat=cat.to(nxt.state_cat.dtype),
                       rule_phase=new_phase, rule_age=new_age)
         return out, counts

@@ -11,7 +11,7 @@ player axis before the field axis.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -286,7 +286,7 @@ def next_inputs(pred: dict[str, torch.Tensor], prev: StepInput, *, temperature: 
         state["state_item_owner"] = _pick(pred["item_owner_logits"].detach(), temperature, generator).to(
             prev.state_item_owner.dtype)
         state["state_item_cont"] = pred["item_cont"].detach() * present.unsqueeze(-1).to(pred["item_cont"].dtype)
-    return replace(prev, **state)
+    return prev.replace(**state)
 
 
 def last_step(pred: dict) -> dict:

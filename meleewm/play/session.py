@@ -300,8 +300,8 @@ state of the
         if rules is not None and self._cur.rule_phase is None:   # rules switched on during the session
             with torch.inference_mode():
                 phase, age = rules.initial_state(self._cur)
-            self._cur = dataclasses.replace(self._cur, rule_phase=phase, rule_age=age)
-        x = dataclasses.replace(self._cur, ctrl=self._ctrl_cache[1])
+            self._cur = self._cur.replace(rule_phase=phase, rule_age=age)
+        x = self._cur.replace(ctrl=self._ctrl_cache[1])
         return _Tick(x, inputs, started, time.perf_counter())
 
     def _end_tick(self, tick: _Tick, cur: StepInput, body, counts: torch.Tensor | None) -> None:

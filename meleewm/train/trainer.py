@@ -12,7 +12,7 @@ import random
 import time
 from functools import partial
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -146,7 +146,7 @@ def _self_forced(model, inputs: StepInput, unroll: int) -> StepInput:
         with torch.no_grad():
             pred = model(x)
         own = next_inputs(pred, x).state()
-        x = replace(x, **{k: torch.cat([getattr(inputs, k)[:, :1], v[:, :-1]], dim=1) for k, v in own.items()})
+        x = x.replace(**{k: torch.cat([getattr(inputs, k)[:, :1], v[:, :-1]], dim=1) for k, v in own.items()})
     return x
 
 
@@ -155,7 +155,7 @@ def _noisy(inputs: StepInput, std: torch.Tensor, generator: torch.Generator) -> 
     the targets stay true, so the model learns to pull a perturbed state back (as in GNS simulators)."""
     cont = inputs.state_cont
     noise = torch.randn(cont.shape, generator=generator, device=generator.device) * std.to(cont.device)
-    return replace(inputs, state_cont=cont + noise.to(cont.dtype) * inputs.cont_mask)
+    return inputs.replace(state_cont=cont + noise.to(cont.dtype) * inputs.cont_mask)
 
 
 class Trainer:
