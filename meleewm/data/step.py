@@ -115,7 +115,7 @@ class StepInput:
 
     def state(self) -> dict[str, torch.Tensor]:
         """The fields the model predicts (``state_*``): what a rollout replaces frame by frame."""
-        return {k: v for k, v in self.tensors().items() if k.startswith("state_")}
+        return {k: v for k, v in self.__dict__.items() if v is not None and k.startswith("state_")}
 
     def _map(self, fn: Callable[[str, torch.Tensor], torch.Tensor]) -> StepInput:
         return self.replace(**{k: fn(k, v) for k, v in self.tensors().items()})
