@@ -406,6 +406,10 @@ class EncodingSpec:
         """(stage index, [2] character indices) from a Slippi stage id and two select-screen character ids."""
         return self.stage_index(stage_id), np.array([self.char_index(c) for c in ext_chars], np.int64)
 
+    def item_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) of ITEM_CONT_FIELDS in raw units: encoded = (raw - mean) / std."""
+        return self._arr("item_mean"), self._arr("item_std")
+
     # -- cached arrays ------------------------------------------------------------------------------------------
 
     def _arr(self, name):

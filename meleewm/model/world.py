@@ -58,6 +58,12 @@ class WorldModelConfig:
     # Continuous gate: per field, "exactly 0", "exactly unchanged" or the head's value (most velocities, percents
     # and positions of a frame are one of the first two)
     cont_gate: bool = False
+    # y moves by its velocities in the air only (weighted by the predicted airborne probability): a grounded
+    # character follows the surface in Melee, and a fall speed left on a standing character sank it into the stage
+    ground_motion: bool = False
+    # An item that was in its slot moves by its predicted velocity (x(t) = x(t-1) + v(t) on 99.6% of real item
+    # frames); the head learns spawns and bounces
+    item_motion: bool = False
 
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
@@ -135,6 +141,12 @@ class WorldModel(nn.Module):
         self.register_buffer("position_columns", torch.tensor(self.position_index), persistent=False)
         self.velocity_index = [spec.cont_index(f) for f in MOTION_FIELDS]
         self.airborne_index = spec.bin_index("airborne")
+        if spec.items:
+            for name, values in zip(("item_mean", "item_std"), spec.item_scale()):
+                self.register_buffer(name, torch.tensor(values, dtype=torch.float32), persistent=False)
+            self.item_position_index = [spec.item_cont_fields.index(f) for f in ("position_x", "position_y")]
+            self.register_buffer("item_position_columns", torch.tensor(self.item_position_index), persistent=False)
+            self.item_velocity_index = [spec.item_cont_fields.index(f) for f in ("velocity_x", "velocity_y")]
         nn.init.zeros_(self.cont_head.weight)
         nn.init.zeros_(self.cont_head.bias)
 
@@ -203,14 +215,18 @@ class WorldModel(nn.Module):
             out["item_present_logits"] = self.item_present_head(h).view(*lead, s)
             out["item_type_logits"] = self.item_type_head(h).view(*lead, s, -1)
             out["item_owner_logits"] = self.item_owner_head(h).view(*lead, s, -1)
-            out["item_cont"] = x["state_item_cont"] + self.item_cont_head(h).view(*lead, s, -1)
+            item_cont = x["state_item_cont"] + self.item_cont_head(h).view(*lead, s, -1)
+            if self.config.item_motion:
+                item_cont = item_cont + self._item_motion(item_cont, x["state_item_present"])
+            out["item_cont"] = item_cont
         return out
 
     def _motion(self, cont: torch.Tensor, bin_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """The displacement by the predicted velocities of the frame, added to positions (normalised units).
 
         x moves by the air or the ground speed (blended by the predicted airborne probability) plus knockback;
-        y by its own speed plus knockback. Games whose version lacks velocities get no motion term.
+        y by its own speed plus knockback (with ``ground_motion``, in the air only: times that probability).
+        Games whose version lacks velocities get no motion term.
         """
         air_x, ground_x, knock_x, self_y, knock_y = (
             cont[..., i] * self.cont_std[i] + self.cont_mean[i] for i in self.velocity_index)
@@ -218,9 +234,19 @@ class WorldModel(nn.Module):
         p_air = torch.sigmoid(bin_logits[..., self.airborne_index].float()).to(cont.dtype)
         dx = (p_air * air_x + (1 - p_air) * ground_x + knock_x) * present
         dy = (self_y + knock_y) * present
+        if self.config.ground_motion:
+            dy = dy * p_air
         ix, iy = self.position_index
         moves = torch.stack([dx / self.cont_std[ix], dy / self.cont_std[iy]], dim=-1)
         return torch.zeros_like(cont).index_copy(-1, self.position_columns, moves)
+
+    def _item_motion(self, item_cont: torch.Tensor, was_present: torch.Tensor) -> torch.Tensor:
+        """The displacement of each item by its predicted velocity (normalised units), for slots that held an
+        item in the input frame (a new item has no previous position to move from)."""
+        v, p = self.item_velocity_index, self.item_position_index
+        velocity = item_cont[..., v] * self.item_std[v] + self.item_mean[v]
+        moves = velocity / self.item_std[p] * was_present.to(item_cont.dtype).unsqueeze(-1)
+        return torch.zeros_like(item_cont).index_copy(-1, self.item_position_columns, moves)
 
     # -- sequence (training) and step (inference) ---------------------------------------------------------------
 
