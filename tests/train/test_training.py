@@ -68,12 +68,13 @@ RESUME = ("data.batch_size=4", "optim.steps_per_epoch=3", "optim.epochs=3", "sel
           "eval.max_val_batches=1", "log.every_steps=1")
 
 
-@pytest.mark.parametrize("store", ["cache", "sharded"])
-def test_resume_is_exact(train_data, tmp_path, store):
+@pytest.mark.parametrize("store, prefetch", [("cache", False), ("sharded", False), ("sharded", True)])
+def test_resume_is_exact(train_data, tmp_path, store, prefetch):
     """N steps, stop, resume to 2N == 2N steps straight (self-forcing and augmentation on; the stop falls
-    mid-epoch, after an epoch end with validation), from the encoded cache and from the sharded store."""
+    mid-epoch, after an epoch end with validation), from the encoded cache and from the sharded store, with and
+    without reading its shards ahead."""
     n = 4
-    data = (*RESUME, f"data.store={store}")
+    data = (*RESUME, f"data.store={store}", f"data.prefetch_shards={str(prefetch).lower()}")
     straight = _run(train_data, tmp_path / "straight", *data, f"optim.max_steps={2 * n}")
     first = _run(train_data, tmp_path / "split", *data, f"optim.max_steps={n}")
     assert (first.steps, first.epochs_done) == (n, 1)
