@@ -10,8 +10,10 @@ the frames repeat those of the 195 real games: sizes and speeds are those of rea
 At each size it measures, each in a fresh process (so peak memory is that of the step alone):
 - ingest from a folder of .slp files with 1 and 2 workers: seconds, frames/s, peak memory of the driver and of the
   largest worker, and the dataset's size on disk;
-- the encoding spec's fit and the sharded store's build (2 processes): seconds, size on disk, bytes per frame;
-- the training loader (ShardStream, T=256, batch 16) over the store: windows/s and peak memory.
+- the encoding spec's fit in 1 and in 2 processes (the two specs must be equal), and the sharded store's build (2
+  processes): seconds, size on disk, bytes per frame;
+- the training loader (ShardStream, T=256, batch 16) over the store, with and without reading the next shards
+  ahead (``prefetch_shards``), in turn, twice each, in one process: windows/s and peak memory.
 The encoded cache is built once, at the smallest size, as the baseline of the store's figures. Then it fits each
 figure's growth (a line in the number of games, and the exponent of a power law), prints the fits and what they
 give at 100,000 games, and ends with one line holding a JSON object of every figure. ``--quick`` measures 40 and 80
@@ -166,13 +168,17 @@ def store_step(dataset: str, out: str, workers: int) -> dict:
 
     data = Dataset(dataset)
     ids = sorted(data.game_ids())
+    fit_s, specs = {}, {}
+    for processes in (1, workers):
+        started = time.perf_counter()
+        specs[processes] = EncodingSpec.fit(data, ids, items=True, workers=processes)
+        fit_s[processes] = time.perf_counter() - started
+    if json.dumps(specs[1].to_dict()) != json.dumps(specs[workers].to_dict()):
+        raise RuntimeError(f"the fit in {workers} processes differs from the fit in one")
     started = time.perf_counter()
-    spec = EncodingSpec.fit(data, ids, items=True)
-    fit_s = time.perf_counter() - started
-    started = time.perf_counter()
-    store = build_store(data, spec, ids, Path(out) / "store", workers=workers, progress=False)
-    return {"fit_s": fit_s, "store_s": time.perf_counter() - started, "store_bytes": store.bytes_on_disk(),
-            "frames": store.n_frames, "shards": len(store.shard_games)}
+    store = build_store(data, specs[1], ids, Path(out) / "store", workers=workers, progress=False)
+    return {"fit_1p_s": fit_s[1], f"fit_{workers}p_s": fit_s[workers], "store_s": time.perf_counter() - started,
+            "store_bytes": store.bytes_on_disk(), "frames": store.n_frames, "shards": len(store.shard_games)}
 
 
 def cache_step(dataset: str, out: str) -> dict:
@@ -193,15 +199,28 @@ def cache_step(dataset: str, out: str) -> dict:
 
 
 def loader_step(store: str, batches: int) -> dict:
+    """The same batches streamed without and with shards read ahead, in turn, twice each (the load of the machine
+    moves: taken in turn, both see it alike); windows/s of each over its two runs, and the peak memory of each."""
     from meleewm.data.store import ShardedStore, ShardStream
 
-    stream = ShardStream(ShardedStore(store), WINDOW, BATCH, seed=0, swap=True, mirror=True, ko_windows=0.5)
     before = _memory_mib(os.getpid(), "Pss", "smaps_rollup")
-    steps = min(batches, stream.steps_per_epoch)
-    started = time.perf_counter()
-    done = sum(1 for _ in stream.batches(0, steps=steps))
-    return {"windows_per_s": done * BATCH / (time.perf_counter() - started), "batches": done,
-            "before_streaming_mib": before}
+    opened = ShardedStore(store)
+    groups = -(-len(opened.shard_games) // opened.open_shards)  # groups of shards a rank reads in turn
+    seconds, peak, done = {False: 0.0, True: 0.0}, {False: 0.0, True: 0.0}, 0
+    for prefetch in (False, True, False, True):
+        stream = ShardStream(ShardedStore(store), WINDOW, BATCH, seed=0, swap=True, mirror=True, ko_windows=0.5,
+                             prefetch_shards=prefetch)
+        steps = min(batches, stream.steps_per_epoch)
+        memory = PeakMemory()
+        started = time.perf_counter()
+        done = sum(1 for _ in stream.batches(0, steps=steps))
+        seconds[prefetch] += time.perf_counter() - started
+        peak[prefetch] = max(peak[prefetch], memory.stop())
+        del stream  # its decoded shards, before the next run's
+    windows = 2 * done * BATCH
+    return {"windows_per_s": windows / seconds[False], "prefetch_windows_per_s": windows / seconds[True],
+            "inline_peak_mib": peak[False], "prefetch_peak_mib": peak[True], "batches": done,
+            "groups": groups, "before_streaming_mib": before}
 
 
 STEPS = {"ingest": ingest_step, "store": store_step, "cache": cache_step, "loader": loader_step}
@@ -257,14 +276,19 @@ def main() -> None:
                     progress.advance(task)
                 dataset = work / f"dataset-{n}-2"
                 store = measure("store", dataset=str(dataset), out=str(work / f"encoded-{n}"), workers=2)
-                row.update({"fit_s": store["fit_s"], "store_s": store["store_s"], "store_bytes": store["store_bytes"],
-                            "store_peak_mib": store["peak_mib"], "shards": store["shards"]})
+                row.update({"fit_1p_s": store["fit_1p_s"], "fit_2p_s": store["fit_2p_s"], "store_s": store["store_s"],
+                            "store_bytes": store["store_bytes"], "store_peak_mib": store["peak_mib"],
+                            "shards": store["shards"]})
                 if n == sizes[0]:
                     row.update(measure("cache", dataset=str(dataset), out=str(work / f"encoded-{n}")))
                 progress.advance(task)
                 [store_path] = (work / f"encoded-{n}" / "store").iterdir()
                 loader = measure("loader", store=str(store_path), batches=batches)
-                row.update({"loader_windows_per_s": loader["windows_per_s"], "loader_peak_mib": loader["peak_mib"],
+                row.update({"loader_windows_per_s": loader["windows_per_s"],
+                            "loader_prefetch_windows_per_s": loader["prefetch_windows_per_s"],
+                            "loader_groups": loader["groups"], "loader_peak_mib": loader["peak_mib"],
+                            "loader_inline_peak_mib": loader["inline_peak_mib"],
+                            "loader_prefetch_peak_mib": loader["prefetch_peak_mib"],
                             "loader_before_streaming_mib": loader["before_streaming_mib"],
                             "loader_batches": loader["batches"]})
                 progress.advance(task)
@@ -284,10 +308,15 @@ def main() -> None:
         row["store_bytes_per_frame"] = row["store_bytes"] / row["frames"]
         row["dataset_bytes_per_frame"] = row["dataset_bytes"] / row["frames"]
         row["ingest_2w_speedup"] = row["ingest_1w_s"] / row["ingest_2w_s"]
+        row["fit_2p_speedup"] = row["fit_1p_s"] / row["fit_2p_s"]
+        row["loader_prefetch_speedup"] = row["loader_prefetch_windows_per_s"] / row["loader_windows_per_s"]
     shown = [("frames", "{:,}"), ("ingest_1w_s", "{:.1f}"), ("ingest_2w_s", "{:.1f}"), ("ingest_2w_speedup", "{:.2f}"),
              ("ingest_1w_peak_mib", "{:.0f}"), ("ingest_2w_peak_mib", "{:.0f}"), ("ingest_2w_driver_mib", "{:.0f}"),
-             ("dataset_bytes_per_frame", "{:.1f}"), ("fit_s", "{:.1f}"), ("store_s", "{:.1f}"), ("shards", "{}"),
-             ("store_bytes_per_frame", "{:.1f}"), ("store_peak_mib", "{:.0f}"), ("loader_windows_per_s", "{:.0f}"),
+             ("dataset_bytes_per_frame", "{:.1f}"), ("fit_1p_s", "{:.1f}"), ("fit_2p_s", "{:.1f}"),
+             ("fit_2p_speedup", "{:.2f}"), ("store_s", "{:.1f}"), ("shards", "{}"), ("store_bytes_per_frame", "{:.1f}"),
+             ("store_peak_mib", "{:.0f}"), ("loader_groups", "{}"), ("loader_windows_per_s", "{:.0f}"),
+             ("loader_prefetch_windows_per_s", "{:.0f}"), ("loader_prefetch_speedup", "{:.2f}"),
+             ("loader_inline_peak_mib", "{:.0f}"), ("loader_prefetch_peak_mib", "{:.0f}"),
              ("loader_before_streaming_mib", "{:.0f}"), ("loader_peak_mib", "{:.0f}")]
     for name, fmt in shown:
         table.add_row(name, *(fmt.format(row[name]) for row in rows.values()))
@@ -297,7 +326,7 @@ def main() -> None:
     frames_per_game = sum(rows[n]["frames"] for n in ns) / sum(ns)
     growth = {name: fit_growth(ns, [rows[n][name] for n in ns]) for name in (
         "ingest_1w_s", "ingest_2w_s", "ingest_1w_peak_mib", "ingest_2w_peak_mib", "ingest_2w_driver_mib",
-        "fit_s", "store_s", "store_bytes", "dataset_bytes", "store_peak_mib", "loader_peak_mib")}
+        "fit_1p_s", "fit_2p_s", "store_s", "store_bytes", "dataset_bytes", "store_peak_mib", "loader_peak_mib")}
     fits = Table(title=f"growth, and the line's value at {TARGET:,} games ({TARGET * frames_per_game / 1e9:.2f}B "
                        f"frames at {frames_per_game:,.0f} frames a game)")
     for column in ("figure", "per game", "fixed", "power-law exponent", f"at {TARGET:,} games"):

@@ -236,13 +236,21 @@ def eval_command(
 def export(
     run: Path = typer.Argument(..., help="run folder (its best.pt) or checkpoint"),
     out: Path = typer.Option(..., "--out", "-o", help="destination, e.g. models/meleewm-small.pt"),
+    switch: list[str] = typer.Option([], "--switch", metavar="OPTION=true|false",
+                                     help="a model option that adds no weights (ground_motion, item_motion)"),
 ) -> None:
     """Write a play/eval-only copy of a checkpoint (no optimizer state): what gets bundled."""
     from meleewm.model.checkpoint import export_model
 
     source = _resolve_model(run)
+    switches = {}
+    for item in switch:
+        name, _, value = item.partition("=")
+        if value not in ("true", "false"):
+            _fail(f"--switch {item}: expected OPTION=true or OPTION=false")
+        switches[name] = value == "true"
     try:
-        path = export_model(source, out)
+        path = export_model(source, out, switches)
     except MeleewmError as error:
         _fail(str(error))
     console.print(f"{source} → {path} ({path.stat().st_size / 1e6:.1f} MB)")

@@ -13,6 +13,9 @@ The games hash covers the sorted game ids and the dataset schema version (game i
 ids mean equal data); the spec hash covers ``spec.to_dict()``. A build writes into ``cache/.tmp-<key>-<host>-<pid>-*``
 and renames it into place when complete, so a killed build leaves nothing under a key name (its temp folder is
 removed by the next build on the same host once its process is gone). Building a key that exists reuses it.
+
+The encoding spec that a run fits on its training games is saved once, beside the caches and stores, in
+``DATASET/specs/<key>.json`` (:func:`fitted_spec`): other ranks and later runs on the same games read it.
 """
 
 from __future__ import annotations
@@ -28,11 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from meleewm.data.encoding import FRAME_ARRAYS, ITEM_ARRAYS, CONT_FIELDS, EncodedGame, EncodingSpec
+from meleewm.atomic import write_text_atomic
+from meleewm.data.encoding import ENCODING_VERSION, FRAME_ARRAYS, ITEM_ARRAYS, CONT_FIELDS, EncodedGame, EncodingSpec
 from meleewm.errors import MeleewmError
 
 CACHE_FORMAT = "meleewm-encoded-cache"
 CACHE_VERSION = 1
+FITTED_SPEC_FORMAT, FITTED_SPEC_VERSION = "meleewm-fitted-spec", 1
 META, INDEX = "meta.json", "index.json"
 
 
@@ -48,6 +53,31 @@ def games_hash(game_ids, schema_version: int) -> str:
 def cache_key(dataset, spec: EncodingSpec, game_ids) -> str:
     """``<games hash>-<spec hash>`` (16 hex digits each)."""
     return f"{games_hash(game_ids, dataset.header['schema_version'])[:16]}-{spec.hash()[:16]}"
+
+
+def fitted_spec(dataset, game_ids, *, items: bool = False, item_slots: int = 8, workers: int = 1,
+                spec_dir: str | Path | None = None) -> EncodingSpec:
+    """The encoding spec fitted on ``game_ids`` (:meth:`EncodingSpec.fit`, in ``workers`` processes), fitted once:
+    the first call saves it as ``spec_dir/<key>.json`` (default ``DATASET/specs``), later calls (the other DDP ranks,
+    a plan's train, another run on the same games) read it.
+
+    The key covers the games hash, the fit's options, ENCODING_VERSION and FITTED_SPEC_VERSION, so other games or
+    options fit anew (bump FITTED_SPEC_VERSION when the fit's rule changes without a new encoding version).
+    """
+    game_ids = sorted(set(game_ids))
+    key = hashlib.sha256(json.dumps({
+        "games": games_hash(game_ids, dataset.header["schema_version"]), "items": bool(items),
+        "item_slots": int(item_slots), "encoding_version": ENCODING_VERSION,
+        "version": FITTED_SPEC_VERSION}).encode()).hexdigest()[:32]
+    path = (Path(spec_dir) if spec_dir is not None else Path(dataset.root) / "specs") / f"{key}.json"
+    if path.is_file():
+        return EncodingSpec.from_dict(
+            read_versioned(path, FITTED_SPEC_FORMAT, "version", FITTED_SPEC_VERSION, CacheError)["spec"])
+    spec = EncodingSpec.fit(dataset, game_ids, items=items, item_slots=item_slots, workers=workers)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps({"format": FITTED_SPEC_FORMAT, "version": FITTED_SPEC_VERSION, "key": key,
+                                        "games": len(game_ids), "spec": spec.to_dict()}))
+    return spec
 
 
 def _array_names(spec: EncodingSpec) -> tuple[str, ...]:

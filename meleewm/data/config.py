@@ -31,7 +31,9 @@ class DataConfig:
     num_workers: int = 0
     store: str = "cache"           # "cache": one memory-mapped encoded cache; "sharded": compact shards, streamed
                                    # (meleewm.data.store; for datasets larger than a node's disk or memory)
-    store_workers: int = 1         # processes that build the sharded store
+    store_workers: int = 1         # processes that fit the encoding spec and build the sharded store
+    prefetch_shards: bool = True   # sharded store: a thread reads and decompresses the next shards while the
+                                   # current ones are served (memory: one more group of open shards)
 
     def filters(self) -> list[str]:
         """The game filters of the split (``meleewm.data.windows.GAME_FILTERS``): exactly two players, plus each

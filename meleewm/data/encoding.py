@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from meleewm.data.pool import map_game_groups
 from meleewm.errors import MeleewmError
 from meleewm.melee.buttons import DIGITAL_BUTTONS, PhysicalButton, button_bits
 from meleewm.melee.characters import EXTERNAL_NAMES, INTERNAL_NAMES
@@ -208,6 +209,46 @@ def read_player_columns(dataset, game_id: str, columns) -> tuple[np.ndarray, tup
     return frames[0].astype(np.int32), (int(ports[0]), int(ports[1])), values, valid
 
 
+# -- the fit's statistics ----------------------------------------------------------------------------------------
+
+# Games a fit task reads: about a second of work, so that sending a task and its answer costs little beside it.
+FIT_GAMES_PER_TASK = 32
+
+
+@dataclass
+class FitStatistics:
+    """What the spec's fit needs of some games: their frames, each game's sums, and the categories they show."""
+
+    frames: int
+    sums: np.ndarray               # [games, fields, 3] float64: count, sum and sum of squares of each continuous
+                                   # field (CONT_FIELDS, then ITEM_CONT_FIELDS), per game in the order given
+    values: dict[str, set[int]]    # raw values seen of each of CAT_FIELDS, and of "item_type"
+
+
+def _fit_statistics(dataset, game_ids: list[str], items: bool) -> FitStatistics:
+    """The fit's statistics of ``game_ids``, in that order (a task of :meth:`EncodingSpec.fit`)."""
+    sums = np.zeros((len(game_ids), len(CONT_FIELDS) + len(ITEM_CONT_FIELDS), 3))
+    values: dict[str, set[int]] = {f: set() for f in (*CAT_FIELDS, "item_type")}
+    frames = 0
+    for g, game_id in enumerate(game_ids):
+        frame_ids, _, raw, valid = read_player_columns(dataset, game_id, CONT_FIELDS + CAT_FIELDS)
+        frames += len(frame_ids)
+        for i, f in enumerate(CONT_FIELDS):
+            # Clipped to the physical limits: one game with a garbage value cannot poison the statistics.
+            v = clip_to_limits(f, raw[f][valid[f]].astype(np.float64))
+            sums[g, i] = (v.size, v.sum(), np.square(v).sum())
+        for f in CAT_FIELDS:
+            values[f].update(np.unique(raw[f][valid[f]]).tolist())
+        if items:
+            table = dataset.items(game_id, columns=["type", *ITEM_CONT_FIELDS])
+            values["item_type"].update(pc.unique(table.column("type").drop_null()).to_pylist())
+            for i, f in enumerate(ITEM_CONT_FIELDS, start=len(CONT_FIELDS)):
+                v = table.column(f).drop_null().to_numpy().astype(np.float64)
+                v = v[np.isfinite(v)]
+                sums[g, i] = (v.size, v.sum(), np.square(v).sum())
+    return FitStatistics(frames=frames, sums=sums, values=values)
+
+
 # -- the spec ---------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -228,38 +269,39 @@ class EncodingSpec:
     # -- fitting ------------------------------------------------------------------------------------------------
 
     @classmethod
-    def fit(cls, dataset, game_ids, items: bool = False, item_slots: int = 8) -> EncodingSpec:
-        """Normalisation statistics and vocabularies from the leader rows of ``game_ids`` (2-player games)."""
+    def fit(cls, dataset, game_ids, items: bool = False, item_slots: int = 8, workers: int = 1) -> EncodingSpec:
+        """Normalisation statistics and vocabularies from the leader rows of ``game_ids`` (2-player games).
+
+        ``workers`` processes read the games, FIT_GAMES_PER_TASK at a time, and send back each game's sums
+        (:func:`_fit_statistics`); they are added here in sorted game order, as one process adds them, so the spec
+        is the same to the bit whatever the number of workers.
+        """
         game_ids = sorted(game_ids)
-        acc = {f: np.zeros(3) for f in CONT_FIELDS}
+        sums = np.zeros((len(CONT_FIELDS) + len(ITEM_CONT_FIELDS), 3))
         seen: dict[str, set[int]] = {f: set(FIXED_VOCABS.get(f, ())) for f in CAT_FIELDS}
-        item_acc = {f: np.zeros(3) for f in ITEM_CONT_FIELDS}
-        item_types: set[int] = set()
+        seen["item_type"] = set()
         n_frames = 0
-        for gid in game_ids:
-            frame_ids, _, values, valid = read_player_columns(dataset, gid, CONT_FIELDS + CAT_FIELDS)
-            n_frames += len(frame_ids)
-            for f in CONT_FIELDS:
-                # Clipped to the physical limits: one game with a garbage value cannot poison the statistics.
-                v = clip_to_limits(f, values[f][valid[f]].astype(np.float64))
-                acc[f] += (v.size, v.sum(), np.square(v).sum())
-            for f in CAT_FIELDS:
-                seen[f].update(np.unique(values[f][valid[f]]).tolist())
-            if items:
-                it = dataset.items(gid, columns=["type", *ITEM_CONT_FIELDS])
-                item_types.update(pc.unique(it.column("type").drop_null()).to_pylist())
-                for f in ITEM_CONT_FIELDS:
-                    v = it.column(f).drop_null().to_numpy().astype(np.float64)
-                    v = v[np.isfinite(v)]
-                    item_acc[f] += (v.size, v.sum(), np.square(v).sum())
-        cont_stats = {f: list(_stats(*acc[f], zero_mean=f in MIRROR_CONT)) for f in CONT_FIELDS}
+        tasks = [(game_ids[i:i + FIT_GAMES_PER_TASK], (items,)) for i in range(0, len(game_ids), FIT_GAMES_PER_TASK)]
+        finished: dict[int, FitStatistics] = {}
+        merged = 0
+        for index, statistics in map_game_groups(_fit_statistics, dataset, tasks, workers):
+            finished[index] = statistics
+            while merged in finished:
+                part = finished.pop(merged)
+                merged += 1
+                n_frames += part.frames
+                for game_sums in part.sums:
+                    sums += game_sums
+                for name, values in part.values.items():
+                    seen[name].update(values)
+        cont_stats = {f: list(_stats(*sums[i], zero_mean=f in MIRROR_CONT)) for i, f in enumerate(CONT_FIELDS)}
         vocabs = {f: sorted(int(x) for x in seen[f]) for f in CAT_FIELDS}
         spec = cls(cont_stats=cont_stats, vocabs=vocabs, items=bool(items), item_slots=int(item_slots),
                    fit_info={"games": len(game_ids), "frames": int(n_frames)})
         if items:
-            spec.item_type_vocab = sorted(int(x) for x in item_types)
-            spec.item_stats = {f: list(_stats(*item_acc[f], zero_mean=f in MIRROR_ITEM_CONT))
-                               for f in ITEM_CONT_FIELDS}
+            spec.item_type_vocab = sorted(int(x) for x in seen["item_type"])
+            spec.item_stats = {f: list(_stats(*sums[len(CONT_FIELDS) + i], zero_mean=f in MIRROR_ITEM_CONT))
+                               for i, f in enumerate(ITEM_CONT_FIELDS)}
         return spec
 
     # -- serialisation ------------------------------------------------------------------------------------------
@@ -405,6 +447,10 @@ class EncodingSpec:
     def encode_constants(self, stage_id: int, ext_chars) -> tuple[int, np.ndarray]:
         """(stage index, [2] character indices) from a Slippi stage id and two select-screen character ids."""
         return self.stage_index(stage_id), np.array([self.char_index(c) for c in ext_chars], np.int64)
+
+    def item_scale(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) of ITEM_CONT_FIELDS in raw units: encoded = (raw - mean) / std."""
+        return self._arr("item_mean"), self._arr("item_std")
 
     # -- cached arrays ------------------------------------------------------------------------------------------
 

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,6 +40,7 @@ from torch.utils.data import default_collate
 from meleewm.atomic import atomic_write, write_text_atomic
 from meleewm.data.cache import array_shapes, cache_key, game_facts, ko_frame_indices, read_versioned
 from meleewm.data.encoding import FRAME_ARRAYS, ITEM_ARRAYS, EncodingSpec
+from meleewm.data.pool import map_game_groups
 from meleewm.data.windows import draw_windows, mirrorable, window_sample
 from meleewm.errors import MeleewmError
 from meleewm.melee.stages import MIRROR_STAGES
@@ -125,7 +127,7 @@ def _read_header(path: Path) -> dict:
     return json.loads(metadata[HEADER_KEY])
 
 
-def _write_shard(dataset, spec_dict: dict, game_ids: list[str], path: str) -> dict:
+def _write_shard(dataset, game_ids: list[str], spec_dict: dict, path: str) -> dict:
     """Encode ``game_ids`` of ``dataset`` (a subset holding them) into one shard at ``path`` (written atomically);
     returns its header."""
     spec = EncodingSpec.from_dict(spec_dict)
@@ -190,20 +192,11 @@ def build_store(dataset, spec: EncodingSpec, game_ids, store_dir: str | Path | N
             if [g["game_id"] for g in header["games"]] == group and header["spec_hash"] == spec.hash():
                 headers[index] = header
     todo = [i for i in range(len(groups)) if i not in headers]
+    tasks = [(groups[i], (spec.to_dict(), str(root / _shard_name(i)))) for i in todo]
     with _ShardProgress(progress, len(groups), len(headers)) as advance:
-        if workers <= 1:
-            for index in todo:
-                headers[index] = _write_shard(dataset, spec.to_dict(), groups[index], str(root / _shard_name(index)))
-                advance()
-        else:
-            # Each worker gets the games index rows of its shard only: reading the whole index per shard would
-            # make the build quadratic in the number of games.
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = {pool.submit(_write_shard, dataset.subset(groups[i]), spec.to_dict(), groups[i],
-                                       str(root / _shard_name(i))): i for i in todo}
-                for future in as_completed(futures):
-                    headers[futures[future]] = future.result()
-                    advance()
+        for task, header in map_game_groups(_write_shard, dataset, tasks, workers):
+            headers[todo[task]] = header
+            advance()
     index = {"format": STORE_FORMAT, "store_version": STORE_VERSION, "key": root.name,
              "schema_version": dataset.header["schema_version"], "spec": spec.to_dict(),
              "games": len(game_ids), "frames": int(sum(h["frames"] for h in headers.values())),
@@ -292,9 +285,13 @@ class ShardedStore:
 
     def _shard(self, shard: int) -> dict[str, np.ndarray]:
         """The compact columns of one shard (decompressed), kept among the ``open_shards`` most recent."""
-        if shard in self._decoded:
-            self._decoded.move_to_end(shard)
-            return self._decoded[shard]
+        if shard not in self._decoded:
+            self.keep_decoded({shard: self.read_shard(shard)})
+        self._decoded.move_to_end(shard)
+        return self._decoded[shard]
+
+    def read_shard(self, shard: int) -> dict[str, np.ndarray]:
+        """The compact columns of one shard, read and decompressed (kept nowhere: safe in another thread)."""
         path = self.path / self.index["shards"][shard]["file"]
         with pa.memory_map(str(path)) as source:
             table = pa.ipc.open_file(source).read_all()
@@ -305,10 +302,19 @@ class ShardedStore:
         for name in table.column_names:
             chunk = table.column(name).combine_chunks()
             columns[name] = chunk.values.to_numpy(zero_copy_only=False).reshape(len(chunk), chunk.type.list_size)
-        self._decoded[shard] = columns
+        return columns
+
+    def read_shards(self, shards) -> dict[int, dict[str, np.ndarray]]:
+        return {int(shard): self.read_shard(int(shard)) for shard in shards}
+
+    def keep_decoded(self, decoded: dict[int, dict[str, np.ndarray]]) -> None:
+        """Keep shards read by :meth:`read_shards` as the most recent, dropping the least recent beyond
+        ``open_shards``."""
+        for shard, columns in decoded.items():
+            self._decoded[shard] = columns
+            self._decoded.move_to_end(shard)
         while len(self._decoded) > self.open_shards:
             self._decoded.popitem(last=False)
-        return columns
 
     def window(self, game: int, start: int, length: int, names=None) -> dict[str, np.ndarray]:
         """``length`` frames of game ``game`` from frame index ``start``: name -> array, as the cache has them."""
@@ -343,13 +349,14 @@ class ShardStream:
 
     def __init__(self, store: ShardedStore, window: int, batch_size: int, *, seed: int = 0, rank: int = 0,
                  world: int = 1, swap: bool = False, mirror: bool = False, ko_windows: float = 0.0,
-                 mirror_stages=MIRROR_STAGES):
+                 mirror_stages=MIRROR_STAGES, prefetch_shards: bool = True):
         if len(store.shard_games) < world:
             raise StoreError(f"{store.path} has {len(store.shard_games)} shard(s), fewer than the {world} ranks: "
                              f"build it with fewer games per shard")
         self.store, self.window, self.batch_size = store, int(window), int(batch_size)
         self.seed, self.rank, self.world = int(seed), int(rank), int(world)
         self.swap, self.mirror, self.ko_windows = bool(swap), bool(mirror), float(ko_windows)
+        self.prefetch_shards = bool(prefetch_shards)
         self._mirrorable = mirrorable(store, mirror_stages)
         # Windows a rank is sure to get whatever the shuffle: disjoint windows, plus floor(ko_windows) per KO.
         sure = [sum(max((int(store.lengths[g]) - 1) // self.window, 0)
@@ -379,22 +386,29 @@ class ShardStream:
         if steps > self.steps_per_epoch:
             raise StoreError(f"{steps} steps per epoch asked, but rank {self.rank}'s shards give "
                              f"{self.steps_per_epoch} batches of {self.batch_size}")
+        groups = self._groups(epoch)
         skip, emitted, pending = start * self.batch_size, start, []
-        for group in self._groups(epoch):
-            if emitted >= steps:
-                return
-            game_of, begin, swap, mirror = self._group_windows(epoch, group)
-            if skip >= len(game_of):
-                skip -= len(game_of)
-                continue
-            for i in range(skip, len(game_of)):
-                game, at = int(game_of[i]), int(begin[i])
-                frames = self.store.window(game, at, self.window + 1)
-                pending.append(window_sample(self.store, game, at, frames, swap=bool(swap[i]),
-                                             mirror=bool(mirror[i])))
-                if len(pending) == self.batch_size:
-                    yield default_collate(pending)
-                    pending, emitted = [], emitted + 1
-                    if emitted >= steps:
-                        return
-            skip = 0
+        with ThreadPoolExecutor(1) if self.prefetch_shards else nullcontext() as reader:
+            ahead = None  # the next group's shards, being read: only ever groups after the first one served
+            for g, group in enumerate(groups):
+                if emitted >= steps:
+                    return
+                game_of, begin, swap, mirror = self._group_windows(epoch, group)
+                if skip >= len(game_of):
+                    skip -= len(game_of)
+                    continue
+                if ahead is not None:
+                    self.store.keep_decoded(ahead.result())
+                if reader is not None and g + 1 < len(groups):
+                    ahead = reader.submit(self.store.read_shards, groups[g + 1])
+                for i in range(skip, len(game_of)):
+                    game, at = int(game_of[i]), int(begin[i])
+                    frames = self.store.window(game, at, self.window + 1)
+                    pending.append(window_sample(self.store, game, at, frames, swap=bool(swap[i]),
+                                                 mirror=bool(mirror[i])))
+                    if len(pending) == self.batch_size:
+                        yield default_collate(pending)
+                        pending, emitted = [], emitted + 1
+                        if emitted >= steps:
+                            return
+                skip = 0

@@ -31,6 +31,7 @@ SECTIONS = (
     "idle",
     "action-timing",
     "events",
+    "items",
     "rules",
     "summary",
     "rollout",
@@ -182,6 +183,20 @@ def _events_html(metrics: Mapping[str, Any]) -> str:
         parts.append(f"<h3>{title}, within ±{format_value(section.get('tolerance'))} frames</h3>"
                      + _table(["predictor", *cols], rows))
     return "".join(parts)
+
+
+def _items_html(metrics: Mapping[str, Any]) -> str:
+    items = metrics.get("items")
+    if not items:
+        return "<p>Not measured: the model does not predict items (data.items off).</p>"
+    names = [n for n, v in items.items() if isinstance(v, dict)]  # predictors, in the order measured
+    horizons = [r["horizon"] for r in items[names[0]]["by_horizon"]]
+    rows = [[html.escape(n)] + [f"{format_value(r['presence_f1'], 'rate')} / {format_value(r['position_error'])}"
+                                for r in items[n]["by_horizon"]] for n in names]
+    return (f"<p>Projectiles and items, slot by slot ({items['starts_with_items']} of {items['starts']} starts "
+            "hold an item): presence F1 / mean position error in game units where both the rollout and the game "
+            "hold an item in the slot. Persistence holds the items of the last warm-up frame.</p>"
+            + _table(["predictor", *(f"h{h}" for h in horizons)], rows))
 
 
 def _rules_html(metrics: Mapping[str, Any]) -> str:
@@ -380,6 +395,7 @@ def render_html(metrics: Mapping[str, Any], rollouts: RolloutSet, meta: Mapping[
             _section("idle", "Idle test", _idle_html(metrics)),
             _section("action-timing", "Action timing", _timing_html(metrics)),
             _section("events", "Event-conditioned starts", _events_html(metrics)),
+            _section("items", "Projectiles and items", _items_html(metrics)),
             _section("rules", "Rules report: model alone and with rules", _rules_html(metrics)),
             _section("summary", "Summary (reference-comparable)", _summary_html(metrics)),
             _section("rollout", "Rollout metrics per horizon", _rollout_html(metrics)),

@@ -26,6 +26,7 @@ from meleewm.data.encoding import CONT_FIELDS
 from meleewm.data.windows import WindowDataset
 from meleewm.errors import MeleewmError
 from meleewm.eval.baselines import add_baselines
+from meleewm.eval.items import item_metrics
 from meleewm.eval.metrics import (
     BREAKDOWN_STEPS,
     DEFAULT_HORIZONS,
@@ -157,11 +158,15 @@ MODEL_WITH_RULES = "model_with_rules"
 
 @torch.no_grad()
 def model_rollouts(model: WorldModel, windows: WindowDataset, starts, settings: EvalSettings, *, progress=None,
-                   rules: GameRules | None = None, rule_counts: dict | None = None):
+                   rules: GameRules | None = None, rule_counts: dict | None = None, items: dict | None = None):
     """Predicted raw states [N, H, 2] of ``model`` (with ``rules``, if given) from every start, plus the truth
-    and context. With ``rules``, ``rule_counts`` (a dict) receives how often each rule acted."""
+    and context. With ``rules``, ``rule_counts`` (a dict) receives how often each rule acted. With ``items`` (a
+    dict) and a model that predicts items, it receives the decoded item slots: ``predicted`` and ``truth``
+    [N, H, S], ``context`` [N, S] (the last warm-up frame)."""
     W, H = settings.warmup, settings.horizon
     predicted, truth, context = [], [], []
+    with_items = items is not None and model.spec.items
+    item_parts: dict[str, list] = {"predicted": [], "truth": [], "context": []}
     for begin in range(0, len(starts), settings.batch_size):
         chunk = starts[begin:begin + settings.batch_size]
         batch, warm = rollout_batch(windows, chunk, W, H)
@@ -175,8 +180,16 @@ def model_rollouts(model: WorldModel, windows: WindowDataset, starts, settings: 
                              batch["next_cat"][:, W - 1:], mask))
         context.append(_decode(model, batch["state_cont"][:, W - 1], batch["state_bin"][:, W - 1],
                                batch["state_cat"][:, W - 1], batch["cont_mask"][:, W - 1]))
+        if with_items:
+            for part, source, prefix, at in (("predicted", out, "state", slice(None)),
+                                             ("truth", batch, "next", slice(W - 1, None)),
+                                             ("context", batch, "state", W - 1)):
+                item_parts[part].append(model.spec.decode_items(
+                    *(source[f"{prefix}_item_{n}"][:, at] for n in ("present", "type", "owner", "cont"))))
         if progress:
             progress(len(chunk))
+    if with_items:
+        items.update({part: _stack(chunks) for part, chunks in item_parts.items()})
     return _stack(predicted), _stack(truth), _stack(context)
 
 
@@ -253,17 +266,26 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
         other = load_model(path).model
         models[Path(path).parent.name if Path(path).name in ("best.pt", "last.pt") else Path(path).stem] = other
     predictions, truth, context = {}, None, None
+    item_predictions, item_truth = {}, None
     for name, m in models.items():
         other_cache = cache if m is model else build_cache(dataset, m.spec, eval_ids, progress=False)
         other_windows = windows if m is model else WindowDataset(other_cache, seq_len,
                                                                   random_phase=False)
-        predicted, t, c = model_rollouts(m, other_windows, starts, settings, progress=progress)
+        item_slots: dict = {}
+        predicted, t, c = model_rollouts(m, other_windows, starts, settings, progress=progress, items=item_slots)
         predictions[name] = predicted
+        if item_slots:
+            item_predictions[name] = item_slots["predicted"]
+            item_truth = item_truth or item_slots
         if truth is None:
             truth, context = t, c
     rule_counts: dict[str, int] = {}
+    item_slots = {}
     predictions[MODEL_WITH_RULES], _, _ = model_rollouts(model, windows, starts, settings, progress=progress,
-                                                        rules=GameRules(model.spec), rule_counts=rule_counts)
+                                                        rules=GameRules(model.spec), rule_counts=rule_counts,
+                                                        items=item_slots)
+    if item_slots:
+        item_predictions[MODEL_WITH_RULES] = item_slots["predicted"]
 
     # Raw stage and select-screen characters (port order) come from the cache index, frame ids from its arrays.
     entries, frame_ids = cache.entries, cache.arrays["frame_ids"]
@@ -287,6 +309,9 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
         teacher_forced_note = (f"not computed: no game of the selection is longer than one window of "
                                f"{seq_len} frames (data.seq_len of the model)")
     metrics["rule_counts"] = rule_counts
+    if item_truth:
+        metrics["items"] = item_metrics(item_predictions, item_truth["truth"], item_truth["context"],
+                                        metrics["config"]["horizons"])
     predictors = [("model", None), (MODEL_WITH_RULES, GameRules(model.spec))]
     if settings.idle_pairs > 0:
         metrics["idle"] = idle_test(model, predictors, frames=settings.idle_frames,

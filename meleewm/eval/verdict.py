@@ -169,6 +169,16 @@ def player_lines(metrics: Mapping[str, Any]) -> list[str]:
                      for n, label in ROLLOUT_LABELS if n in section]
             lines.append(f"Real {words} predicted within ±{section['tolerance']} frames, from {events['lead']} frames "
                          f"before: " + "; ".join(parts) + ".")
+    items = metrics.get("items") or {}
+    if MODEL in items:
+        labels = [(n, label) for n, label in (*ROLLOUT_LABELS, ("persistence", "persistence")) if n in items]
+        at = {n: by_key(items[n]["by_horizon"], "horizon") for n, _ in labels}
+        h = max((x for x in at[MODEL] if x <= 20), default=None)
+        if h is not None:
+            parts = [f"{label} F1 {_pct(at[n][h]['presence_f1'])}, position error "
+                     f"{format_value(at[n][h]['position_error'])}" for n, label in labels]
+            lines.append(f"Projectiles and items at {h} frames ({items['starts_with_items']} of {items['starts']} "
+                         f"starts hold one): " + "; ".join(parts) + ".")
     timing = metrics.get("action_timing") or {}
     if MODEL in timing:
         parts = [f"{label} {format_value(timing[n]['overall']['median_abs_error'])} frames "

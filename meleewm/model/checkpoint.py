@@ -192,14 +192,25 @@ def resolve_model(path: str | Path | None = None) -> Path:
     return path
 
 
-def export_model(source: str | Path, destination: str | Path) -> Path:
+# Model options that add no weights: a rule of motion that an exported model may switch on (or off) as it is.
+WEIGHTLESS_SWITCHES = ("ground_motion", "item_motion")
+
+
+def export_model(source: str | Path, destination: str | Path, switches: dict[str, bool] | None = None) -> Path:
     """A play/eval-only copy of a checkpoint: weights, config, encoding and metrics, without the optimizer,
-    scheduler and RNG state that only resuming needs (a third of the size)."""
+    scheduler and RNG state that only resuming needs (a third of the size). ``switches`` sets weightless model
+    options (:data:`WEIGHTLESS_SWITCHES`); the copy records which were switched, beside where it came from."""
+    switches = dict(switches or {})
+    unknown = sorted(set(switches) - set(WEIGHTLESS_SWITCHES))
+    if unknown:
+        raise CheckpointError(f"cannot switch {', '.join(unknown)} on an exported model: only "
+                              f"{', '.join(WEIGHTLESS_SWITCHES)} add no weights")
     payload = read_checkpoint(source)
     for key in TRAINING_STATE:
         payload[key] = None
+    payload["config"]["model"].update(switches)
     payload["position"] = {k: v for k, v in payload["position"].items() if k != "history"} | {
-        "exported_from": str(source)}
+        "exported_from": str(source)} | ({"switched": switches} if switches else {})
     destination = Path(destination)
     destination.parent.mkdir(parents=True, exist_ok=True)
     return write_checkpoint(payload, destination)

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from meleewm.data.encoding import CAT_FIELDS, CONT_FIELDS
 from meleewm.model.world import gate_classes
+
+PERCENT_COLUMN = CONT_FIELDS.index("post_percent")
+STOCKS_COLUMN = CAT_FIELDS.index("post_stocks")
 
 
 @dataclass
@@ -25,49 +29,76 @@ class LossConfig:
     weights: dict[str, float] = field(default_factory=lambda: {"cont": 10.0, "binary": 1.0, "cat": 1.0, "items": 1.0,
                                                                 "gate": 1.0})
     field_weights: dict[str, float] = field(default_factory=lambda: {"post_state": 2.0})
+    # Hits and KOs are under 1% of frames, and a gate that never fires on them scores well on the rest: frames
+    # where a player's percent rises or stocks change count this many times in every head's loss but the items'.
+    event_weight: float = 1.0
 
     def __post_init__(self):
         if self.continuous not in ("mse", "huber"):
             raise ValueError(f"loss.continuous must be 'mse' or 'huber', not {self.continuous!r}")
         if not 0 <= self.uniform_mix < 1:
             raise ValueError(f"loss.uniform_mix must be in [0, 1), got {self.uniform_mix}")
+        if self.event_weight < 1:
+            raise ValueError(f"loss.event_weight must be >= 1, got {self.event_weight}")
 
 
-def _per_sample_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over the valid entries of each sample (dim 0), then over samples."""
+def _per_sample_mean(values: torch.Tensor, mask: torch.Tensor, frame_weight: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+    """Mean of ``values`` over the valid entries of each sample (dim 0), then over samples. ``frame_weight``
+    ([B, T]) scales each frame's entries; the divisor stays the count of valid entries, so weighted frames add
+    to the loss rather than diluting the others."""
     mask = mask.to(values.dtype)
+    if frame_weight is not None:
+        mask = mask * frame_weight.to(values.dtype).reshape(*frame_weight.shape, *(1,) * (values.dim() - 2))
+        count = (mask > 0).to(values.dtype)
+    else:
+        count = mask
     dims = tuple(range(1, values.dim()))
-    return ((values * mask).sum(dims) / mask.sum(dims).clamp_min(1.0)).mean()
+    return ((values * mask).sum(dims) / count.sum(dims).clamp_min(1.0)).mean()
+
+
+def event_frames(batch: dict) -> torch.Tensor:
+    """[B, T] True where a player's percent rises (a hit; normalisation keeps the order of raw values) or
+    stocks change (a KO) from the input frame to the target."""
+    percent_up = ((batch["next_cont"][..., PERCENT_COLUMN] > batch["state_cont"][..., PERCENT_COLUMN])
+                  & batch["next_cont_mask"][..., PERCENT_COLUMN] & batch["cont_mask"][..., PERCENT_COLUMN])
+    stocks_changed = ((batch["next_cat"][..., STOCKS_COLUMN] != batch["state_cat"][..., STOCKS_COLUMN])
+                      & batch["next_cat_mask"][..., STOCKS_COLUMN] & batch["cat_mask"][..., STOCKS_COLUMN])
+    return (percent_up | stocks_changed).any(-1)
 
 
 def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfig,
                 cont_scale: torch.Tensor, cont_zero: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """Per-head losses (unweighted) against the ``next_*`` targets of a window batch.
+    """Per-head losses (before the group weights of :func:`total_loss`; frames of hits and KOs counted
+    ``config.event_weight`` times) against the ``next_*`` targets of a window batch.
 
     Continuous errors are divided by ``cont_scale`` (each field's typical per-frame change), so that a
     one-unit position error weighs like a typical frame's movement, not like 1/std of the whole stage. With a
     continuous gate (``gate_logits``; ``cont_zero`` is then the encoded raw 0 per field), the regression reads the
     head's ungated value and the gate learns its class by cross-entropy against the true previous frame.
     """
+    weight = None
+    if config.event_weight != 1:
+        weight = 1 + (config.event_weight - 1) * event_frames(batch).float()
     scale = cont_scale.float()
     pred_cont, true_cont = pred.get("cont_free", pred["cont"]).float() / scale, batch["next_cont"].float() / scale
     if config.continuous == "mse":
         cont = F.mse_loss(pred_cont, true_cont, reduction="none")
     else:
         cont = F.huber_loss(pred_cont, true_cont, reduction="none", delta=config.huber_delta)
-    losses = {"cont": _per_sample_mean(cont, batch["next_cont_mask"])}
+    losses = {"cont": _per_sample_mean(cont, batch["next_cont_mask"], weight)}
     if "gate_logits" in pred:
         if cont_zero is None:
             raise ValueError("a gated model's losses need cont_zero (the model's encoded raw 0 per field)")
         target = gate_classes(batch["next_cont"], batch["state_cont"], cont_zero)
         ce = F.cross_entropy(pred["gate_logits"].float().movedim(-1, 1), target, reduction="none")
-        losses["gate"] = _per_sample_mean(ce, batch["next_cont_mask"])
+        losses["gate"] = _per_sample_mean(ce, batch["next_cont_mask"], weight)
     bce = F.binary_cross_entropy_with_logits(pred["bin_logits"].float(), batch["next_bin"].float(), reduction="none")
-    losses["binary"] = _per_sample_mean(bce, batch["next_bin_mask"])
+    losses["binary"] = _per_sample_mean(bce, batch["next_bin_mask"], weight)
     for i, (name, logits) in enumerate(zip(cat_names, pred["cat_logits"])):
         ce = F.cross_entropy(logits.float().movedim(-1, 1), batch["next_cat"][..., i].long(), reduction="none",
                              label_smoothing=config.uniform_mix)
-        losses[f"cat/{name}"] = _per_sample_mean(ce, batch["next_cat_mask"][..., i])
+        losses[f"cat/{name}"] = _per_sample_mean(ce, batch["next_cat_mask"][..., i], weight)
     if "item_present_logits" in pred:
         present = batch["next_item_present"].float()
         losses["items/present"] = F.binary_cross_entropy_with_logits(

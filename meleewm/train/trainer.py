@@ -21,7 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 
 from meleewm.config import ConfigError
-from meleewm.data.cache import build_cache
+from meleewm.data.cache import build_cache, fitted_spec
 from meleewm.data.config import run_split
 from meleewm.data.step import StepInput
 from meleewm.data.store import ShardStream, StoreError, build_store
@@ -198,21 +198,18 @@ class Trainer:
             raise TrainError(f"{data}: no training games (it has {len(self.dataset.games)} games; filters "
                              f"{', '.join(config.data.filters())} leave none for training)")
         self.train_ids, self.val_ids = train_ids, val_ids
-        if self.resume_payload is not None:
-            self.spec = checkpoint_spec(self.out_dir / "last.pt", self.resume_payload)
-        else:
-            self.spec = EncodingSpec.fit(self.dataset, train_ids, items=config.data.items,
-                                         item_slots=config.data.item_slots)
-        # Rank 0 encodes the caches (or stores); the others wait and open them.
+        # Rank 0 fits the spec (saving it) and encodes the caches (or stores); the others wait and open them.
         build = build_cache
         if config.data.store == "sharded":
             build = partial(build_store, workers=config.data.store_workers)
         if self.is_main:
+            self.spec = self._encoding_spec()
             self.train_cache = build(self.dataset, self.spec, train_ids, progress=self.progress)
             self.val_cache = build(self.dataset, self.spec, val_ids, progress=self.progress)
         if self.world > 1:
             dist.barrier()
         if not self.is_main:
+            self.spec = self._encoding_spec()
             self.train_cache = build(self.dataset, self.spec, train_ids, progress=False)
             self.val_cache = build(self.dataset, self.spec, val_ids, progress=False)
         T = config.data.seq_len
@@ -232,7 +229,8 @@ class Trainer:
                 self.train_stream = ShardStream(self.train_cache, T, config.data.batch_size // self.world,
                                                 seed=config.seed, rank=self.rank, world=self.world,
                                                 swap=config.data.swap_players, mirror=config.data.mirror,
-                                                ko_windows=config.data.ko_windows)
+                                                ko_windows=config.data.ko_windows,
+                                                prefetch_shards=config.data.prefetch_shards)
             except StoreError as error:
                 raise TrainError(str(error)) from None
             batches = self.train_stream.steps_per_epoch
@@ -241,6 +239,15 @@ class Trainer:
                                  f"batches each rank's shards give an epoch (data.store=sharded)")
         self.steps_per_epoch = config.optim.steps_per_epoch or batches
         self.total_steps = self.steps_per_epoch * config.optim.epochs
+
+    def _encoding_spec(self) -> EncodingSpec:
+        """The checkpoint's spec on a resume; else the spec fitted on the training games, by the first call on
+        them (rank 0, or an earlier run or plan) in data.store_workers processes, and read back by later ones."""
+        if self.resume_payload is not None:
+            return checkpoint_spec(self.out_dir / "last.pt", self.resume_payload)
+        data = self.config.data
+        return fitted_spec(self.dataset, self.train_ids, items=data.items, item_slots=data.item_slots,
+                           workers=data.store_workers)
 
     def _setup_model(self) -> None:
         config = self.config

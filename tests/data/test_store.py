@@ -104,6 +104,14 @@ def test_the_stream_resumes_exactly(encoded):
     assert any(b["swapped"].any() for b in whole) and any(b["mirrored"].any() for b in whole)
 
 
+def test_shards_read_ahead_change_no_batch(encoded):
+    store = encoded[3]
+    ahead, inline = _stream(store), _stream(ShardedStore(store.path), prefetch_shards=False)
+    assert ahead.prefetch_shards and not inline.prefetch_shards
+    for a, b in zip(ahead.batches(1), inline.batches(1), strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_each_rank_reads_its_own_shards_with_bounded_memory(encoded):
     store = ShardedStore(encoded[3].path, open_shards=1)
     ranks = [_stream(store, rank=rank, world=2) for rank in (0, 1)]

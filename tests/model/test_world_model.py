@@ -55,9 +55,9 @@ def batch(real):
     return default_collate([windows[i] for i in picks])
 
 
-def make(spec, body: str, seed: int = 0) -> WorldModel:
+def make(spec, body: str, seed: int = 0, **options) -> WorldModel:
     torch.manual_seed(seed)
-    model = WorldModel(spec, WorldModelConfig(**BODIES[body])).eval()
+    model = WorldModel(spec, WorldModelConfig(**BODIES[body], **options)).eval()
     # The continuous head starts at zero ("nothing moves"); give it weights so it is tested too.
     with torch.no_grad():
         model.cont_head.weight.normal_(0, 0.05)
@@ -237,12 +237,14 @@ def recent(replays, manifest, tmp_path_factory):
     return spec, default_collate([windows[i] for i in (0, len(windows) // 2, len(windows) - 1)])
 
 
+@pytest.mark.parametrize("ground_motion", [False, True])
 @pytest.mark.parametrize("airborne", [True, False])
-def test_positions_move_by_the_predicted_velocity(recent, airborne):
+def test_positions_move_by_the_predicted_velocity(recent, airborne, ground_motion):
     """With no learned correction, x(t) = x(t-1) + (air or ground speed, by the predicted airborne bit) +
-    knockback, and y(t) = y(t-1) + its speed + knockback, in game units, where the game has velocities."""
+    knockback, and y(t) = y(t-1) + its speed + knockback, in game units, where the game has velocities. With
+    ``ground_motion``, a grounded character's y stays where it is, whatever its y speeds read."""
     spec, batch = recent
-    model = make(spec, "mamba2")
+    model = make(spec, "mamba2", ground_motion=ground_motion)
     with torch.no_grad():
         model.cont_head.weight.zero_()
         model.cont_head.bias.zero_()
@@ -262,6 +264,9 @@ def test_positions_move_by_the_predicted_velocity(recent, airborne):
     speed_x = raw("post_velocities_self_x_air" if airborne else "post_velocities_self_x_ground")
     moved_x = speed_x + raw("post_velocities_knockback_x")
     moved_y = raw("post_velocities_self_y") + raw("post_velocities_knockback_y")
+    if ground_motion and not airborne:
+        assert moved_y.abs().max() > 0.1  # real y speeds that a grounded prediction must ignore
+        moved_y = torch.zeros_like(moved_y)
     for field, moved in (("post_position_x", moved_x), ("post_position_y", moved_y)):
         i = spec.cont_index(field)
         got = (pred["cont"][..., i] - state[..., i] * mask[..., i]) * std[field]
@@ -328,3 +333,30 @@ def test_gate_gives_exact_zero_and_exact_copy(real, batch):
     for f in spec.cont_fields:
         if f.startswith("post_velocities"):
             assert (decoded[f] == 0.0).all(), f
+
+
+def test_items_move_by_their_predicted_velocity(recent):
+    """With ``item_motion`` and no learned correction, an item that held its slot moves by its velocity (in game
+    units); an empty slot does not move."""
+    from meleewm.data.encoding import EncodingSpec
+    from meleewm.data.starts import synthetic_inputs
+
+    spec, _ = recent
+    spec = EncodingSpec.from_dict({**spec.to_dict(), "items": True, "item_slots": 2, "item_type_vocab": [54],
+                                   "item_stats": {"position_x": [0.0, 50.0], "position_y": [10.0, 40.0],
+                                                  "velocity_x": [0.0, 2.0], "velocity_y": [0.0, 1.0]}})
+    model = make(spec, "mamba2", item_motion=True)
+    with torch.no_grad():
+        model.item_cont_head.weight.zero_()
+        model.item_cont_head.bias.zero_()
+    x, _, _ = synthetic_inputs(spec, 31, (20, 1))
+    raw = torch.tensor([[30.0, 20.0, 2.5, -1.0], [0.0, 0.0, 0.0, 0.0]])  # a laser in slot 0, slot 1 empty
+    mean, std = (torch.tensor(a, dtype=torch.float32) for a in spec.item_scale())
+    present = torch.tensor([[1.0, 0.0]])
+    x = x.replace(state_item_present=present,
+                  state_item_cont=((raw - mean) / std).unsqueeze(0) * present.unsqueeze(-1))
+    with torch.no_grad():
+        pred, _ = model.step(x, model.init_state(1))
+        moved = pred["item_cont"][0] * std + mean
+    torch.testing.assert_close(moved[0], torch.tensor([32.5, 19.0, 2.5, -1.0]))
+    torch.testing.assert_close(moved[1], mean)  # an empty slot: encoded 0, not moved

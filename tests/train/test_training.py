@@ -69,12 +69,13 @@ RESUME = ("data.batch_size=4", "optim.steps_per_epoch=3", "optim.epochs=3", "sel
           "eval.max_val_batches=1", "log.every_steps=1")
 
 
-@pytest.mark.parametrize("store", ["cache", "sharded"])
-def test_resume_is_exact(train_data, tmp_path, store):
+@pytest.mark.parametrize("store, prefetch", [("cache", False), ("sharded", False), ("sharded", True)])
+def test_resume_is_exact(train_data, tmp_path, store, prefetch):
     """N steps, stop, resume to 2N == 2N steps straight (self-forcing and augmentation on; the stop falls
-    mid-epoch, after an epoch end with validation), from the encoded cache and from the sharded store."""
+    mid-epoch, after an epoch end with validation), from the encoded cache and from the sharded store, with and
+    without reading its shards ahead."""
     n = 4
-    data = (*RESUME, f"data.store={store}")
+    data = (*RESUME, f"data.store={store}", f"data.prefetch_shards={str(prefetch).lower()}")
     straight = _run(train_data, tmp_path / "straight", *data, f"optim.max_steps={2 * n}")
     first = _run(train_data, tmp_path / "split", *data, f"optim.max_steps={n}")
     assert (first.steps, first.epochs_done) == (n, 1)
@@ -178,3 +179,34 @@ def test_rules_of_melee_options_train(train_data, tmp_path):
     assert moved.any() and not moved[~batch["cont_mask"]].any()  # absent fields stay untouched
     result = trainer.run()
     assert result.stop_reason == "finished" and result.steps == 4
+
+
+def test_event_weight_counts_hits_and_kos_more(train_data, tmp_path):
+    """``loss.event_weight`` finds the frames of real games where a percent rises or stocks change, and only
+    those frames' losses grow: with every event frame's target made the input (no event left), the weighted
+    and unweighted losses are equal."""
+    from meleewm.model.losses import LossConfig, event_frames
+
+    trainer = Trainer(train_data, tiny_config("model.cont_gate=true"), tmp_path / "events", progress=False)
+    windows = trainer.train_windows
+    windows.set_epoch(0)
+    batch = default_collate([windows[i] for i in range(min(8, len(windows)))])
+    events = event_frames(batch)
+    assert 0 < events.float().mean() < 0.05  # hits are rare frames of real games, but there are some
+    model, names = trainer.model.eval(), trainer.model.cat_names
+
+    def losses(config, b):
+        with torch.no_grad():
+            return head_losses(model(StepInput.from_window(b)), b, names, config, model.cont_delta_scale,
+                               model.cont_zero)
+
+    plain, weighted = losses(LossConfig(), batch), losses(LossConfig(event_weight=10.0), batch)
+    assert weighted["gate"] > plain["gate"] and weighted["cat/post_state"] > plain["cat/post_state"]
+    calm = dict(batch)
+    for key in ("cont", "cat"):
+        calm[f"next_{key}"] = torch.where(events[..., None, None], batch[f"state_{key}"], batch[f"next_{key}"])
+    assert not event_frames(calm).any()
+    calm_plain, calm_weighted = losses(LossConfig(), calm), losses(LossConfig(event_weight=10.0), calm)
+    assert all(torch.allclose(calm_plain[k], calm_weighted[k]) for k in calm_plain)
+    with pytest.raises(ValueError, match="event_weight"):
+        LossConfig(event_weight=0.5)
