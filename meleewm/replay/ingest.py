@@ -18,7 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -117,19 +117,34 @@ def _claim(sha: str) -> bool:
     return True
 
 
+def _read_and_hash(item: Replay) -> tuple[bytes, str]:
+    data = item.read()
+    return data, sha256_hex(data)
+
+
+def _read_ahead(batch: list[Replay]) -> Iterator[tuple[Replay, Future]]:
+    """Each replay with a Future of its bytes and hash, read one replay ahead in a thread. Reads, inflating and
+    SHA-256 release the GIL, so they run while the previous replay is parsed: 0.15 s of the 1.0 s that games-1
+    takes the parsing thread. One replay ahead keeps at most two replays' bytes in memory."""
+    with ThreadPoolExecutor(1, thread_name_prefix="read ahead") as pool:
+        ahead = pool.submit(_read_and_hash, batch[0]) if batch else None
+        for i, item in enumerate(batch):
+            current, ahead = ahead, pool.submit(_read_and_hash, batch[i + 1]) if i + 1 < len(batch) else None
+            yield item, current
+
+
 def ingest_batch(batch: list[Replay]) -> BatchResult:
     """Read, hash, parse and write one part's data files; runs in a worker (or in the driver with one worker)."""
     run = _run
     writer = PartWriter(run.root)
     quarantine: list[dict] = []
     skipped: list[tuple[str, str]] = []
-    for item in batch:
+    for item, read in _read_ahead(batch):
         try:
-            data = item.read()
+            data, sha = read.result()
         except MemberError as error:
             quarantine.append(_quarantine_entry(item.source, None, error.reason, str(error)))
             continue
-        sha = sha256_hex(data)
         if sha in run.known or sha in run.quarantined:
             skipped.append((sha, "duplicate" if sha in run.known else "already quarantined"))
             continue
