@@ -110,8 +110,8 @@ def main() -> None:
     console.print(f"single-process ingest costs {figures['ingest_cost_vs_peppi']:.2f}x the raw peppi-py read of "
                   f"the same files (goal ≤ 1.5x), {figures['zip_ingest_cost_vs_peppi']:.2f}x when streaming the zip; "
                   f"--workers 2 is {figures['speedup_2_workers']:.2f}x faster than one (goal ≥ 1.7x; one worker "
-                  f"keeps {figures['cores_busy_1_worker']:.2f} of {figures['cpu_count']} cores busy); in CPU seconds, ingest "
-                  f"costs {figures['ingest_cpu_vs_peppi']:.2f}x the read; load average "
+                  f"keeps {figures['cores_busy_1_worker']:.2f} of {figures['cpu_count']} cores busy); in CPU seconds, "
+                  f"ingest costs {figures['ingest_cpu_vs_peppi']:.2f}x the read; load average "
                   f"{figures['load_before']:.2f} before, {figures['load_after']:.2f} after")
     print(json.dumps(figures))
 
