@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 from dataclasses import dataclass
 from importlib import metadata as importlib_metadata
 
@@ -73,18 +74,44 @@ def _quiet_stderr():
         os.close(saved)
 
 
-def _read_raw(data: bytes, skip_frames: bool):
-    """peppi-py reads from a path only. Hand it an anonymous in-memory file (memfd, Linux), which vanishes with
-    its last descriptor: even a killed worker leaves nothing behind. Elsewhere, a private temporary file."""
-    if hasattr(os, "memfd_create"):
-        fd = os.memfd_create("meleewm-replay", os.MFD_CLOEXEC)
-        try:
-            with open(fd, "wb", closefd=False) as handle:
-                handle.write(data)
+class _ReplayMemfd:
+    """One anonymous in-memory file (memfd, Linux) per process, rewritten for each replay: its pages stay
+    allocated between replays, so a write costs half what it costs into a fresh memfd (0.05 s instead of 0.12 s for
+    games-1's 188 MB). It holds the last replay's bytes until the next, and vanishes with the process: even a killed
+    worker leaves nothing behind. A lock keeps threads from rewriting it under a read."""
+
+    def __init__(self):
+        self._start_afresh()
+        os.register_at_fork(after_in_child=self._start_afresh)
+
+    def _start_afresh(self) -> None:
+        """Also a forked child's first step: its own file, never its parent's, and a lock no thread holds."""
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+
+    def read_slippi(self, data: bytes, skip_frames: bool):
+        with self._lock:
+            if self._fd is None:
+                self._fd = os.memfd_create("meleewm-replay", os.MFD_CLOEXEC)
+            os.ftruncate(self._fd, len(data))
+            with memoryview(data) as view:
+                written = 0
+                while written < len(view):
+                    written += os.pwrite(self._fd, view[written:], written)
             with _quiet_stderr():
-                return _peppi.read_slippi(f"/proc/self/fd/{fd}", skip_frames)
-        finally:
-            os.close(fd)
+                return _peppi.read_slippi(f"/proc/self/fd/{self._fd}", skip_frames)
+
+
+_memfd = _ReplayMemfd()
+
+
+def _read_raw(data: bytes, skip_frames: bool):
+    """peppi-py reads from a path only. Hand it an anonymous in-memory file (memfd, Linux); elsewhere, a private
+    temporary file."""
+    if hasattr(os, "memfd_create"):
+        return _memfd.read_slippi(data, skip_frames)
     with tempfile.NamedTemporaryFile(suffix=".slp") as tmp, _quiet_stderr():
         tmp.write(data)
         tmp.flush()
@@ -168,6 +195,7 @@ def _player_tables(frames: pa.StructArray, game_id: str) -> tuple[list[pa.Table]
         if name in [f.name for f in frames.type]:
             frame_level.update(_flatten(frames.field(name), name))
     n = len(frames)
+    game_ids = pa.repeat(game_id, n)  # one column for every block: 64 bytes a row, built once
     blocks, present_fields, stats = [], set(), {}
     for port_field, port_array in zip(ports.type, ports.flatten()):
         port = PORT_NUMBERS[port_field.name]
@@ -177,7 +205,7 @@ def _player_tables(frames: pa.StructArray, game_id: str) -> tuple[list[pa.Table]
             data = port_array.field(role)
             if follower and data.null_count == n:
                 continue  # a follower column that never holds a Nana
-            columns = {"game_id": pa.repeat(game_id, n),
+            columns = {"game_id": game_ids,
                        "frame": frame_ids,
                        "port": pa.array(np.full(n, port, np.uint8)),
                        "follower": pa.array(np.full(n, follower)),
