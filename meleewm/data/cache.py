@@ -287,7 +287,7 @@ def _write(dataset, spec: EncodingSpec, game_ids: list[str], key: str, tmp: Path
         encode_all(lambda n: None)
     for a in out.values():
         a.flush()
-    del out
+    out.clear()  # drop the memory maps before the folder is renamed
     (tmp / INDEX).write_text(json.dumps([e.__dict__ for e in entries]))
     meta = {"format": CACHE_FORMAT, "cache_version": CACHE_VERSION, "key": key,
             "schema_version": dataset.header["schema_version"], "dataset": str(dataset.root),
