@@ -27,6 +27,7 @@ class DataConfig:
     mirror: bool = True            # augmentation: left-right mirror with p=0.5
     items: bool = False            # item slots in the encoding (read and predicted)
     item_slots: int = 8
+    player_items_only: bool = False  # items a player owns only: stage items (Yoshi's Story's Shy Guys) left out
     ko_windows: float = 0.0        # extra training windows per KO and epoch, around the KO (rare-event oversampling)
     num_workers: int = 0
     store: str = "cache"           # "cache": one memory-mapped encoded cache; "sharded": compact shards, streamed

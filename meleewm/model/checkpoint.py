@@ -192,8 +192,9 @@ def resolve_model(path: str | Path | None = None) -> Path:
     return path
 
 
-# Model options that add no weights: a rule of motion that an exported model may switch on (or off) as it is.
-WEIGHTLESS_SWITCHES = ("ground_motion", "item_motion")
+# Options that add no weights, and the checkpoint section each lives in: an exported model may switch them on (or
+# off) as it is: rules of motion, and which items the encoding keeps.
+WEIGHTLESS_SWITCHES = {"ground_motion": "model", "item_motion": "model", "player_items_only": "encoding"}
 
 
 def export_model(source: str | Path, destination: str | Path, switches: dict[str, bool] | None = None) -> Path:
@@ -208,7 +209,9 @@ def export_model(source: str | Path, destination: str | Path, switches: dict[str
     payload = read_checkpoint(source)
     for key in TRAINING_STATE:
         payload[key] = None
-    payload["config"]["model"].update(switches)
+    for name, value in switches.items():
+        section = payload["config"]["model"] if WEIGHTLESS_SWITCHES[name] == "model" else payload["encoding"]
+        section[name] = value
     payload["position"] = {k: v for k, v in payload["position"].items() if k != "history"} | {
         "exported_from": str(source)} | ({"switched": switches} if switches else {})
     destination = Path(destination)

@@ -25,6 +25,8 @@ from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
 # state_age is read only by models with an age embedding, and is always advanced by apply_state_age_rule in
 # next_inputs, so it stays exact in closed loop.
 ACTION_COLUMN = CAT_FIELDS.index("post_state")
+# Item owner "none" (ITEM_OWNER_NAMES[0]), and a presence logit that no item survives.
+OWNER_NONE, ABSENT_LOGIT = 0, -30.0
 # Classes of the continuous gate: the head's value, exactly 0 (raw), or exactly the input value.
 GATE_FREE, GATE_ZERO, GATE_SAME = 0, 1, 2
 # Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
@@ -214,6 +216,9 @@ class WorldModel(nn.Module):
             out["item_present_logits"] = self.item_present_head(h).view(*lead, s)
             out["item_type_logits"] = self.item_type_head(h).view(*lead, s, -1)
             out["item_owner_logits"] = self.item_owner_head(h).view(*lead, s, -1)
+            if self.spec.player_items_only:  # an item nobody owns is not part of this encoding's state
+                ownerless = out["item_owner_logits"].argmax(-1) == OWNER_NONE
+                out["item_present_logits"] = out["item_present_logits"].masked_fill(ownerless, ABSENT_LOGIT)
             item_cont = x.state_item_cont + self.item_cont_head(h).view(*lead, s, -1)
             if self.config.item_motion:
                 item_cont = self._item_motion(item_cont, x.state_item_cont, x.state_item_present)

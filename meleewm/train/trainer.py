@@ -246,8 +246,10 @@ class Trainer:
         if self.resume_payload is not None:
             return checkpoint_spec(self.out_dir / "last.pt", self.resume_payload)
         data = self.config.data
-        return fitted_spec(self.dataset, self.train_ids, items=data.items, item_slots=data.item_slots,
+        spec = fitted_spec(self.dataset, self.train_ids, items=data.items, item_slots=data.item_slots,
                            workers=data.store_workers)
+        spec.player_items_only = data.player_items_only  # which rows encode, not their statistics: no refit
+        return spec
 
     def _setup_model(self) -> None:
         config = self.config

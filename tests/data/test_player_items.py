@@ -1,0 +1,58 @@
+"""``player_items_only``: stage items (Yoshi's Story's Shy Guys, owned by nobody) out of the encoding and out of
+what a model with that encoding predicts; the option switched on an exported model."""
+
+from __future__ import annotations
+
+import pytest
+
+from meleewm.data.encoding import EncodingSpec
+from meleewm.model.checkpoint import DEFAULT_MODEL, export_model, load_model
+from meleewm.replay.dataset import Dataset
+from meleewm.replay.ingest import ingest
+from tests.conftest import extract_members
+
+
+@pytest.fixture(scope="module")
+def yoshis_game(replays, manifest, tmp_path_factory):
+    """A real two-player game on Yoshi's Story with Shy Guys (item type 210) and players' projectiles."""
+    name = min(n for (a, n), r in manifest.items()
+               if a == "games-1.zip" and r.get("stage_id") == 8 and {210, 55} <= set(r.get("item_type_ids") or []))
+    root = tmp_path_factory.mktemp("yoshis")
+    ingest(extract_members(replays / "games-1.zip", [name], root / "in"), root / "ds")
+    dataset = Dataset(root / "ds")
+    return dataset, dataset.games.column("game_id").to_pylist()[0]
+
+
+def test_player_items_only_leaves_stage_items_out(yoshis_game):
+    dataset, game_id = yoshis_game
+    spec = EncodingSpec.fit(dataset, [game_id], items=True)
+    assert "player_items_only" not in spec.to_dict()  # specs written before the option keep their hash
+    every = spec.encode_game(dataset, game_id)
+    spec.player_items_only = True
+    assert EncodingSpec.from_dict(spec.to_dict()).player_items_only
+    players = spec.encode_game(dataset, game_id)
+    nobody = (every.item_present > 0) & (every.item_owner == 0)
+    assert nobody.any()                                            # the game has Shy Guys
+    assert not ((players.item_present > 0) & (players.item_owner == 0)).any()
+    owned = lambda g: int(((g.item_present > 0) & (g.item_owner > 0)).sum())
+    assert owned(players) >= owned(every) > 0                      # freed slots keep more of the players' items
+
+
+def test_a_model_with_that_encoding_predicts_no_ownerless_item(tmp_path):
+    """The bundled weights exported with ``player_items_only``: no slot of a rollout holds an item that nobody
+    owns, while the same weights without the switch put Shy Guys on Yoshi's Story within 10 s of standing still."""
+    from meleewm.eval.scenarios import IDLE_PAIRS, idle_inputs
+    from meleewm.model.rollout import rollout
+
+    switched = export_model(DEFAULT_MODEL, tmp_path / "players.pt", {"player_items_only": True})
+    ownerless = {}
+    for name, path in (("bundled", DEFAULT_MODEL), ("switched", switched)):
+        model = load_model(path).model.eval()
+        warm, _ = idle_inputs(model, [8], IDLE_PAIRS[:1])
+        out = rollout(model, warm, warm.ctrl[:, :1].expand(-1, 600, -1, -1))
+        items = model.spec.decode_items(out["state_item_present"], out["state_item_type"],
+                                        out["state_item_owner"], out["state_item_cont"])
+        ownerless[name] = int((items["present"] & (items["owner"] == 0)).sum())
+    assert ownerless["bundled"] > 0 and ownerless["switched"] == 0, ownerless
+    with pytest.raises(Exception, match="cannot switch"):
+        export_model(DEFAULT_MODEL, tmp_path / "x.pt", {"cont_gate": False})
