@@ -1,5 +1,5 @@
 """Projectiles and items in closed loop (``meleewm.eval.items``): the measure on hand-built slots, and real lasers
-followed by the bundled weights with ``item_motion`` better than by holding them still."""
+followed by the bundled model (``item_motion``) better than by holding them still."""
 
 from __future__ import annotations
 
@@ -52,16 +52,15 @@ def laser_games(replays, manifest, tmp_path_factory):
 
 
 def test_item_motion_follows_projectiles(laser_games, tmp_path):
-    """The bundled weights exported with ``item_motion`` switched on (``meleewm export --switch``) keep most real
-    items in their slots and place them closer than persistence (the items held where they were) at the next frame,
-and at half the error of the learned positions 5 frames on.
-    As bundled (learned positions), they do not: docs/design.md has both, and why the switch stays off."""
-    switched = export_model(DEFAULT_MODEL, tmp_path / "items.pt", {"item_motion": True})
-    assert load_model(switched).model.config.item_motion and not load_model(DEFAULT_MODEL).model.config.item_motion
+    """The bundled model (``item_motion`` on) keeps most real items in their slots and places them closer than
+    persistence (the items held where they were) at the next frame, and at half the error of its own weights
+    with the learned positions (``meleewm export --switch item_motion=false``) 5 frames on."""
+    learned = export_model(DEFAULT_MODEL, tmp_path / "learned.pt", {"item_motion": False})
+    assert load_model(DEFAULT_MODEL).model.config.item_motion and not load_model(learned).model.config.item_motion
     ids = laser_games.games.column("game_id").to_pylist()
     settings = EvalSettings(starts=200, horizon=10, warmup=30, batch_size=100)
     measured = {}
-    for name, path in (("switched", switched), ("bundled", DEFAULT_MODEL)):
+    for name, path in (("bundled", DEFAULT_MODEL), ("learned", learned)):
         model = load_model(path).model.eval()
         cache = build_cache(laser_games, model.spec, ids, progress=False)
         windows = WindowDataset(cache, 256, random_phase=False)
@@ -77,7 +76,7 @@ and at half the error of the learned positions 5 frames on.
         held = {r["horizon"]: r for r in out[PERSISTENCE]["by_horizon"]}
     print({n: {h: (r["presence_f1"], r["position_error"]) for h, r in m.items()} for n, m in measured.items()},
           {h: r["position_error"] for h, r in held.items()})
-    switched_at = measured["switched"]
-    assert switched_at[1]["presence_f1"] > 0.75 and switched_at[5]["presence_f1"] > 0.5
-    assert switched_at[1]["position_error"] < held[1]["position_error"] < measured["bundled"][1]["position_error"]
-    assert switched_at[5]["position_error"] < measured["bundled"][5]["position_error"] / 2
+    bundled = measured["bundled"]
+    assert bundled[1]["presence_f1"] > 0.75 and bundled[5]["presence_f1"] > 0.5
+    assert bundled[1]["position_error"] < held[1]["position_error"] < measured["learned"][1]["position_error"]
+    assert bundled[5]["position_error"] < measured["learned"][5]["position_error"] / 2
