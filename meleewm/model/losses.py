@@ -47,14 +47,11 @@ def _per_sample_mean(values: torch.Tensor, mask: torch.Tensor, frame_weight: tor
     """Mean of ``values`` over the valid entries of each sample (dim 0), then over samples. ``frame_weight``
     ([B, T]) scales each frame's entries; the divisor stays the count of valid entries, so weighted frames add
     to the loss rather than diluting the others."""
-    mask = mask.to(values.dtype)
-    if frame_weight is not None:
-        mask = mask * frame_weight.to(values.dtype).reshape(*frame_weight.shape, *(1,) * (values.dim() - 2))
-        count = (mask > 0).to(values.dtype)
-    else:
-        count = mask
+    valid = mask.to(values.dtype)
+    weighted = valid if frame_weight is None else valid * frame_weight.to(values.dtype).reshape(
+        *frame_weight.shape, *(1,) * (values.dim() - 2))
     dims = tuple(range(1, values.dim()))
-    return ((values * mask).sum(dims) / count.sum(dims).clamp_min(1.0)).mean()
+    return ((values * weighted).sum(dims) / valid.sum(dims).clamp_min(1.0)).mean()
 
 
 def event_frames(batch: dict) -> torch.Tensor:

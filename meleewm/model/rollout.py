@@ -20,10 +20,11 @@ from meleewm.model.rules import GameRules
 from meleewm.model.world import ACTION_COLUMN, WorldModel, last_step, next_inputs
 
 
-def _next_frame(pred: dict, x: StepInput, rules: GameRules | None, temperature: float,
+def _next_frame(model: WorldModel, pred: dict, x: StepInput, rules: GameRules | None, temperature: float,
                 generator: torch.Generator | None) -> tuple[StepInput, torch.Tensor | None]:
     """The prediction ``pred`` made from inputs ``x`` as the next inputs, with the rules applied (and counted)."""
-    nxt = next_inputs(pred, x, temperature=temperature, generator=generator)
+    nxt = next_inputs(pred, x, temperature=temperature, generator=generator,
+                      player_items_only=model.spec.player_items_only)
     if rules is None:
         return nxt, None
     nxt, counts = rules.apply(x, nxt)
@@ -39,7 +40,7 @@ def advance(model: WorldModel, x: StepInput, body, *, rules: GameRules | None = 
     ``rules`` is given) → (the inputs for frame t, without controllers; the new body state; counts of rule actions
     or None)."""
     pred, body = model.step(x, body)
-    nxt, counts = _next_frame(pred, x, rules, temperature, generator)
+    nxt, counts = _next_frame(model, pred, x, rules, temperature, generator)
     return nxt, body, counts
 
 
@@ -53,7 +54,7 @@ def warm_start(model: WorldModel, warmup: StepInput, *, rules: GameRules | None 
     if rules is not None:
         phase, age = rules.initial_state(warmup)
         last = last.replace(rule_phase=phase, rule_age=age)
-    first, counts = _next_frame(last_step(pred), last, rules, temperature, generator)
+    first, counts = _next_frame(model, last_step(pred), last, rules, temperature, generator)
     return first, state, counts
 
 

@@ -25,8 +25,8 @@ from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
 # state_age is read only by models with an age embedding, and is always advanced by apply_state_age_rule in
 # next_inputs, so it stays exact in closed loop.
 ACTION_COLUMN = CAT_FIELDS.index("post_state")
-# Item owner "none" (ITEM_OWNER_NAMES[0]), and a presence logit that no item survives.
-OWNER_NONE, ABSENT_LOGIT = 0, -30.0
+# Item owner "none" (ITEM_OWNER_NAMES[0]).
+OWNER_NONE = 0
 # Classes of the continuous gate: the head's value, exactly 0 (raw), or exactly the input value.
 GATE_FREE, GATE_ZERO, GATE_SAME = 0, 1, 2
 # Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
@@ -216,9 +216,6 @@ class WorldModel(nn.Module):
             out["item_present_logits"] = self.item_present_head(h).view(*lead, s)
             out["item_type_logits"] = self.item_type_head(h).view(*lead, s, -1)
             out["item_owner_logits"] = self.item_owner_head(h).view(*lead, s, -1)
-            if self.spec.player_items_only:  # an item nobody owns is not part of this encoding's state
-                ownerless = out["item_owner_logits"].argmax(-1) == OWNER_NONE
-                out["item_present_logits"] = out["item_present_logits"].masked_fill(ownerless, ABSENT_LOGIT)
             item_cont = x.state_item_cont + self.item_cont_head(h).view(*lead, s, -1)
             if self.config.item_motion:
                 item_cont = self._item_motion(item_cont, x.state_item_cont, x.state_item_present)
@@ -291,13 +288,14 @@ def _pick(logits: torch.Tensor, temperature: float, generator: torch.Generator |
 
 
 def next_inputs(pred: dict[str, torch.Tensor], prev: StepInput, *, temperature: float = 0.0,
-                generator: torch.Generator | None = None) -> StepInput:
+                generator: torch.Generator | None = None, player_items_only: bool = False) -> StepInput:
     """The model's own predictions as the next step's inputs (argmax, or sampled at ``temperature``).
 
     Masks and constants carry over from ``prev`` (a field the game lacks stays absent for the whole rollout). The
     controllers of the next frame are not known yet, and the rule state is ``GameRules.apply``'s to set: ``ctrl``,
     ``rule_phase`` and ``rule_age`` are None. The state age follows :func:`apply_state_age_rule` from the previous
-    input's action and age (when ``prev`` has one).
+    input's action and age (when ``prev`` has one). With ``player_items_only`` (the encoding's option), a slot whose
+    picked owner is nobody is empty: such items are not part of the state.
     """
     bin_logits = pred["bin_logits"].detach()
     if temperature <= 0:
@@ -313,12 +311,15 @@ def next_inputs(pred: dict[str, torch.Tensor], prev: StepInput, *, temperature: 
         state["state_age"] = apply_state_age_rule(prev.state_cat[..., ACTION_COLUMN], prev.state_age,
                                                   cat[..., ACTION_COLUMN])
     if "item_present_logits" in pred:
-        present = (pred["item_present_logits"].detach() > 0).to(prev.state_item_present.dtype)
+        owner = _pick(pred["item_owner_logits"].detach(), temperature, generator)
+        present = pred["item_present_logits"].detach() > 0
+        if player_items_only:
+            present = present & (owner != OWNER_NONE)
+        present = present.to(prev.state_item_present.dtype)
         state["state_item_present"] = present
         state["state_item_type"] = _pick(pred["item_type_logits"].detach(), temperature, generator).to(
             prev.state_item_type.dtype)
-        state["state_item_owner"] = _pick(pred["item_owner_logits"].detach(), temperature, generator).to(
-            prev.state_item_owner.dtype)
+        state["state_item_owner"] = owner.to(prev.state_item_owner.dtype)
         state["state_item_cont"] = pred["item_cont"].detach() * present.unsqueeze(-1).to(pred["item_cont"].dtype)
     return prev.replace(**state)
 

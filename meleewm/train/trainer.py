@@ -135,17 +135,18 @@ def _resumable(path: Path) -> dict:
     return payload
 
 
-def _self_forced(model, inputs: StepInput, unroll: int) -> StepInput:
+def _self_forced(model, inputs: StepInput, unroll: int, player_items_only: bool = False) -> StepInput:
     """Replace the state inputs by the model's own predictions, ``unroll`` times (parallel over positions).
 
     Position t's prediction is frame t+1's state, so pass k feeds predictions of pass k-1 shifted by one frame;
     the first position keeps its true state. Predictions enter detached, as they would in a rollout.
+    ``player_items_only`` is the encoding's option, passed in: a DDP wrapper has no spec to read it from.
     """
     x = inputs
     for _ in range(unroll):
         with torch.no_grad():
             pred = model(x)
-        own = next_inputs(pred, x).state()
+        own = next_inputs(pred, x, player_items_only=player_items_only).state()
         x = x.replace(**{k: torch.cat([getattr(inputs, k)[:, :1], v[:, :-1]], dim=1) for k, v in own.items()})
     return x
 
@@ -323,7 +324,7 @@ class Trainer:
         with self._autocast():
             inputs = StepInput.from_window(batch)
             if unroll:
-                inputs = _self_forced(self.train_model, inputs, unroll)
+                inputs = _self_forced(self.train_model, inputs, unroll, self.spec.player_items_only)
             if self.config.self_forcing.input_noise:
                 # seeded by step and rank, so a resumed run draws the same noise
                 noise_seed = (self.config.seed * 104_729 + self.step) * self.world + self.rank

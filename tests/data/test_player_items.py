@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from meleewm.data.encoding import EncodingSpec
-from meleewm.model.checkpoint import DEFAULT_MODEL, export_model, load_model
+from meleewm.model.checkpoint import DEFAULT_MODEL, CheckpointError, export_model, load_model
 from meleewm.replay.dataset import Dataset
 from meleewm.replay.ingest import ingest
 from tests.conftest import extract_members
@@ -54,5 +54,5 @@ def test_a_model_with_that_encoding_predicts_no_ownerless_item(tmp_path):
                                         out["state_item_owner"], out["state_item_cont"])
         ownerless[name] = int((items["present"] & (items["owner"] == 0)).sum())
     assert ownerless["every item"] > 0 and ownerless["bundled"] == 0, ownerless
-    with pytest.raises(Exception, match="cannot switch"):
+    with pytest.raises(CheckpointError, match="cannot switch"):
         export_model(DEFAULT_MODEL, tmp_path / "x.pt", {"cont_gate": False})
