@@ -30,7 +30,7 @@ from meleewm.data.pool import map_game_groups
 from meleewm.errors import MeleewmError
 from meleewm.melee.buttons import DIGITAL_BUTTONS, PhysicalButton, button_bits
 from meleewm.melee.characters import EXTERNAL_NAMES, INTERNAL_NAMES
-from meleewm.melee.stages import GROUND_MIRROR, STAGE_NAMES, ground_mirror
+from meleewm.melee.stages import GROUND_MIRROR, STAGE_NAMES, SURFACE_HEIGHTS, ground_mirror
 from meleewm.replay.limits import clip as clip_to_limits
 
 ENCODING_VERSION = 1
@@ -505,6 +505,21 @@ class EncodingSpec:
                     table[s, ia] = int(_lookup(np.int64(b), vocab))
         return table
 
+    def surface_heights(self) -> np.ndarray:
+        """[n_stages, n_ground] height (raw y) of the surface of each stage index and ground vocabulary index, NaN
+        where it has no single height (``SURFACE_HEIGHTS``: moving platforms, slopes, unknown stages and ids)."""
+        vocab = np.asarray(self.vocabs["post_ground"], np.int64)
+        table = np.full((self.n_stages, len(vocab) + 1), np.nan)
+        for stage_id, heights in SURFACE_HEIGHTS.items():
+            s = self.stage_index(stage_id)
+            if s == UNKNOWN:
+                continue
+            for ground, height in heights.items():
+                g = int(_lookup(np.int64(ground), vocab))
+                if g != UNKNOWN:
+                    table[s, g] = height
+        return table
+
     # -- encoding -----------------------------------------------------------------------------------------------
 
     def encode_state_columns(self, values: Mapping[str, Any], valid: Mapping[str, Any] | None = None) -> dict:
@@ -601,6 +616,24 @@ class EncodingSpec:
             self._encode_items(dataset, game, ports, values, valid)
         return game
 
+    def _item_rows(self, dataset, game: EncodedGame) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The game's item rows on its encoded frames (stage items left out with player_items_only), and their frame
+        indices."""
+        F = len(game)
+        table = dataset.items(game.game_id, columns=["frame", "id", "type", "owner", *ITEM_CONT_FIELDS])
+        it = {}
+        for c in table.column_names:
+            col = table.column(c)
+            if c in ITEM_CONT_FIELDS:
+                it[c] = col.cast(pa.float64()).fill_null(np.nan).to_numpy()
+            else:
+                it[c] = col.cast(pa.int64()).fill_null(-1).to_numpy()
+        fi = np.searchsorted(game.frame_ids, it["frame"])
+        keep = (fi < F) & (game.frame_ids[np.minimum(fi, F - 1)] == it["frame"])
+        if self.player_items_only:
+            keep &= it["owner"] >= 0
+        return {k: v[keep] for k, v in it.items()}, fi[keep]
+
     def _encode_items(self, dataset, game: EncodedGame, ports, values, valid) -> None:
         """Fill the item arrays: each frame keeps the S items nearest to either player.
 
@@ -612,21 +645,8 @@ class EncodingSpec:
         type_idx = np.zeros((F, S), np.int32)
         owner = np.zeros((F, S), np.int32)
         cont = np.zeros((F, S, len(ITEM_CONT_FIELDS)), np.float32)
-        table = dataset.items(game.game_id, columns=["frame", "id", "type", "owner", *ITEM_CONT_FIELDS])
-        if table.num_rows:
-            it = {}
-            for c in table.column_names:
-                col = table.column(c)
-                if c in ITEM_CONT_FIELDS:
-                    it[c] = col.cast(pa.float64()).fill_null(np.nan).to_numpy()
-                else:
-                    it[c] = col.cast(pa.int64()).fill_null(-1).to_numpy()
-            fi = np.searchsorted(game.frame_ids, it["frame"])
-            keep = (fi < F) & (game.frame_ids[np.minimum(fi, F - 1)] == it["frame"])
-            if self.player_items_only:
-                keep &= it["owner"] >= 0
-            it = {k: v[keep] for k, v in it.items()}
-            fi = fi[keep]
+        it, fi = self._item_rows(dataset, game)
+        if len(fi):  # a game with no items, or with the stage's own only, keeps its slots empty
             px = np.where(valid["post_position_x"], values["post_position_x"], np.nan)
             py = np.where(valid["post_position_y"], values["post_position_y"], np.nan)
             dist = np.hypot(it["position_x"][:, None] - px[fi], it["position_y"][:, None] - py[fi])

@@ -32,6 +32,7 @@ from meleewm.melee.stages import (
     RESPAWN_POINTS,
     SPAWN_POINTS,
     STAGE_NAMES,
+    SURFACE_HEIGHTS,
     StageGeometry,
     body_bounds,
     geometry,
@@ -49,5 +50,6 @@ __all__ = [
     "internal_to_external",
     "FIRST_FRAME", "FPS", "FULL_SHIELD",
     "HALO_DESCENT_SPEED", "LEGAL_STAGES", "MAIN_GROUND", "RESPAWN_POINTS", "SPAWN_POINTS", "STAGE_NAMES",
+    "SURFACE_HEIGHTS",
     "StageGeometry", "body_bounds", "geometry", "in_blast_zone", "in_stage_body", "stage_name",
 ]

@@ -140,6 +140,20 @@ def ground_mirror(stage: int) -> dict[int, int]:
     return {**pairs, **{b: a for a, b in pairs.items()}}
 
 
+# The height of every surface a character lands on at one height, per legal stage and ground id: on every landing
+# (airborne one frame, grounded the next) on these surfaces in games-1/games-2 the position is within 0.001 of it
+# (Dream Land's main stage: 99.7 %). They are the main stages (y = 0; Fountain of Dreams' 0.003 and its raised sides
+# 0.624, Dream Land's 0.009) and the platforms of the geometry above. Left out: Fountain of Dreams' side platforms
+# (they move), Yoshi's Story's sloped ends and Randall, and Pokémon Stadium's transformations but for their floors.
+SURFACE_HEIGHTS: dict[int, dict[int, float]] = {
+    FINAL_DESTINATION: {0: 0.0, 1: 0.0, 2: 0.0},
+    BATTLEFIELD: {0: 0.0, 1: 0.0, 2: 27.2, 3: 54.4, 4: 27.2, 5: 0.0},
+    YOSHIS_STORY: {1: 23.45, 3: 0.0, 4: 42.0, 5: 23.45},
+    DREAM_LAND: {0: 30.1422, 1: 30.2426, 2: 51.4254, 3: 0.0089, 4: 0.0089, 5: 0.0089},
+    POKEMON_STADIUM: {34: 0.0, 35: 25.0, 36: 25.0, 51: 0.0, 52: 0.0, 53: 0.0, 54: 0.0},
+    FOUNTAIN_OF_DREAMS: {2: 42.75, 3: 0.6239, 5: 0.0029, 7: 0.6239},
+}
+
 # Where a KO'd character comes back: the respawn platform's resting point per port (ports 1 and 2; player 0 is
 # the lower port), and how fast the platform descends to it (units per frame over the 60 frames of
 # ON_HALO_DESCENT, which starts 59 steps above the resting point). Read off every respawn in games-1/games-2:

@@ -21,6 +21,7 @@ from meleewm.data.encoding import CAT_FIELDS, EncodingSpec, apply_state_age_rule
 from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
+from meleewm.melee.stages import BODY_TOLERANCE, geometry
 
 # state_age is read only by models with an age embedding, and is always advanced by apply_state_age_rule in
 # next_inputs, so it stays exact in closed loop.
@@ -65,6 +66,14 @@ class WorldModelConfig:
     # item frames); the head's position is used for new items only. A free position residual of items was off by
     # 4 units a frame, teacher-forced, where holding the item still is off by 2: the loss barely sees it
     item_motion: bool = False
+    # A landing (airborne, then grounded by the model's own pick) puts y on the height of the picked surface when it
+    # has one height (``SURFACE_HEIGHTS``): every real landing on those surfaces is within 0.001 of it, while the
+    # model, landing a frame or two late, stood 2 to 10 units inside the stage and walked on there
+    ground_snap: bool = False
+    # Where the stage is, as inputs: per player, the clearance above the main stage and the platform under it, the
+    # margin to the ledge and to the blast zones (from the legal stages' geometry and the player's position). Melee
+    # lands, falls and KOs by these; from positions alone the model landed a frame or two late and fell through
+    geometry_inputs: bool = False
 
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
@@ -101,6 +110,9 @@ class WorldModel(nn.Module):
         if config.age_embed_dim:  # one more row for an unknown age (a game without post_state_age)
             self.age_embedding = nn.Embedding(config.age_max + 2, config.age_embed_dim)
             width += 2 * config.age_embed_dim
+        if config.geometry_inputs:
+            self.register_buffer("stage_geometry", stage_geometry_table(spec), persistent=False)
+            width += 2 * N_GEOMETRY_FEATURES
         self.input_proj = nn.Linear(width, config.d_model)
         if config.body == "mamba2":
             self.body = Mamba2(Mamba2Config(d_model=config.d_model, n_layer=config.n_layer, d_state=config.d_state,
@@ -142,6 +154,11 @@ class WorldModel(nn.Module):
         self.register_buffer("position_columns", torch.tensor(self.position_index), persistent=False)
         self.velocity_index = [spec.cont_index(f) for f in MOTION_FIELDS]
         self.airborne_index = spec.bin_index("airborne")
+        self.ground_column = spec.cat_index("post_ground")
+        y_mean, y_std = spec.cont_stats["post_position_y"]
+        self.register_buffer("surface_y", torch.tensor((spec.surface_heights() - y_mean) / y_std, dtype=torch.float32),
+                             persistent=False)
+        self.landing_tolerance = BODY_TOLERANCE / y_std
         if spec.items:
             for name, values in zip(("item_mean", "item_std"), spec.item_scale()):
                 self.register_buffer(name, torch.tensor(values, dtype=torch.float32), persistent=False)
@@ -179,7 +196,34 @@ class WorldModel(nn.Module):
                                        x.state_item_cont.to(cont.dtype)], dim=-1).flatten(-2))
         if self.config.age_embed_dim:
             features.append(self.age_embedding(self.age_bucket(x.state_age)).flatten(-2))
+        if self.config.geometry_inputs:
+            features.append(self.geometry_features(x).to(cont.dtype).flatten(-2))
         return self.input_proj(torch.cat(features, dim=-1))
+
+    def geometry_features(self, x: StepInput) -> torch.Tensor:
+        """``[*L, 2, N_GEOMETRY_FEATURES]``: each player's place on the stage, in units of 10 (clearances, the
+        ledge) or 40 (blast zones), clipped; zero on a stage without known geometry or without a position."""
+        ix, iy = self.position_index
+        px = x.state_cont[..., ix] * self.cont_std[ix] + self.cont_mean[ix]
+        py = x.state_cont[..., iy] * self.cont_std[iy] + self.cont_mean[iy]
+        stage = x.stage.long()
+        while stage.dim() < px.dim():
+            stage = stage.unsqueeze(-1)
+        g = self.stage_geometry[stage.expand_as(px)]          # [*L, 2, 7 + 3 * 3]
+        known, ledge, main_y, left, right, top, bottom = g[..., :7].unbind(-1)
+        plat_y, plat_left, plat_right = g[..., 7::3], g[..., 8::3], g[..., 9::3]
+        over_main = (px.abs() <= ledge).to(px.dtype)
+        under = (px.unsqueeze(-1) >= plat_left) & (px.unsqueeze(-1) <= plat_right) & (
+            py.unsqueeze(-1) >= plat_y - 10.0)                 # platforms a character is over (or just through)
+        clearance = torch.where(under, py.unsqueeze(-1) - plat_y, torch.full_like(plat_y, 1e9)).amin(-1)
+        over_platform = (clearance < 1e9).to(px.dtype)
+        features = torch.stack([
+            over_main, over_main * ((py - main_y) / 10).clamp(-3, 3), ((ledge - px.abs()) / 10).clamp(-3, 3),
+            over_platform, over_platform * (clearance / 10).clamp(-3, 3),
+            (torch.minimum(px - left, right - px) / 40).clamp(-1, 3), ((py - bottom) / 40).clamp(-1, 3),
+            ((top - py) / 40).clamp(-1, 3)], dim=-1)
+        present = (known * x.cont_mask[..., iy].to(px.dtype)).unsqueeze(-1)
+        return torch.nan_to_num(features) * present
 
     def age_bucket(self, age: torch.Tensor) -> torch.Tensor:
         """Embedding rows of raw state ages: floor(age) clipped to 0..age_max; NaN (unknown) → age_max + 1."""
@@ -211,6 +255,8 @@ class WorldModel(nn.Module):
             out.update(cont=gated(moved), cont_free=moved, gate_logits=gate_logits)
         else:
             out["cont"] = free + self._motion(free, bin_logits, x.cont_mask)
+        if self.config.ground_snap:
+            out["cont"] = self._ground_snap(out["cont"], bin_logits, out["cat_logits"][self.ground_column], x)
         if self.spec.items:
             s = self.spec.item_slots
             out["item_present_logits"] = self.item_present_head(h).view(*lead, s)
@@ -241,6 +287,24 @@ class WorldModel(nn.Module):
         moves = torch.stack([dx / self.cont_std[ix], dy / self.cont_std[iy]], dim=-1)
         return torch.zeros_like(cont).index_copy(-1, self.position_columns, moves)
 
+    def _ground_snap(self, cont: torch.Tensor, bin_logits: torch.Tensor, ground_logits: torch.Tensor,
+                     x: StepInput) -> torch.Tensor:
+        """``cont`` with y on the surface's height where the input frame is airborne and the prediction grounded
+        (argmax, as the gate) on a surface of one height."""
+        a = self.airborne_index
+        landing = (x.state_bin[..., a] > 0) & (x.bin_mask[..., a] > 0) & (bin_logits[..., a] <= 0)
+        stage = x.stage.long()
+        while stage.dim() < landing.dim():
+            stage = stage.unsqueeze(-1)
+        height = self.surface_y[stage.expand_as(landing), ground_logits.argmax(-1)].to(cont.dtype)
+        iy = self.position_index[1]
+        # from above, or from at most BODY_TOLERANCE below (99.6 % of real landings): a character under a platform
+        # whose last ground was that platform must not be lifted onto it
+        reachable = x.state_cont[..., iy] >= height - self.landing_tolerance
+        snap = landing & torch.isfinite(height) & reachable
+        y = torch.where(snap, height, cont[..., iy])
+        return cont.index_copy(-1, self.position_columns[1:], y.unsqueeze(-1))
+
     def _item_motion(self, item_cont: torch.Tensor, prev: torch.Tensor, was_present: torch.Tensor) -> torch.Tensor:
         """``item_cont`` with the position of every slot that held an item in the input frame replaced by its
         previous position plus its predicted velocity (normalised units). A new item keeps the head's position:
@@ -268,6 +332,25 @@ class WorldModel(nn.Module):
         """One frame: inputs ``[B, ...]`` (no time axis) and the body state → (predictions, new state)."""
         h, state = self.body.step(self.embed(x), state)
         return self.heads(h, x), state
+
+
+N_GEOMETRY_FEATURES = 8
+
+
+def stage_geometry_table(spec: EncodingSpec) -> torch.Tensor:
+    """``[n_stages, 16]`` per stage index: known, ledge x, main stage y, blast zones (left, right, top, bottom), then
+    up to 3 platforms (y, left x, right x; NaN where fewer). Stages without known geometry: all 0 (not known)."""
+    table = torch.zeros(spec.n_stages, 7 + 3 * 3)
+    table[:, 7:] = float("nan")
+    for stage_id in spec.stage_vocab:
+        index, g = spec.stage_index(stage_id), geometry(stage_id)
+        if g is None:
+            continue
+        table[index, :7] = torch.tensor([1.0, g.ledge_x, g.main_y, g.blast_left, g.blast_right, g.blast_top,
+                                         g.blast_bottom])
+        for k, platform in enumerate(g.platforms[:3]):
+            table[index, 7 + 3 * k: 10 + 3 * k] = torch.tensor(platform)
+    return table
 
 
 def gate_classes(next_cont: torch.Tensor, prev_cont: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:

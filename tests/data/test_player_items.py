@@ -56,3 +56,24 @@ def test_a_model_with_that_encoding_predicts_no_ownerless_item(tmp_path):
     assert ownerless["every item"] > 0 and ownerless["bundled"] == 0, ownerless
     with pytest.raises(CheckpointError, match="cannot switch"):
         export_model(DEFAULT_MODEL, tmp_path / "x.pt", {"cont_gate": False})
+
+
+def test_a_game_with_stage_items_only_encodes_empty_slots(yoshis_game):
+    """A game whose only items are the stage's (here: the Yoshi's Story game without its players' items) encodes
+    with every slot empty under ``player_items_only``, not an error."""
+    import pyarrow.compute as pc
+
+    dataset, game_id = yoshis_game
+
+    class StageItemsOnly:
+        def __getattr__(self, name):
+            return getattr(dataset, name)
+
+        def items(self, game, columns=None):
+            table = dataset.items(game, columns=columns)
+            return table.filter(pc.less(pc.fill_null(table.column("owner"), -1), 0))
+
+    spec = EncodingSpec.fit(dataset, [game_id], items=True)
+    spec.player_items_only = True
+    game = spec.encode_game(StageItemsOnly(), game_id)
+    assert len(game) > 1000 and not game.item_present.any()

@@ -17,6 +17,7 @@ from meleewm.melee import (
     FIRST_SPECIAL,
     INTERNAL_NAMES,
     LEGAL_STAGES,
+    SURFACE_HEIGHTS,
     PhysicalButton,
     ProcessedButton,
     action_name,
@@ -200,3 +201,20 @@ def test_positions_inside_blast_zones(real_games):
             # fly above it for a moment; sides and bottom always KO.
             assert (y[outside] >= g.blast_top).all(), list(zip(fid[outside], state[outside], x[outside], y[outside]))[:5]
             assert live.sum() > 1000
+
+
+@needs_replays
+def test_landings_stand_at_the_surface_heights(real_games):
+    """SURFACE_HEIGHTS against peppi's reads: a character landing (airborne, then grounded) on one of those surfaces
+    stands at its height."""
+    landed = []
+    for game in real_games:
+        heights = SURFACE_HEIGHTS[game.start.stage]
+        for fid, post in _ports(game):
+            if post.airborne is None:  # recorded from Slippi 2.0 on
+                continue
+            air, ground, y = _np(post.airborne).astype(bool), _np(post.ground), _np(post.position.y)
+            landing = np.nonzero(air[:-1] & ~air[1:] & (np.diff(fid) == 1))[0] + 1
+            landed += [y[i] - heights[int(ground[i])] for i in landing if int(ground[i]) in heights]
+    assert len(landed) > 100
+    assert (np.abs(landed) < 1e-3).mean() > 0.99

@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.utils.data import default_collate
 
 from meleewm.model.rollout import rollout
@@ -360,3 +361,70 @@ def test_items_move_by_their_predicted_velocity(recent):
         moved = pred["item_cont"][0] * std + mean
     torch.testing.assert_close(moved[0], torch.tensor([32.5, 19.0, 2.5, -1.0]))
     torch.testing.assert_close(moved[1], mean)  # an empty slot: encoded 0, not moved
+
+
+def test_a_landing_stands_on_the_surface_the_game_puts_it_on(real):
+    """``ground_snap``: where the input frame is airborne and the prediction grounded on a surface of one height,
+    y is that height. Given the real next airborne bit and ground as the predictions and a y 6 units off, real
+    landings stand where the game puts them (within 0.001); every other y is the model's own."""
+    spec, windows = real
+    model = make(spec, "mamba2", ground_snap=True)
+    cache = windows.cache
+    batch = default_collate([windows.sample_at(g, s, T) for g in windows.games
+                             for s in range(0, cache.lengths[g] - T - 1, T)])
+    x = StepInput.from_window(batch)
+    a, iy, ground = spec.bin_index("airborne"), spec.cont_index("post_position_y"), spec.cat_index("post_ground")
+    off = batch["next_cont"].clone()
+    off[..., iy] -= 6.0 / spec.cont_stats["post_position_y"][1]
+    bin_logits = torch.where(batch["next_bin"] > 0, 30.0, -30.0)
+    ground_logits = 30.0 * F.one_hot(batch["next_cat"][..., ground].long(), spec.cat_fields[ground][1]).float()
+    with torch.no_grad():
+        snapped = model._ground_snap(off, bin_logits, ground_logits, x)
+    landing = (x.state_bin[..., a] > 0) & (batch["next_bin"][..., a] == 0) & (x.bin_mask[..., a] > 0)
+    heights = torch.tensor(spec.surface_heights(), dtype=torch.float32)
+    stage = x.stage.long()[:, None, None].expand_as(landing)
+    on_surface = landing & torch.isfinite(heights[stage, batch["next_cat"][..., ground].long()])
+    assert on_surface.sum() > 20
+    y = lambda c: spec.denormalise("post_position_y", c[..., iy])
+    error = (y(snapped) - y(batch["next_cont"])).abs()[on_surface]
+    assert (error < 1e-3).float().mean() > 0.97, error
+    assert torch.equal(snapped[~on_surface], off[~on_surface])
+    # a character 20 units under a platform whose ground it last touched is not lifted onto it
+    under = x.replace(state_cont=x.state_cont.clone())
+    under.state_cont[..., iy] = (spec.normalise("post_position_y", heights[stage, batch["next_cat"][..., ground].long()]
+                                                - 20.0)).nan_to_num()
+    with torch.no_grad():
+        assert torch.equal(model._ground_snap(off, bin_logits, ground_logits, under), off)
+
+
+def test_geometry_inputs_place_a_player_on_the_stage():
+    """``geometry_inputs`` on hand-placed Battlefield positions: over the main stage, on a side platform, off the
+    stage; nothing on a stage without known geometry."""
+    from meleewm.data.starts import synthetic_inputs
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+    from meleewm.model.world import N_GEOMETRY_FEATURES
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, geometry_inputs=True))
+    x, _, _ = synthetic_inputs(spec, 31, [2, 20])   # Battlefield, Fox and Falco
+    ix, iy = spec.cont_index("post_position_x"), spec.cont_index("post_position_y")
+
+    def features(positions, stage=None):
+        cont = x.state_cont.clone()
+        for p, (px, py) in enumerate(positions):
+            cont[0, p, ix] = spec.normalise("post_position_x", px)
+            cont[0, p, iy] = spec.normalise("post_position_y", py)
+        at = x.replace(state_cont=cont, stage=x.stage if stage is None else torch.full_like(x.stage, stage))
+        return model.geometry_features(at)[0]
+
+    f = features([(0.0, 5.0), (30.0, 30.0)])
+    assert f.shape == (2, N_GEOMETRY_FEATURES)
+    # over the main stage 5 above it, 7.1 tens from the ledge, under no platform; blast zones far
+    torch.testing.assert_close(f[0, :5], torch.tensor([1.0, 0.5, 7.13079, 0.0, 0.0]).clamp(max=3), atol=1e-4, rtol=0)
+    # over the right platform (y 27.2 from x 20 to 57.6), 2.8 above it; the main stage 30 below
+    torch.testing.assert_close(f[1, :5], torch.tensor([1.0, 3.0, 4.13079, 1.0, 0.28]).clamp(max=3), atol=1e-4, rtol=0)
+    off = features([(150.0, -50.0), (-230.0, 0.0)])
+    torch.testing.assert_close(off[0], torch.tensor([0.0, 0.0, -3.0, 0.0, 0.0, 74 / 40, 58.8 / 40, 3.0]), atol=1e-4,
+                               rtol=0)
+    assert abs(float(off[1, 5]) + 6 / 40) < 1e-5    # past the left blast zone
+    assert not features([(0.0, 5.0), (30.0, 30.0)], stage=0).any()  # an unknown stage
