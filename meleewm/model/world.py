@@ -66,9 +66,9 @@ class WorldModelConfig:
     # item frames); the head's position is used for new items only. A free position residual of items was off by
     # 4 units a frame, teacher-forced, where holding the item still is off by 2: the loss barely sees it
     item_motion: bool = False
-    # A landing (airborne, then grounded by the model's own pick) puts y on the height of the picked surface when it
-    # has one height (``SURFACE_HEIGHTS``): every real landing on those surfaces is within 0.001 of it, while the
-    # model, landing a frame or two late, stood 2 to 10 units inside the stage and walked on there
+    # A landing (airborne, then grounded by the model's own pick) within 10 units of the picked surface puts y on its
+    # height when it has one (``SURFACE_HEIGHTS``): every real landing on those surfaces is within 0.001 of it, while
+    # the model, landing a frame or two late, stood 2 to 10 units inside the stage and walked on there
     ground_snap: bool = False
     # Where the stage is, as inputs: per player, the clearance above the main stage and the platform under it, the
     # margin to the ledge and to the blast zones (from the legal stages' geometry and the player's position). Melee
@@ -298,9 +298,9 @@ class WorldModel(nn.Module):
             stage = stage.unsqueeze(-1)
         height = self.surface_y[stage.expand_as(landing), ground_logits.argmax(-1)].to(cont.dtype)
         iy = self.position_index[1]
-        # from above, or from at most BODY_TOLERANCE below (99.6 % of real landings): a character under a platform
-        # whose last ground was that platform must not be lifted onto it
-        reachable = x.state_cont[..., iy] >= height - self.landing_tolerance
+        # within BODY_TOLERANCE of the surface the frame before (97 % of real landings): a pick of the wrong surface
+        # (the platform last stood on, while landing on the stage under it) must not lift or drop a character
+        reachable = (x.state_cont[..., iy] - height).abs() <= self.landing_tolerance
         snap = landing & torch.isfinite(height) & reachable
         y = torch.where(snap, height, cont[..., iy])
         return cont.index_copy(-1, self.position_columns[1:], y.unsqueeze(-1))

@@ -387,14 +387,16 @@ def test_a_landing_stands_on_the_surface_the_game_puts_it_on(real):
     assert on_surface.sum() > 20
     y = lambda c: spec.denormalise("post_position_y", c[..., iy])
     error = (y(snapped) - y(batch["next_cont"])).abs()[on_surface]
-    assert (error < 1e-3).float().mean() > 0.97, error
+    assert (error < 1e-3).float().mean() > 0.95, error
     assert torch.equal(snapped[~on_surface], off[~on_surface])
-    # a character 20 units under a platform whose ground it last touched is not lifted onto it
-    under = x.replace(state_cont=x.state_cont.clone())
-    under.state_cont[..., iy] = (spec.normalise("post_position_y", heights[stage, batch["next_cat"][..., ground].long()]
-                                                - 20.0)).nan_to_num()
-    with torch.no_grad():
-        assert torch.equal(model._ground_snap(off, bin_logits, ground_logits, under), off)
+    # a character 20 units under or over the surface it picks (the platform it last stood on, the stage under it)
+    # is neither lifted nor dropped onto it
+    for offset in (-20.0, 20.0):
+        away = x.replace(state_cont=x.state_cont.clone())
+        away.state_cont[..., iy] = (spec.normalise("post_position_y", heights[stage, batch["next_cat"][..., ground]
+                                                                              .long()] + offset)).nan_to_num()
+        with torch.no_grad():
+            assert torch.equal(model._ground_snap(off, bin_logits, ground_logits, away), off)
 
 
 def test_geometry_inputs_place_a_player_on_the_stage():
