@@ -49,7 +49,8 @@ def _style(name: str) -> dict[str, Any]:
 
 
 def _curve_plots(rollouts: RolloutSet, names: list[str]) -> list[tuple[str, str]]:
-    """Per-step error vs horizon, and the summary (mean over 1..K) with the reference and watchable bars."""
+    """Per-step error vs horizon (with the watchable bar at its step), and the summary (mean over 1..K) with the
+    reference's mean."""
     curves = {n: step_curves(rollouts.predictions[n], rollouts.truth) for n in names}
     cums = {n: cumulative_curves(rollouts.predictions[n], rollouts.truth) for n in names}
     _, h, _ = rollouts.shape
@@ -62,6 +63,9 @@ def _curve_plots(rollouts: RolloutSet, names: list[str]) -> list[tuple[str, str]
         ax = fig.add_subplot()
         for n in names:
             _plot_curve(ax, steps, curves[n][metric], n)
+        if metric in WATCHABLE and WATCHABLE["horizon"] <= h:
+            ax.plot([WATCHABLE["horizon"]], [WATCHABLE[metric]], "gv" if metric == "position_error" else "g^", ms=9,
+                    label="watchable bar")
         ax.set_xscale("log")
         out.append((f"{LABELS[metric]} vs horizon",
                     _finish(fig, ax, "step after warm-up (frames)", LABELS[metric], f"{LABELS[metric]} at each step")))
@@ -73,15 +77,6 @@ def _curve_plots(rollouts: RolloutSet, names: list[str]) -> list[tuple[str, str]
             _plot_curve(ax, steps[:kmax], cums[n][metric][:kmax], n)
         if REFERENCE_MEAN["k"] <= kmax:
             ax.plot([REFERENCE_MEAN["k"]], [REFERENCE_MEAN[metric]], "k*", ms=12, label="reference system")
-        wk = [k for k in WATCHABLE if k <= kmax]
-        if wk:
-            ax.plot(
-                wk,
-                [WATCHABLE[k][metric] for k in wk],
-                "gv" if metric == "position_error" else "g^",
-                ms=9,
-                label="watchable bar",
-            )
         out.append((f"summary {LABELS[metric]}", _finish(fig, ax, "K (mean over steps 1..K)", LABELS[metric],
                                                          f"summary: {LABELS[metric]} over steps 1..K")))
     return out

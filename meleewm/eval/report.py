@@ -228,6 +228,9 @@ def _rollout_html(metrics: Mapping[str, Any]) -> str:
         if metric in REFERENCE_AT:
             rows.append(["<i>reference system</i>"] + [format_value(REFERENCE_AT[metric], metric)
                                                        if h == REFERENCE_AT["horizon"] else "" for h in horizons])
+        if metric in WATCHABLE:
+            bar = (f"&lt; {WATCHABLE[metric]}" if metric == "position_error" else f"&gt; {WATCHABLE[metric]:.0%}")
+            rows.append(["<i>watchable bar</i>"] + [bar if h == WATCHABLE["horizon"] else "" for h in horizons])
         better = "higher is better" if metric in HIGHER_IS_BETTER else "lower is better"
         parts.append(
             f"<h3>{html.escape(LABELS[metric])} <small>({better})</small></h3>"
@@ -255,13 +258,6 @@ def _summary_html(metrics: Mapping[str, Any]) -> str:
         for k, m in cols
     ]
     rows.append(["<i>reference system (mean 1..20)</i>"] + ref)
-    bar = [
-        (f"&lt; {WATCHABLE[k][m]}" if m == "position_error" else f"&gt; {WATCHABLE[k][m]:.0%}")
-        if k in WATCHABLE and m in WATCHABLE[k]
-        else ""
-        for k, m in cols
-    ]
-    rows.append(["<i>watchable bar</i>"] + bar)
     return (
         "<p>Means over steps 1..K after warm-up, over starts and players: the numbers comparable with the "
         "reference system.</p>" + _table(header, rows)

@@ -7,8 +7,9 @@ alone and with the game rules), then compares the model with the baselines and t
   position error is 8.88 game units and its action accuracy 53.0%; its means over steps 1..20 are 4.80 and
   77.5%. The model's error at step 20 is read against the first pair, its mean over steps 1..20 against the
   second;
-- the **watchable bar**: mean position error < 3.0 over steps 1..10 and < 6.0 over 1..20, action accuracy
-  > 85% over 1..10 and > 70% over 1..20.
+- the **watchable bar** (issue 12), at step 20 like the reference's first pair: position error < 6.0 and action
+  accuracy > 70%. (It was once read off the means over 1..10 and 1..20, which a model 2.5 units and 8 points short
+  of it at step 20 met.)
 
 "Beats constant velocity at 5-20 frames" means a lower position error at each of the horizons 5, 10 and 20
 (those <= H).
@@ -23,10 +24,7 @@ from typing import Any
 # The reference system at step 20, and its mean over steps 1..20 (compare horizon with horizon, mean with mean).
 REFERENCE_AT = {"horizon": 20, "position_error": 8.88, "action_accuracy": 0.530}
 REFERENCE_MEAN = {"k": 20, "position_error": 4.80, "action_accuracy": 0.775}
-WATCHABLE = {
-    10: {"position_error": 3.0, "action_accuracy": 0.85},
-    20: {"position_error": 6.0, "action_accuracy": 0.70},
-}
+WATCHABLE = {"horizon": 20, "position_error": 6.0, "action_accuracy": 0.70}
 VERDICT_HORIZONS = (5, 10, 20)
 MODEL = "model"
 MODEL_WITH_RULES = "model_with_rules"
@@ -100,19 +98,16 @@ def verdict(metrics: Mapping[str, Any]) -> dict[str, Any]:
                 + ")."
             )
         out["beats_reference"] = all(verdicts)
-    if all(k in s for k in WATCHABLE):
-        fails = []
-        for k, bar in WATCHABLE.items():
-            if not _lt(s[k]["position_error"], bar["position_error"]):
-                fails.append(
-                    f"position error over 1..{k} is {format_value(s[k]['position_error'])} (bar < {bar['position_error']})"
-                )
-            acc = s[k]["action_accuracy"]
-            if acc is None or not acc > bar["action_accuracy"]:
-                fails.append(
-                    f"action accuracy over 1..{k} is {format_value(acc, 'action_accuracy')} "
-                    f"(bar > {bar['action_accuracy']:.0%})"
-                )
+    bar_at = model_h.get(WATCHABLE["horizon"])
+    if bar_at is not None:
+        k, fails = WATCHABLE["horizon"], []
+        if not _lt(bar_at["position_error"], WATCHABLE["position_error"]):
+            fails.append(f"position error at step {k} is {format_value(bar_at['position_error'])} "
+                         f"(bar < {WATCHABLE['position_error']})")
+        acc = bar_at["action_accuracy"]
+        if acc is None or not acc > WATCHABLE["action_accuracy"]:
+            fails.append(f"action accuracy at step {k} is {format_value(acc, 'action_accuracy')} "
+                         f"(bar > {WATCHABLE['action_accuracy']:.0%})")
         out["watchable"] = not fails
         lines.append("Watchable bar: met." if not fails else "Watchable bar: not met: " + "; ".join(fails) + ".")
 

@@ -74,6 +74,10 @@ class WorldModelConfig:
     # margin to the ledge and to the blast zones (from the legal stages' geometry and the player's position). Melee
     # lands, falls and KOs by these; from positions alone the model landed a frame or two late and fell through
     geometry_inputs: bool = False
+    # Per player, the margins to the side, bottom and top blast zones one frame ahead, at the input frame's velocity
+    # (units of 10, clipped). A real KO is the first frame past a zone, from a frame 1.3 units inside it (median):
+    # the geometry inputs' margin reads 0.03 there, and the model put the DEAD action on 5 of 60 KOs teacher-forced
+    blast_inputs: bool = False
 
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
@@ -110,9 +114,12 @@ class WorldModel(nn.Module):
         if config.age_embed_dim:  # one more row for an unknown age (a game without post_state_age)
             self.age_embedding = nn.Embedding(config.age_max + 2, config.age_embed_dim)
             width += 2 * config.age_embed_dim
-        if config.geometry_inputs:
+        if config.geometry_inputs or config.blast_inputs:
             self.register_buffer("stage_geometry", stage_geometry_table(spec), persistent=False)
+        if config.geometry_inputs:
             width += 2 * N_GEOMETRY_FEATURES
+        if config.blast_inputs:
+            width += 2 * N_BLAST_FEATURES
         self.input_proj = nn.Linear(width, config.d_model)
         if config.body == "mamba2":
             self.body = Mamba2(Mamba2Config(d_model=config.d_model, n_layer=config.n_layer, d_state=config.d_state,
@@ -198,18 +205,38 @@ class WorldModel(nn.Module):
             features.append(self.age_embedding(self.age_bucket(x.state_age)).flatten(-2))
         if self.config.geometry_inputs:
             features.append(self.geometry_features(x).to(cont.dtype).flatten(-2))
+        if self.config.blast_inputs:
+            features.append(self.blast_features(x).to(cont.dtype).flatten(-2))
         return self.input_proj(torch.cat(features, dim=-1))
 
-    def geometry_features(self, x: StepInput) -> torch.Tensor:
-        """``[*L, 2, N_GEOMETRY_FEATURES]``: each player's place on the stage, in units of 10 (clearances, the
-        ledge) or 40 (blast zones), clipped; zero on a stage without known geometry or without a position."""
+    def _positions_and_stage(self, x: StepInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw positions x, y ``[*L, 2]`` of the input frame and the stage geometry table's rows for them."""
         ix, iy = self.position_index
         px = x.state_cont[..., ix] * self.cont_std[ix] + self.cont_mean[ix]
         py = x.state_cont[..., iy] * self.cont_std[iy] + self.cont_mean[iy]
         stage = x.stage.long()
         while stage.dim() < px.dim():
             stage = stage.unsqueeze(-1)
-        g = self.stage_geometry[stage.expand_as(px)]          # [*L, 2, 7 + 3 * 3]
+        return px, py, self.stage_geometry[stage.expand_as(px)]          # [*L, 2, 7 + 3 * 3]
+
+    def blast_features(self, x: StepInput) -> torch.Tensor:
+        """``[*L, 2, N_BLAST_FEATURES]``: the margins to the side, bottom and top blast zones after one more frame at
+        the input frame's velocity (negative: past it), in units of 10, clipped to -1..3; zero on a stage without
+        known geometry or without a position."""
+        px, py, g = self._positions_and_stage(x)
+        airborne = (x.state_bin[..., self.airborne_index] * x.bin_mask[..., self.airborne_index]).to(px.dtype)
+        dx, dy = self._displacement(x.state_cont, airborne, x.cont_mask)
+        known, left, right, top, bottom = g[..., 0], g[..., 3], g[..., 4], g[..., 5], g[..., 6]
+        nx, ny = px + dx, py + dy
+        features = torch.stack([torch.minimum(nx - left, right - nx), ny - bottom, top - ny], dim=-1)
+        present = (known * x.cont_mask[..., self.position_index[1]].to(px.dtype)).unsqueeze(-1)
+        return torch.nan_to_num((features / 10).clamp(-1, 3)) * present
+
+    def geometry_features(self, x: StepInput) -> torch.Tensor:
+        """``[*L, 2, N_GEOMETRY_FEATURES]``: each player's place on the stage, in units of 10 (clearances, the
+        ledge) or 40 (blast zones), clipped; zero on a stage without known geometry or without a position."""
+        ix, iy = self.position_index
+        px, py, g = self._positions_and_stage(x)
         known, ledge, main_y, left, right, top, bottom = g[..., :7].unbind(-1)
         plat_y, plat_left, plat_right = g[..., 7::3], g[..., 8::3], g[..., 9::3]
         over_main = (px.abs() <= ledge).to(px.dtype)
@@ -268,21 +295,28 @@ class WorldModel(nn.Module):
             out["item_cont"] = item_cont
         return out
 
-    def _motion(self, cont: torch.Tensor, bin_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The displacement by the predicted velocities of the frame, added to positions (normalised units).
+    def _displacement(self, cont: torch.Tensor, p_air: torch.Tensor, mask: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw (dx, dy) by the velocities in ``cont`` (normalised), airborne with probability ``p_air``.
 
-        x moves by the air or the ground speed (blended by the predicted airborne probability) plus knockback;
-        y by its own speed plus knockback (with ``ground_motion``, in the air only: times that probability).
-        Games whose version lacks velocities get no motion term.
+        x moves by the air or the ground speed (blended by ``p_air``) plus knockback; y by its own speed plus
+        knockback (with ``ground_motion``, in the air only: times ``p_air``). Games whose version lacks velocities
+        do not move.
         """
         air_x, ground_x, knock_x, self_y, knock_y = (
             cont[..., i] * self.cont_std[i] + self.cont_mean[i] for i in self.velocity_index)
         present = mask[..., self.velocity_index[0]].to(cont.dtype)
-        p_air = torch.sigmoid(bin_logits[..., self.airborne_index].float()).to(cont.dtype)
         dx = (p_air * air_x + (1 - p_air) * ground_x + knock_x) * present
         dy = (self_y + knock_y) * present
         if self.config.ground_motion:
             dy = dy * p_air
+        return dx, dy
+
+    def _motion(self, cont: torch.Tensor, bin_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The displacement by the predicted velocities of the frame (airborne by the predicted probability), added
+        to positions (normalised units)."""
+        p_air = torch.sigmoid(bin_logits[..., self.airborne_index].float()).to(cont.dtype)
+        dx, dy = self._displacement(cont, p_air, mask)
         ix, iy = self.position_index
         moves = torch.stack([dx / self.cont_std[ix], dy / self.cont_std[iy]], dim=-1)
         return torch.zeros_like(cont).index_copy(-1, self.position_columns, moves)
@@ -335,6 +369,7 @@ class WorldModel(nn.Module):
 
 
 N_GEOMETRY_FEATURES = 8
+N_BLAST_FEATURES = 3
 
 
 def stage_geometry_table(spec: EncodingSpec) -> torch.Tensor:

@@ -202,3 +202,18 @@ def test_reference_is_compared_horizon_with_horizon_and_mean_with_mean():
     better = verdict({"rollout": {"model": [{**step20, "position_error": 8.0}]},
                       "summary": {"model": [{**mean20, "position_error": 4.5, "action_accuracy": 0.78}]}})
     assert better["beats_reference"] is True
+
+
+def test_watchable_bar_is_read_at_step_20_not_off_the_means():
+    """A model whose means over 1..10 and 1..20 are small but whose error at step 20 is 8.65 units (the fifth
+    session's bundled model: mean 4.13) is not watchable; one at 5.9 units and 71% at step 20 is."""
+    metrics = {"rollout": {"model": [{"horizon": h, "position_error": e, "action_accuracy": a}
+                                     for h, e, a in ((5, 1.7, 0.87), (10, 3.8, 0.77), (20, 8.65, 0.62))]},
+               "summary": {"model": [{"k": 10, "position_error": 1.9, "action_accuracy": 0.87},
+                                     {"k": 20, "position_error": 4.13, "action_accuracy": 0.78}]}}
+    v = verdict(metrics)
+    assert v["watchable"] is False
+    assert any("position error at step 20 is 8.65" in line and "action accuracy at step 20" in line
+               for line in v["lines"])
+    metrics["rollout"]["model"][2].update(position_error=5.9, action_accuracy=0.71)
+    assert verdict(metrics)["watchable"] is True

@@ -430,3 +430,38 @@ def test_geometry_inputs_place_a_player_on_the_stage():
                                rtol=0)
     assert abs(float(off[1, 5]) + 6 / 40) < 1e-5    # past the left blast zone
     assert not features([(0.0, 5.0), (30.0, 30.0)], stage=0).any()  # an unknown stage
+
+
+def test_blast_inputs_see_a_crossing_one_frame_ahead():
+    """``blast_inputs`` on hand-placed Battlefield states: 1 unit inside the right blast zone with a knockback of 3
+    to the right reads 2 units past it next frame; falling 0.5 above the bottom zone at 2 a frame reads 1.5 past
+    it; a still character in the middle reads the clip; nothing on a stage without known geometry."""
+    from meleewm.data.starts import synthetic_inputs
+    from meleewm.melee.stages import geometry
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+    from meleewm.model.world import N_BLAST_FEATURES
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, blast_inputs=True,
+                                              ground_motion=True))
+    x, _, _ = synthetic_inputs(spec, 31, [2, 20])   # Battlefield, Fox and Falco
+    g = geometry(31)
+    airborne = spec.bin_index("airborne")
+
+    def at(values: dict, player: int = 0, stage=None):
+        cont, binary = x.state_cont.clone(), x.state_bin.clone()
+        for name, value in values.items():
+            cont[0, player, spec.cont_index(name)] = spec.normalise(name, value)
+        binary[0, player, airborne] = 1
+        return x.replace(state_cont=cont, state_bin=binary,
+                         stage=x.stage if stage is None else torch.full_like(x.stage, stage))
+
+    launched = at({"post_position_x": g.blast_right - 1.0, "post_position_y": 40.0, "post_velocities_knockback_x": 3.0})
+    f = model.blast_features(launched)[0]
+    assert f.shape == (2, N_BLAST_FEATURES)
+    torch.testing.assert_close(f[0, 0], torch.tensor(-0.2), atol=1e-3, rtol=0)
+    falling = at({"post_position_x": 0.0, "post_position_y": g.blast_bottom + 0.5, "post_velocities_self_y": -2.0})
+    torch.testing.assert_close(model.blast_features(falling)[0, 0, 1], torch.tensor(-0.15), atol=1e-3, rtol=0)
+    still = at({"post_position_x": 0.0, "post_position_y": 0.0})
+    torch.testing.assert_close(model.blast_features(still)[0, 0], torch.full((3,), 3.0))
+    assert not model.blast_features(at({"post_position_x": 0.0}, stage=0)).any()

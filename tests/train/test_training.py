@@ -210,3 +210,63 @@ def test_event_weight_counts_hits_and_kos_more(train_data, tmp_path):
     assert all(torch.allclose(calm_plain[k], calm_weighted[k]) for k in calm_plain)
     with pytest.raises(ValueError, match="event_weight"):
         LossConfig(event_weight=0.5)
+
+
+def test_gated_regression_learns_the_value_of_a_change_only(train_data, tmp_path):
+    """``loss.gated_regression``: the head's value is scored only on entries of real games whose gate target is
+    that value, so what it predicts where the field stays (or falls to 0) changes nothing, and a change the gate
+    cannot see is scored exactly as without the option."""
+    from meleewm.model.losses import LossConfig
+    from meleewm.model.world import GATE_FREE, gate_classes
+
+    trainer = Trainer(train_data, tiny_config("model.cont_gate=true"), tmp_path / "gated", progress=False)
+    windows = trainer.train_windows
+    windows.set_epoch(0)
+    batch = default_collate([windows[i] for i in range(min(8, len(windows)))])
+    model, names = trainer.model.eval(), trainer.model.cat_names
+    with torch.no_grad():
+        pred = model(StepInput.from_window(batch))
+    classes = gate_classes(batch["next_cont"], batch["state_cont"], model.cont_zero)
+    changed = (classes == GATE_FREE) & batch["next_cont_mask"]
+    assert 0 < changed.float().mean() < 1   # real games hold both kinds of entries
+
+    def cont_loss(config, p):
+        return head_losses(p, batch, names, config, model.cont_delta_scale, model.cont_zero)["cont"]
+
+    gated = LossConfig(gated_regression=True)
+    far = dict(pred, cont_free=torch.where(changed, pred["cont_free"], pred["cont_free"] + 100.0))
+    assert torch.allclose(cont_loss(gated, far), cont_loss(gated, pred))
+    assert cont_loss(LossConfig(), far) > cont_loss(LossConfig(), pred)   # without it, those entries count
+    exact = dict(pred, cont_free=torch.where(changed, batch["next_cont"], pred["cont_free"] + 100.0))
+    assert cont_loss(gated, exact) == 0 < cont_loss(gated, pred)
+    ungated = {k: v for k, v in pred.items() if k != "gate_logits"}
+    with pytest.raises(ValueError, match="cont_gate"):
+        cont_loss(gated, ungated)
+
+
+def test_ko_weight_counts_only_the_frames_of_a_ko(train_data, tmp_path):
+    """``loss.ko_weight``: windows of real games around their KOs; only the KO frames' losses grow (the stocks
+    head's among them), and with those frames' stock change undone the weighted and plain losses are equal."""
+    from meleewm.model.losses import LossConfig, ko_frames
+
+    trainer = Trainer(train_data, tiny_config("data.ko_windows=1.0"), tmp_path / "kos", progress=False)
+    windows = trainer.train_windows
+    kos = windows.kos[:4]
+    assert len(kos) > 0
+    batch = default_collate([windows.sample_at(int(g), max(0, int(f) - 100), 200) for g, f in kos])
+    found = ko_frames(batch)
+    assert found.any(-1).all() and found.float().mean() < 0.05   # each window holds its KO, and KOs are rare
+    model, names = trainer.model.eval(), trainer.model.cat_names
+
+    def losses(config, b):
+        with torch.no_grad():
+            return head_losses(model(StepInput.from_window(b)), b, names, config, model.cont_delta_scale)
+
+    plain, weighted = losses(LossConfig(), batch), losses(LossConfig(ko_weight=50.0), batch)
+    assert weighted["cat/post_stocks"] > plain["cat/post_stocks"]
+    calm = dict(batch, next_cat=torch.where(found[..., None, None], batch["state_cat"], batch["next_cat"]))
+    assert not ko_frames(calm).any()
+    calm_plain, calm_weighted = losses(LossConfig(), calm), losses(LossConfig(ko_weight=50.0), calm)
+    assert all(torch.allclose(calm_plain[k], calm_weighted[k]) for k in calm_plain)
+    with pytest.raises(ValueError, match="ko_weight"):
+        LossConfig(ko_weight=0.0)
