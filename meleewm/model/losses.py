@@ -33,7 +33,7 @@ class LossConfig:
     # where a player's percent rises or stocks change count this many times in every head's loss but the items'.
     event_weight: float = 1.0
     # KOs alone (a player's stock count changes: about 0.07% of frames, a hundredth of the hits) count this many times
-    # more, on top of ``event_weight``: at 1 the bundled model put the lost stock on 0 of 98 validation KOs
+    # more, on top of ``event_weight``: at 1 the model of commit 3bdfd4b put the lost stock on 0 of 98 validation KOs
     ko_weight: float = 1.0
     # With the continuous gate: the head's value learns only from entries whose gate target is that value (the field
     # changed, and not to 0). On every entry, a hit's percent regressed to +0.14 % (real: +7.9 %) and knockback to
