@@ -198,6 +198,7 @@ def eval_command(
     idle_frames: int = typer.Option(1800, min=2, help="frames of the idle test (1800 = 30 s)"),
     timing_starts: int = typer.Option(120, min=0, help="real action onsets in the action-timing measure (0: skip)"),
     event_starts: int = typer.Option(60, min=0, help="real KOs, and as many hits, to start before (0: skip)"),
+    event_lead: int = typer.Option(60, min=1, help="frames before each real KO or hit that its rollout starts"),
 ) -> None:
     """Rollout quality against persistence and constant velocity, and what a player notices (idle test, move
     timing, KOs and hits, rules of the game), for the model alone and with the game rules: metrics.json and
@@ -212,7 +213,8 @@ def eval_command(
     checkpoint = _resolve_model(model)
     out = out or (checkpoint.parent / "eval" if checkpoint.name in ("best.pt", "last.pt") else Path("eval"))
     settings = EvalSettings(starts=starts, horizon=horizon, warmup=warmup, seed=seed, idle_pairs=idle_pairs,
-                            idle_frames=idle_frames, timing_starts=timing_starts, event_starts=event_starts)
+                            idle_frames=idle_frames, timing_starts=timing_starts, event_starts=event_starts,
+                            event_lead=event_lead)
     with Progress(TextColumn("[bold]eval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=console) as progress:
         task = progress.add_task("eval", total=starts * (2 + len(compare)))

@@ -175,7 +175,8 @@ def _events_html(metrics: Mapping[str, Any]) -> str:
     if not e:
         return "<p>Not run (--event-starts 0).</p>"
     cols = ("events", "hits", "misses", "false_alarms", "detection_rate", "mean_offset")
-    parts = [f"<p>Rollouts start {e['lead']} frames before each real event (real controllers fed).</p>"]
+    parts = [f"<p>Rollouts start {e['lead']} frame{'' if e['lead'] == 1 else 's'} before each real event (real "
+             "controllers fed).</p>"]
     for kind, title in (("ko", "KOs (a stock lost)"), ("hit", "hits (percent up)")):
         section = e.get(kind) or {}
         names = [n for n in ("real", MODEL, MODEL_WITH_RULES) if n in section]

@@ -45,7 +45,7 @@ from meleewm.eval.metrics import (
 )
 from meleewm.eval.plausibility import plausibility, seen_actions
 from meleewm.eval.report import EvalResult, write_report
-from meleewm.eval.scenarios import IDLE_FRAMES, IDLE_PAIRS, action_timing, event_detection, idle_test
+from meleewm.eval.scenarios import EVENT_LEAD, IDLE_FRAMES, IDLE_PAIRS, action_timing, event_detection, idle_test
 from meleewm.model.checkpoint import file_hash, load_model
 from meleewm.model.measures import teacher_forced_metrics
 from meleewm.model.rollout import rollout, rollout_batch, rollout_starts
@@ -70,6 +70,7 @@ class EvalSettings:
     idle_frames: int = IDLE_FRAMES
     timing_starts: int = 120     # action onsets in the action-timing measure (0 skips it)
     event_starts: int = 60       # real KOs, and as many real hits, in the event-conditioned measure (0 skips it)
+    event_lead: int = EVENT_LEAD  # frames before each real event that its rollout starts
 
 
 def evaluate(
@@ -321,7 +322,7 @@ def run_eval(checkpoint: str | Path, data: str | Path, out_dir: str | Path, *, s
                                                  warmup=settings.warmup, seed=settings.seed)
     if settings.event_starts > 0:
         metrics["events"] = event_detection(model, windows, predictors, count=settings.event_starts,
-                                            warmup=settings.warmup, seed=settings.seed)
+                                            warmup=settings.warmup, seed=settings.seed, lead=settings.event_lead)
     meta = {"checkpoint": str(checkpoint), "checkpoint_hash": file_hash(checkpoint),
             "dataset": str(dataset.root), "dataset_hash": dataset_hash(eval_ids),
             "games": len(eval_ids), "split": "games" if games else split, "starts": len(starts),

@@ -255,8 +255,10 @@ def _events(kind: str, stocks: np.ndarray, percent: np.ndarray) -> np.ndarray:
     return np.diff(percent, axis=1) >= HIT_MIN_PERCENT
 
 
-def event_starts(windows: WindowDataset, kind: str, *, count: int, warmup: int, seed: int = 0):
-    """(game, window start, player, step of the event) for up to ``count`` real KOs or hits (seeded sample)."""
+def event_starts(windows: WindowDataset, kind: str, *, count: int, warmup: int, seed: int = 0,
+                 lead: int = EVENT_LEAD):
+    """(game, window start, player) for up to ``count`` real KOs or hits (seeded sample), each window starting
+    ``warmup + lead`` frames before its event."""
     cache, spec = windows.cache, windows.cache.spec
     i_stocks, i_percent = spec.cat_index("post_stocks"), spec.cont_index("post_percent")
     stocks_lut = spec.decode_lut("post_stocks")
@@ -269,7 +271,7 @@ def event_starts(windows: WindowDataset, kind: str, *, count: int, warmup: int, 
         events = _events(kind, stocks, percent)[0]                       # event at frame t + 1
         for t, p in zip(*np.nonzero(events)):
             frame = int(t) + 1
-            s = frame - warmup - EVENT_LEAD
+            s = frame - warmup - lead
             if s >= 0 and frame + EVENT_AFTER + 2 < length:
                 found.append((int(g), s, int(p)))
     rng = np.random.default_rng(seed)
@@ -301,14 +303,18 @@ def match_events(true: np.ndarray, predicted: np.ndarray, centre: int, player: n
 
 @torch.no_grad()
 def event_detection(model: WorldModel, windows: WindowDataset, predictors: Sequence[Predictor], *, count: int,
-                    warmup: int, seed: int = 0, batch_size: int = 64, progress: Callable | None = None) -> dict:
-    """KOs (within ±KO_TOLERANCE frames) and hits (±HIT_TOLERANCE) from EVENT_LEAD frames before each real one,
-    real controllers fed: per predictor, hits, misses and false alarms."""
-    horizon = EVENT_LEAD + EVENT_AFTER + 1
+                    warmup: int, seed: int = 0, lead: int = EVENT_LEAD, batch_size: int = 64,
+                    progress: Callable | None = None) -> dict:
+    """KOs (within ±KO_TOLERANCE frames) and hits (±HIT_TOLERANCE) from ``lead`` frames before each real one,
+    real controllers fed: per predictor, hits, misses and false alarms. A short lead asks whether the model sees
+    the event coming; the default, whether a rollout gets there."""
+    if lead < 1:
+        raise ValueError(f"the event lead must be at least 1 frame, got {lead}")
+    horizon = lead + EVENT_AFTER + 1
     spec = model.spec
-    out: dict = {"lead": EVENT_LEAD, "after": EVENT_AFTER}
+    out: dict = {"lead": lead, "after": EVENT_AFTER}
     for kind, tolerance in (("ko", KO_TOLERANCE), ("hit", HIT_TOLERANCE)):
-        starts = event_starts(windows, kind, count=count, warmup=warmup, seed=seed)
+        starts = event_starts(windows, kind, count=count, warmup=warmup, seed=seed, lead=lead)
         section: dict = {"tolerance": tolerance, "starts": len(starts)}
         if not starts:
             out[kind] = section
@@ -330,8 +336,8 @@ def event_detection(model: WorldModel, windows: WindowDataset, predictors: Seque
         true_events = np.concatenate(truth)
         players = np.array([p for _, _, p in starts])
         for name, _ in predictors:
-            section[name] = match_events(true_events, np.concatenate(predicted[name]), EVENT_LEAD, players, tolerance)
-        section["real"] = match_events(true_events, true_events, EVENT_LEAD, players, tolerance)
+            section[name] = match_events(true_events, np.concatenate(predicted[name]), lead, players, tolerance)
+        section["real"] = match_events(true_events, true_events, lead, players, tolerance)
         out[kind] = section
     return out
 

@@ -162,8 +162,9 @@ def player_lines(metrics: Mapping[str, Any]) -> list[str]:
         if MODEL in section:
             parts = [f"{label} {section[n]['hits']} of {section[n]['events']} ({section[n]['false_alarms']} false alarms)"
                      for n, label in ROLLOUT_LABELS if n in section]
-            lines.append(f"Real {words} predicted within ±{section['tolerance']} frames, from {events['lead']} frames "
-                         f"before: " + "; ".join(parts) + ".")
+            lead = events["lead"]
+            lines.append(f"Real {words} predicted within ±{section['tolerance']} frames, from {lead} "
+                         f"frame{'' if lead == 1 else 's'} before: " + "; ".join(parts) + ".")
     items = metrics.get("items") or {}
     if MODEL in items:
         labels = [(n, label) for n, label in (*ROLLOUT_LABELS, ("persistence", "persistence")) if n in items]

@@ -135,3 +135,27 @@ def test_eval_of_games_shorter_than_a_window(trained, tmp_path):
     assert not metrics.get("teacher_forced") and "1000000 frames" in meta["teacher_forced"]
     assert meta["starts"] == 2 and metrics["summary"]["model"], metrics["summary"]
     assert "Not computed" in (tmp_path / "short" / "report.html").read_text()
+
+
+def test_event_lead_starts_each_rollout_that_many_frames_before_its_event(trained):
+    """``event_lead`` on real games: the real games' own series put every KO and hit exactly ``lead`` steps into
+    its rollout (caught, with no false alarm and no offset), for a lead of 1 as for the default 60; a lead below 1
+    is refused."""
+    from meleewm.eval.scenarios import event_detection
+
+    data, checkpoint = trained
+    model = load_model(checkpoint).model
+    dataset = Dataset(data)
+    game_ids = [g["game_id"] for g in dataset.games.to_pylist()]
+    windows = WindowDataset(build_cache(dataset, model.spec, game_ids, progress=False), 64, random_phase=False)
+    for lead in (1, 60):
+        events = event_detection(model, windows, [("model", None)], count=4, warmup=SETTINGS.warmup, lead=lead)
+        assert events["lead"] == lead
+        assert events["hit"]["starts"] == 4   # five real games hold many hits
+        for kind in ("ko", "hit"):
+            if events[kind]["starts"]:
+                real = events[kind]["real"]
+                assert real["hits"] == real["events"] == events[kind]["starts"] and real["false_alarms"] == 0
+                assert real["mean_offset"] == 0
+    with pytest.raises(ValueError, match="lead"):
+        event_detection(model, windows, [("model", None)], count=1, warmup=SETTINGS.warmup, lead=0)
