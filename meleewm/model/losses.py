@@ -68,12 +68,12 @@ def ko_frames(batch: dict) -> torch.Tensor:
             & batch["next_cat_mask"][..., STOCKS_COLUMN] & batch["cat_mask"][..., STOCKS_COLUMN]).any(-1)
 
 
-def event_frames(batch: dict) -> torch.Tensor:
+def event_frames(batch: dict, kos: torch.Tensor | None = None) -> torch.Tensor:
     """[B, T] True where a player's percent rises (a hit; normalisation keeps the order of raw values) or
-    stocks change (a KO) from the input frame to the target."""
+    stocks change (a KO, ``kos`` when the caller has :func:`ko_frames` already) from the input frame to the target."""
     percent_up = ((batch["next_cont"][..., PERCENT_COLUMN] > batch["state_cont"][..., PERCENT_COLUMN])
                   & batch["next_cont_mask"][..., PERCENT_COLUMN] & batch["cont_mask"][..., PERCENT_COLUMN])
-    return percent_up.any(-1) | ko_frames(batch)
+    return percent_up.any(-1) | (ko_frames(batch) if kos is None else kos)
 
 
 def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfig,
@@ -88,8 +88,8 @@ def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfi
     """
     weight = None
     if config.event_weight != 1 or config.ko_weight != 1:
-        weight = (1 + (config.event_weight - 1) * event_frames(batch).float()
-                  + (config.ko_weight - 1) * ko_frames(batch).float())
+        kos = ko_frames(batch)
+        weight = 1 + (config.event_weight - 1) * event_frames(batch, kos).float() + (config.ko_weight - 1) * kos.float()
     scale = cont_scale.float()
     pred_cont, true_cont = pred.get("cont_free", pred["cont"]).float() / scale, batch["next_cont"].float() / scale
     if config.continuous == "mse":

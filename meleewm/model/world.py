@@ -203,41 +203,43 @@ class WorldModel(nn.Module):
                                        x.state_item_cont.to(cont.dtype)], dim=-1).flatten(-2))
         if self.config.age_embed_dim:
             features.append(self.age_embedding(self.age_bucket(x.state_age)).flatten(-2))
-        if self.config.geometry_inputs:
-            features.append(self.geometry_features(x).to(cont.dtype).flatten(-2))
-        if self.config.blast_inputs:
-            features.append(self.blast_features(x).to(cont.dtype).flatten(-2))
+        if self.config.geometry_inputs or self.config.blast_inputs:
+            place = self._place(x)   # shared by both: a step's inputs are on the play tick's budget
+            if self.config.geometry_inputs:
+                features.append(self.geometry_features(x, place).to(cont.dtype).flatten(-2))
+            if self.config.blast_inputs:
+                features.append(self.blast_features(x, place).to(cont.dtype).flatten(-2))
         return self.input_proj(torch.cat(features, dim=-1))
 
-    def _positions_and_stage(self, x: StepInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Raw positions x, y ``[*L, 2]`` of the input frame and the stage geometry table's rows for them."""
-        ix, iy = self.position_index
-        px = x.state_cont[..., ix] * self.cont_std[ix] + self.cont_mean[ix]
-        py = x.state_cont[..., iy] * self.cont_std[iy] + self.cont_mean[iy]
+    def _place(self, x: StepInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Raw positions x, y ``[*L, 2]`` of the input frame, the stage geometry table's rows for them
+        ``[*L, 2, 7 + 3 * 3]``, and ``[*L, 2, 1]``: 1 where the stage's geometry and the position are known."""
+        iy = self.position_index[1]
+        px, py = (x.state_cont[..., i] * self.cont_std[i] + self.cont_mean[i] for i in self.position_index)
         stage = x.stage.long()
         while stage.dim() < px.dim():
             stage = stage.unsqueeze(-1)
-        return px, py, self.stage_geometry[stage.expand_as(px)]          # [*L, 2, 7 + 3 * 3]
+        g = self.stage_geometry[stage.expand_as(px)]
+        return px, py, g, (g[..., 0] * x.cont_mask[..., iy].to(px.dtype)).unsqueeze(-1)
 
-    def blast_features(self, x: StepInput) -> torch.Tensor:
+    def blast_features(self, x: StepInput, place=None) -> torch.Tensor:
         """``[*L, 2, N_BLAST_FEATURES]``: the margins to the side, bottom and top blast zones after one more frame at
         the input frame's velocity (negative: past it), in units of 10, clipped to -1..3; zero on a stage without
-        known geometry or without a position."""
-        px, py, g = self._positions_and_stage(x)
+        known geometry or without a position. ``place`` is :meth:`_place` of ``x`` when the caller has it."""
+        px, py, g, present = place or self._place(x)
         airborne = (x.state_bin[..., self.airborne_index] * x.bin_mask[..., self.airborne_index]).to(px.dtype)
         dx, dy = self._displacement(x.state_cont, airborne, x.cont_mask)
-        known, left, right, top, bottom = g[..., 0], g[..., 3], g[..., 4], g[..., 5], g[..., 6]
+        left, right, top, bottom = g[..., 3:7].unbind(-1)
         nx, ny = px + dx, py + dy
         features = torch.stack([torch.minimum(nx - left, right - nx), ny - bottom, top - ny], dim=-1)
-        present = (known * x.cont_mask[..., self.position_index[1]].to(px.dtype)).unsqueeze(-1)
         return torch.nan_to_num((features / 10).clamp(-1, 3)) * present
 
-    def geometry_features(self, x: StepInput) -> torch.Tensor:
+    def geometry_features(self, x: StepInput, place=None) -> torch.Tensor:
         """``[*L, 2, N_GEOMETRY_FEATURES]``: each player's place on the stage, in units of 10 (clearances, the
-        ledge) or 40 (blast zones), clipped; zero on a stage without known geometry or without a position."""
-        ix, iy = self.position_index
-        px, py, g = self._positions_and_stage(x)
-        known, ledge, main_y, left, right, top, bottom = g[..., :7].unbind(-1)
+        ledge) or 40 (blast zones), clipped; zero on a stage without known geometry or without a position.
+        ``place`` is :meth:`_place` of ``x`` when the caller has it."""
+        px, py, g, present = place or self._place(x)
+        ledge, main_y, left, right, top, bottom = g[..., 1:7].unbind(-1)
         plat_y, plat_left, plat_right = g[..., 7::3], g[..., 8::3], g[..., 9::3]
         over_main = (px.abs() <= ledge).to(px.dtype)
         under = (px.unsqueeze(-1) >= plat_left) & (px.unsqueeze(-1) <= plat_right) & (
@@ -249,7 +251,6 @@ class WorldModel(nn.Module):
             over_platform, over_platform * (clearance / 10).clamp(-3, 3),
             (torch.minimum(px - left, right - px) / 40).clamp(-1, 3), ((py - bottom) / 40).clamp(-1, 3),
             ((top - py) / 40).clamp(-1, 3)], dim=-1)
-        present = (known * x.cont_mask[..., iy].to(px.dtype)).unsqueeze(-1)
         return torch.nan_to_num(features) * present
 
     def age_bucket(self, age: torch.Tensor) -> torch.Tensor:
