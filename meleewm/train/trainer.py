@@ -63,11 +63,13 @@ class TrainResult:
     num_params: int = 0
 
 
-def _distributed() -> tuple[int, int]:
+def _distributed() -> tuple[int, int, bool]:
+    """(rank, world size, whether this call started the process group) under torchrun; (0, 1, False) alone."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
+    started = world > 1 and not dist.is_initialized()
+    if started:
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), dist.get_world_size()) if world > 1 else (0, 1)
+    return (dist.get_rank(), dist.get_world_size(), started) if world > 1 else (0, 1, False)
 
 
 def _device(config: TrainConfig, rank: int) -> torch.device:
@@ -164,7 +166,7 @@ class Trainer:
                  progress: bool = True, on_epoch=None, on_step=None):
         self.config, self.out_dir, self.progress = config, Path(out_dir), progress
         self.on_epoch, self.on_step = on_epoch, on_step  # callbacks (trainer, values): run cards use them
-        self.rank, self.world = _distributed()
+        self.rank, self.world, self._owns_process_group = _distributed()
         self.device = _device(config, self.rank)
         self.is_main = self.rank == 0
         if config.data.batch_size % self.world:
@@ -413,6 +415,10 @@ class Trainer:
             logger.close()
         if self.world > 1:
             dist.barrier()
+        if self._owns_process_group:
+            # A process that exits with Gloo's threads still up can abort at interpreter exit ("terminate called
+            # without an active exception"): seen once in CI on rank 1 of the torchrun test, after a finished run.
+            dist.destroy_process_group()
         return TrainResult(self.out_dir, self.step, self.epoch, stop_reason, self.best_metric, last_metrics,
                            self.history, time.perf_counter() - started, self.model.num_params())
 
