@@ -240,7 +240,7 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="destination, e.g. models/meleewm-small.pt"),
     switch: list[str] = typer.Option([], "--switch", metavar="OPTION=true|false",
                                      help="an option that adds no weights (ground_motion, item_motion, "
-                                          "ground_snap, player_items_only)"),
+                                          "ground_snap, body_landing, respawn_snap, player_items_only)"),
 ) -> None:
     """Write a play/eval-only copy of a checkpoint (no optimizer state): what gets bundled."""
     from meleewm.model.checkpoint import export_model

@@ -28,6 +28,7 @@ class DataConfig:
     items: bool = False            # item slots in the encoding (read and predicted)
     item_slots: int = 8
     player_items_only: bool = False  # items a player owns only: stage items (Yoshi's Story's Shy Guys) left out
+    age_by_rule: bool = False      # the state_age input counted as in closed loop (EncodingSpec.age_by_rule)
     ko_windows: float = 0.0        # extra training windows per KO and epoch, around the KO (rare-event oversampling)
     num_workers: int = 0
     store: str = "cache"           # "cache": one memory-mapped encoded cache; "sharded": compact shards, streamed

@@ -109,7 +109,7 @@ class EncodedGame:
     cat: np.ndarray              # [F, 2, n_cat] int32 vocabulary indices (0 = UNKNOWN)
     cat_mask: np.ndarray         # [F, 2, n_cat] bool
     ctrl: np.ndarray             # [F, 2, n_ctrl] float32, controllers of that frame (pre-frame fields)
-    state_age: np.ndarray        # [F, 2] float32 raw post_state_age (NaN where null); not a model input
+    state_age: np.ndarray        # [F, 2] float32 post_state_age, recorded or counted (spec.age_by_rule); NaN: unknown
     const_stage: int             # stage vocabulary index
     const_chars: np.ndarray      # [2] int64 character (select-screen id) vocabulary indices
     item_present: np.ndarray | None = None  # [F, S] uint8
@@ -153,6 +153,18 @@ def apply_state_age_rule(prev_action, prev_age, new_action):
         import torch
         return torch.where(same, prev_age + 1, torch.zeros_like(prev_age))
     return np.where(same, np.asarray(prev_age) + 1, 0).astype(np.asarray(prev_age).dtype, copy=False)
+
+
+def frames_in_action(actions: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """``post_state_age`` as :func:`apply_state_age_rule` counts it along a game, ``[F, P]`` float32: 0 on the first
+    frame and wherever the action changes, else the previous age + 1; NaN where the action is unknown (the next known
+    one starts again at 0)."""
+    actions, valid = np.asarray(actions), np.asarray(valid, bool)
+    frames = np.arange(len(actions))[:, None]
+    starts = np.ones(actions.shape, bool)
+    starts[1:] = (actions[1:] != actions[:-1]) | ~valid[:-1]
+    last_start = np.maximum.accumulate(np.where(starts, frames, 0), axis=0)
+    return np.where(valid, frames - last_start, np.nan).astype(np.float32)
 
 
 def _lookup(values: np.ndarray, vocab: np.ndarray) -> np.ndarray:
@@ -264,6 +276,10 @@ class EncodingSpec:
     # Only items a player owns (projectiles, turnips, thrown items): stage items such as Yoshi's Story's Shy Guys
     # left out. A character standing still beside Shy Guys for 20 s is beyond what the games teach (docs/design.md).
     player_items_only: bool = False
+    # The state_age input counted as closed loop counts it (:func:`frames_in_action`), not as recorded: recorded ages
+    # start at 1 on about half of the actions and read -1 through a death, so a model trained on them met ages in
+    # closed loop that it never saw, one frame off, and could not time a respawn (docs/design.md).
+    age_by_rule: bool = False
     item_type_vocab: list[int] = field(default_factory=list)
     item_stats: dict[str, list[float]] = field(default_factory=dict)  # ITEM_CONT_FIELDS -> [mean, std]
     fit_info: dict[str, Any] = field(default_factory=dict)            # games and frames fitted on (not compared)
@@ -323,6 +339,7 @@ class EncodingSpec:
             "fit_info": dict(self.fit_info),
             # Only when set, so that the specs (and cache keys) written before the option stay the same.
             **({"player_items_only": True} if self.player_items_only else {}),
+            **({"age_by_rule": True} if self.age_by_rule else {}),
         }
 
     @classmethod
@@ -344,6 +361,7 @@ class EncodingSpec:
             item_type_vocab=[int(x) for x in d["item_type_vocab"]],
             item_stats={f: [float(x) for x in v] for f, v in d["item_stats"].items()},
             player_items_only=bool(d.get("player_items_only", False)),
+            age_by_rule=bool(d.get("age_by_rule", False)),
             fit_info=dict(d.get("fit_info", {})), version=int(d["version"]),
         )
 
@@ -365,9 +383,9 @@ class EncodingSpec:
         if a["version"] != b["version"]:
             problems.append(f"version: {what[0]} {a['version']}, {what[1]} {b['version']}")
         for key in ("cont_fields", "binary_fields", "cat_fields", "ctrl_fields", "stage_vocab", "char_vocab",
-                    "items", "item_slots", "item_type_vocab", "player_items_only"):
+                    "items", "item_slots", "item_type_vocab", "player_items_only", "age_by_rule"):
             if a.get(key) != b.get(key):
-                problems.append(f"{key}: {_describe(a[key], b[key], what)}")
+                problems.append(f"{key}: {_describe(a.get(key), b.get(key), what)}")
         for f in sorted(set(a["vocabs"]) | set(b["vocabs"])):
             va, vb = a["vocabs"].get(f), b["vocabs"].get(f)
             if va != vb:
@@ -606,7 +624,10 @@ class EncodingSpec:
         frame_ids, ports, values, valid = read_player_columns(dataset, game_id, STATE_COLUMNS + CTRL_COLUMNS)
         state = self.encode_state_columns(values, valid)
         ctrl = self.encode_ctrl_columns(values, valid)
-        state_age = np.where(valid["post_state_age"], values["post_state_age"], np.nan).astype(np.float32)
+        if self.age_by_rule:
+            state_age = frames_in_action(values["post_state"], valid["post_state"])
+        else:
+            state_age = np.where(valid["post_state_age"], values["post_state_age"], np.nan).astype(np.float32)
         record = dataset.game(game_id)
         by_port = {p["port"]: p["character"] for p in record["players"]}
         stage, chars = self.encode_constants(record["stage"], [by_port.get(p, -1) for p in ports])
@@ -749,7 +770,7 @@ class EncodingSpec:
         return out
 
     def decode_game(self, game: EncodedGame) -> dict[str, np.ndarray]:
-        """The raw-unit state of every frame of an encoded game (with the recorded state_age), ``[F, 2]``."""
+        """The raw-unit state of every frame of an encoded game (with its encoded state_age), ``[F, 2]``."""
         out = self.decode_state(game.cont, game.binary, game.cat)
         out["post_state_age"] = np.asarray(game.state_age)
         return out

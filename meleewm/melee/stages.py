@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from meleewm.melee.actions import HALO_DESCENT_FRAMES
+
 STAGE_NAMES: dict[int, str] = {
     2: "Fountain of Dreams",
     3: "Pokémon Stadium",
@@ -168,6 +170,15 @@ RESPAWN_POINTS: dict[int, tuple[tuple[float, float], tuple[float, float]]] = {
 }
 HALO_DESCENT_SPEED: dict[int, float] = {FINAL_DESTINATION: 1.15, BATTLEFIELD: 0.9333, YOSHIS_STORY: 1.0967,
                                         DREAM_LAND: 1.763, POKEMON_STADIUM: 1.0, FOUNTAIN_OF_DREAMS: 0.8125}
+
+
+def halo_start(stage_id: int) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """Where each player (0 = the lower port) appears on the first frame of ON_HALO_DESCENT: above the resting point
+    by the 59 steps of descent still to come. None for a stage without respawn facts."""
+    if stage_id not in RESPAWN_POINTS:
+        return None
+    rise = HALO_DESCENT_SPEED[stage_id] * (HALO_DESCENT_FRAMES - 1)
+    return tuple((x, y + rise) for x, y in RESPAWN_POINTS[stage_id])
 
 # The solid body of the main stage: between the ledges (less an inset, where ledge hangs and recoveries hug the
 # stage's tapered sides) and from a little below the surface (a character's position dips up to ~8 units below

@@ -35,6 +35,10 @@ class LossConfig:
     # KOs alone (a player's stock count changes: about 0.07% of frames, a hundredth of the hits) count this many times
     # more, on top of ``event_weight``: at 1 the model of commit 3bdfd4b put the lost stock on 0 of 98 validation KOs
     ko_weight: float = 1.0
+    # Respawns (a player's action leaves a death: the first frame on the respawn platform, 60 frames after a KO) count
+    # this many times more, on top of ``event_weight``: about one frame in 2,000, and the model that reads the death's
+    # ages (data.age_by_rule) respawned on the 60th dead frame on 46 % of the validation respawns after 800 steps
+    respawn_weight: float = 1.0
     # With the continuous gate: the head's value learns only from entries whose gate target is that value (the field
     # changed, and not to 0). On every entry, a hit's percent regressed to +0.14 % (real: +7.9 %) and knockback to
     # a fraction of itself: the frames that did not change pulled the value of a change towards no change.
@@ -45,7 +49,7 @@ class LossConfig:
             raise ValueError(f"loss.continuous must be 'mse' or 'huber', not {self.continuous!r}")
         if not 0 <= self.uniform_mix < 1:
             raise ValueError(f"loss.uniform_mix must be in [0, 1), got {self.uniform_mix}")
-        for name in ("event_weight", "ko_weight"):
+        for name in ("event_weight", "ko_weight", "respawn_weight"):
             if getattr(self, name) < 1:
                 raise ValueError(f"loss.{name} must be >= 1, got {getattr(self, name)}")
 
@@ -68,6 +72,15 @@ def ko_frames(batch: dict) -> torch.Tensor:
             & batch["next_cat_mask"][..., STOCKS_COLUMN] & batch["cat_mask"][..., STOCKS_COLUMN]).any(-1)
 
 
+def respawn_frames(batch: dict, dead_action: torch.Tensor) -> torch.Tensor:
+    """[B, T] True where a player's action is a death in the input frame and not in the target (a respawn);
+    ``dead_action`` marks the death actions' vocabulary indices (``WorldModel.dead_action``)."""
+    action = CAT_FIELDS.index("post_state")
+    known = batch["cat_mask"][..., action] & batch["next_cat_mask"][..., action]
+    return (dead_action[batch["state_cat"][..., action].long()] & ~dead_action[batch["next_cat"][..., action].long()]
+            & known).any(-1)
+
+
 def event_frames(batch: dict, kos: torch.Tensor | None = None) -> torch.Tensor:
     """[B, T] True where a player's percent rises (a hit; normalisation keeps the order of raw values) or
     stocks change (a KO, ``kos`` when the caller has :func:`ko_frames` already) from the input frame to the target."""
@@ -77,9 +90,10 @@ def event_frames(batch: dict, kos: torch.Tensor | None = None) -> torch.Tensor:
 
 
 def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfig,
-                cont_scale: torch.Tensor, cont_zero: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                cont_scale: torch.Tensor, cont_zero: torch.Tensor | None = None,
+                dead_action: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """Per-head losses (before the group weights of :func:`total_loss`; frames of hits and KOs counted
-    ``config.event_weight`` times, KOs ``ko_weight - 1`` times more) against the ``next_*`` targets of a window batch.
+    ``config.event_weight`` times, KOs ``ko_weight - 1`` and respawns ``respawn_weight - 1`` times more) against the ``next_*`` targets of a window batch.
 
     Continuous errors are divided by ``cont_scale`` (each field's typical per-frame change), so that a
     one-unit position error weighs like a typical frame's movement, not like 1/std of the whole stage. With a
@@ -90,6 +104,11 @@ def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfi
     if config.event_weight != 1 or config.ko_weight != 1:
         kos = ko_frames(batch)
         weight = 1 + (config.event_weight - 1) * event_frames(batch, kos).float() + (config.ko_weight - 1) * kos.float()
+    if config.respawn_weight != 1:
+        if dead_action is None:
+            raise ValueError("loss.respawn_weight needs dead_action (the model's death actions per vocabulary index)")
+        respawns = (config.respawn_weight - 1) * respawn_frames(batch, dead_action).float()
+        weight = 1 + respawns if weight is None else weight + respawns
     scale = cont_scale.float()
     pred_cont, true_cont = pred.get("cont_free", pred["cont"]).float() / scale, batch["next_cont"].float() / scale
     if config.continuous == "mse":

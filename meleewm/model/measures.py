@@ -47,7 +47,8 @@ def teacher_forced_metrics(model: WorldModel, windows: WindowDataset, *, batch_s
             pred = model(StepInput.from_window(batch))
         if on_batch is not None:
             on_batch(pred, batch)
-        losses = head_losses(pred, batch, model.cat_names, loss_config, model.cont_delta_scale, model.cont_zero)
+        losses = head_losses(pred, batch, model.cat_names, loss_config, model.cont_delta_scale, model.cont_zero,
+                             model.dead_action)
         losses["total"] = total_loss(losses, loss_config)
         for name, value in losses.items():
             sums[name] = sums.get(name, 0.0) + float(value)

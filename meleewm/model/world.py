@@ -21,7 +21,8 @@ from meleewm.data.encoding import CAT_FIELDS, EncodingSpec, apply_state_age_rule
 from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
-from meleewm.melee.stages import BODY_TOLERANCE, geometry
+from meleewm.melee.actions import ACTION_IDS, DEAD_STATES
+from meleewm.melee.stages import BODY_TOLERANCE, body_bounds, geometry, halo_start
 
 # state_age is read only by models with an age embedding, and is always advanced by apply_state_age_rule in
 # next_inputs, so it stays exact in closed loop.
@@ -78,6 +79,19 @@ class WorldModelConfig:
     # (units of 10, clipped). A real KO is the first frame past a zone, from a frame 1.3 units inside it (median):
     # the geometry inputs' margin reads 0.03 there, and the model put the DEAD action on 9 of 98 KOs teacher-forced
     blast_inputs: bool = False
+    # Per player, where the other player is: ahead of it along its facing and above it (units of 10, clipped to
+    # +-4). Melee hits where an attack's hitbox, placed by the attacker's position and facing, meets the other's
+    # hurtbox; from the two absolute positions and a facing bit the model caught few hits even teacher-forced
+    relative_inputs: bool = False
+    # With ground_snap: a landing from inside the main stage's solid body (between the ledges, under the surface) can
+    # only be onto its surface, whatever the surface pick and however far under it: landing late, the model had put
+    # characters 10 to 34 units under the stage, where they walked on for hundreds of frames
+    body_landing: bool = False
+    # A respawn (a DEAD_* input frame, ON_HALO_DESCENT by the model's pick) appears where the game puts it: at the top
+    # of the stage's respawn platform. The model learns when (from the ages of a death it reads with
+    # data.age_by_rule); the jump of ~250 units from the blast zone it did not learn, and its characters descended
+    # from below the bottom blast zone
+    respawn_snap: bool = False
 
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
@@ -85,6 +99,8 @@ class WorldModelConfig:
         if self.age_embed_dim < 0 or self.age_max < 1:
             raise ValueError(f"model.age_embed_dim must be >= 0 and model.age_max >= 1, got {self.age_embed_dim}, "
                              f"{self.age_max}")
+        if self.body_landing and not self.ground_snap:
+            raise ValueError("model.body_landing places a landing of ground_snap: it needs model.ground_snap")
         for name in ("d_model", "n_layer", "d_state", "headdim", "chunk_size", "context"):
             if int(getattr(self, name)) <= 0:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
@@ -120,6 +136,9 @@ class WorldModel(nn.Module):
             width += 2 * N_GEOMETRY_FEATURES
         if config.blast_inputs:
             width += 2 * N_BLAST_FEATURES
+        if config.relative_inputs:
+            width += 2 * N_RELATIVE_FEATURES
+            self.facing_index = spec.bin_index("facing")
         self.input_proj = nn.Linear(width, config.d_model)
         if config.body == "mamba2":
             self.body = Mamba2(Mamba2Config(d_model=config.d_model, n_layer=config.n_layer, d_state=config.d_state,
@@ -166,6 +185,16 @@ class WorldModel(nn.Module):
         self.register_buffer("surface_y", torch.tensor((spec.surface_heights() - y_mean) / y_std, dtype=torch.float32),
                              persistent=False)
         self.landing_tolerance = BODY_TOLERANCE / y_std
+        if config.body_landing:
+            self.register_buffer("main_body", main_body_table(spec), persistent=False)
+        # Which action vocabulary indices are deaths (DEAD_*): respawns, for respawn_snap and the loss's weight
+        dead = torch.zeros(len(spec.decode_lut("post_state")), dtype=torch.bool)
+        dead[[spec.cat_value_index("post_state", a) for a in sorted(DEAD_STATES)]] = True
+        dead[0] = False   # UNKNOWN
+        self.register_buffer("dead_action", dead, persistent=False)
+        if config.respawn_snap:
+            self.register_buffer("halo_start", halo_start_table(spec), persistent=False)
+            self.halo_action = spec.cat_value_index("post_state", ACTION_IDS["ON_HALO_DESCENT"])
         if spec.items:
             for name, values in zip(("item_mean", "item_std"), spec.item_scale()):
                 self.register_buffer(name, torch.tensor(values, dtype=torch.float32), persistent=False)
@@ -209,6 +238,8 @@ class WorldModel(nn.Module):
                 features.append(self.geometry_features(x, place).to(cont.dtype).flatten(-2))
             if self.config.blast_inputs:
                 features.append(self.blast_features(x, place).to(cont.dtype).flatten(-2))
+        if self.config.relative_inputs:
+            features.append(self.relative_features(x).to(cont.dtype).flatten(-2))
         return self.input_proj(torch.cat(features, dim=-1))
 
     def _place(self, x: StepInput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -221,6 +252,19 @@ class WorldModel(nn.Module):
             stage = stage.unsqueeze(-1)
         g = self.stage_geometry[stage.expand_as(px)]
         return px, py, g, (g[..., 0] * x.cont_mask[..., iy].to(px.dtype)).unsqueeze(-1)
+
+    def relative_features(self, x: StepInput) -> torch.Tensor:
+        """``[*L, 2, N_RELATIVE_FEATURES]``: per player, the other player's position relative to its own, x along
+        its facing (positive: in front of it) and y (positive: above it), in units of 10, clipped to -4..4; zero
+        where either position or the facing is unknown."""
+        ix, iy = self.position_index
+        px, py = (x.state_cont[..., i] * self.cont_std[i] + self.cont_mean[i] for i in self.position_index)
+        facing = torch.where(x.state_bin[..., self.facing_index] > 0, 1.0, -1.0).to(px.dtype)
+        known = (x.cont_mask[..., ix] > 0) & (x.cont_mask[..., iy] > 0)
+        known = known & known.flip(-1) & (x.bin_mask[..., self.facing_index] > 0)
+        ahead, above = (px.flip(-1) - px) * facing, py.flip(-1) - py
+        features = (torch.stack([ahead, above], dim=-1) / 10).clamp(-4, 4)
+        return torch.nan_to_num(features) * known.unsqueeze(-1).to(px.dtype)
 
     def blast_features(self, x: StepInput, place=None) -> torch.Tensor:
         """``[*L, 2, N_BLAST_FEATURES]``: the margins to the side, bottom and top blast zones after one more frame at
@@ -285,6 +329,8 @@ class WorldModel(nn.Module):
             out["cont"] = free + self._motion(free, bin_logits, x.cont_mask)
         if self.config.ground_snap:
             out["cont"] = self._ground_snap(out["cont"], bin_logits, out["cat_logits"][self.ground_column], x)
+        if self.config.respawn_snap:
+            out["cont"] = self._respawn_snap(out["cont"], out["cat_logits"][ACTION_COLUMN], x)
         if self.spec.items:
             s = self.spec.item_slots
             out["item_present_logits"] = self.item_present_head(h).view(*lead, s)
@@ -338,7 +384,26 @@ class WorldModel(nn.Module):
         reachable = (x.state_cont[..., iy] - height).abs() <= self.landing_tolerance
         snap = landing & torch.isfinite(height) & reachable
         y = torch.where(snap, height, cont[..., iy])
+        if self.config.body_landing:
+            ix = self.position_index[0]
+            half, surface, bottom = self.main_body[stage.expand_as(landing)].unbind(-1)
+            px, py = x.state_cont[..., ix] * self.cont_std[ix] + self.cont_mean[ix], x.state_cont[..., iy]
+            inside = (px.abs() < half) & (py < surface) & (py > bottom)
+            y = torch.where(landing & inside, surface.to(cont.dtype), y)
         return cont.index_copy(-1, self.position_columns[1:], y.unsqueeze(-1))
+
+    def _respawn_snap(self, cont: torch.Tensor, action_logits: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``cont`` with the position at the top of the respawn platform where the input frame is a death and the
+        prediction (argmax, as the gate) the first frame of ON_HALO_DESCENT, on a stage with respawn facts."""
+        respawn = (self.dead_action[x.state_cat[..., ACTION_COLUMN].long()] & (x.cat_mask[..., ACTION_COLUMN] > 0)
+                   & (action_logits.argmax(-1) == self.halo_action) & (self.halo_action > 0))
+        stage = x.stage.long()
+        while stage.dim() < respawn.dim() - 1:
+            stage = stage.unsqueeze(-1)
+        start = self.halo_start[stage].to(cont.dtype)            # [*L, 2 players, (x, y)]
+        snap = respawn.unsqueeze(-1) & torch.isfinite(start)
+        position = torch.where(snap, start, cont[..., self.position_columns])
+        return cont.index_copy(-1, self.position_columns, position)
 
     def _item_motion(self, item_cont: torch.Tensor, prev: torch.Tensor, was_present: torch.Tensor) -> torch.Tensor:
         """``item_cont`` with the position of every slot that held an item in the input frame replaced by its
@@ -371,6 +436,7 @@ class WorldModel(nn.Module):
 
 N_GEOMETRY_FEATURES = 8
 N_BLAST_FEATURES = 3
+N_RELATIVE_FEATURES = 2
 
 
 def stage_geometry_table(spec: EncodingSpec) -> torch.Tensor:
@@ -386,6 +452,32 @@ def stage_geometry_table(spec: EncodingSpec) -> torch.Tensor:
                                          g.blast_bottom])
         for k, platform in enumerate(g.platforms[:3]):
             table[index, 7 + 3 * k: 10 + 3 * k] = torch.tensor(platform)
+    return table
+
+
+def main_body_table(spec: EncodingSpec) -> torch.Tensor:
+    """``[n_stages, 3]``: per stage index the half-width (raw) of the main stage's solid body
+    (:func:`meleewm.melee.stages.body_bounds`), and the normalised y of its surface and of the body's bottom; a stage
+    without geometry gets a half-width of 0 (nothing is inside)."""
+    table = torch.zeros(spec.n_stages, 3)
+    y_mean, y_std = spec.cont_stats["post_position_y"]
+    for index, stage_id in enumerate(spec.stage_vocab, start=1):
+        g = geometry(stage_id)
+        if g is not None:
+            half, _, bottom = body_bounds(stage_id)
+            table[index] = torch.tensor([half, (g.main_y - y_mean) / y_std, (bottom - y_mean) / y_std])
+    return table
+
+
+def halo_start_table(spec: EncodingSpec) -> torch.Tensor:
+    """``[n_stages, 2 players, 2]``: the normalised (x, y) at which each player appears on the respawn platform
+    (:func:`meleewm.melee.stages.halo_start`); NaN for a stage without respawn facts."""
+    table = torch.full((spec.n_stages, 2, 2), float("nan"))
+    (x_mean, x_std), (y_mean, y_std) = spec.cont_stats["post_position_x"], spec.cont_stats["post_position_y"]
+    for index, stage_id in enumerate(spec.stage_vocab, start=1):
+        start = halo_start(stage_id)
+        if start is not None:
+            table[index] = torch.tensor([[(px - x_mean) / x_std, (py - y_mean) / y_std] for px, py in start])
     return table
 
 

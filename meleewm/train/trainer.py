@@ -251,7 +251,8 @@ class Trainer:
         data = self.config.data
         spec = fitted_spec(self.dataset, self.train_ids, items=data.items, item_slots=data.item_slots,
                            workers=data.store_workers)
-        spec.player_items_only = data.player_items_only  # which rows encode, not their statistics: no refit
+        # which rows encode and how the age input counts, not their statistics: no refit
+        spec.player_items_only, spec.age_by_rule = data.player_items_only, data.age_by_rule
         return spec
 
     def _setup_model(self) -> None:
@@ -334,7 +335,7 @@ class Trainer:
                                 torch.Generator(self.device).manual_seed(noise_seed))
             pred = self.train_model(inputs)
         losses = head_losses(pred, batch, self.model.cat_names, self.config.loss, self.model.cont_delta_scale,
-                             self.model.cont_zero)
+                             self.model.cont_zero, self.model.dead_action)
         loss = total_loss(losses, self.config.loss)
         if self.kill.nonfinite(loss):  # NaN/inf here or on any rank: no update; run() stops with the reason
             return {"loss": loss.item(), "nonfinite": 1.0}

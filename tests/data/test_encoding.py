@@ -242,3 +242,30 @@ def test_state_age_rule():
     assert apply_state_age_rule(prev_a, prev_age, new_a).tolist() == [4.0, 0.0, 10.0]
     t = apply_state_age_rule(torch.tensor(prev_a), torch.tensor(prev_age), torch.tensor(new_a))
     assert t.tolist() == [4.0, 0.0, 10.0]
+
+
+def test_age_by_rule_counts_ages_as_closed_loop_does(spec, encoded, small_dataset):
+    """With ``age_by_rule`` the age input of a real game is what ``apply_state_age_rule`` makes of its actions, frame
+    after frame, as in closed loop: through a death it counts the 60 DEAD frames that the recording marks -1."""
+    dataset, ids = small_dataset
+    by_rule = EncodingSpec.from_dict({**spec.to_dict(), "age_by_rule": True})
+    assert by_rule.age_by_rule and by_rule.hash() != spec.hash()
+    assert EncodingSpec.from_json(by_rule.to_json()) == by_rule
+    with pytest.raises(EncodingMismatch, match="age_by_rule"):
+        spec.check_compatible(by_rule)
+    recorded, counted = encoded["ys_314"], by_rule.encode_game(dataset, ids["ys_314"])
+    for name, value in recorded.arrays().items():
+        if name != "state_age" and isinstance(value, np.ndarray):
+            assert np.array_equal(value, getattr(counted, name)), name
+    actions = spec.decode_state(recorded.cont, recorded.binary, recorded.cat)["post_state"]
+    age = np.zeros(2, np.float32)
+    for t in range(1, len(actions)):
+        age = apply_state_age_rule(actions[t - 1], age, actions[t])
+        assert np.array_equal(counted.state_age[t], age), t
+    dead = actions <= 10
+    assert dead[:, 0].sum() == 181, "player 0 loses three stocks (60 DEAD frames each) and the game ends on a fourth"
+    assert np.all(recorded.state_age[dead] == -1)
+    assert counted.state_age[dead].min() == 0 and counted.state_age[dead].max() == 59
+    respawns = np.flatnonzero(dead[:-1, 0] & ~dead[1:, 0]) + 1
+    assert len(respawns) == 3 and np.all(counted.state_age[respawns - 1, 0] == 59)
+    assert np.all(actions[respawns, 0] == 12) and np.all(counted.state_age[respawns, 0] == 0)   # ON_HALO_DESCENT

@@ -56,6 +56,14 @@ def batch(real):
     return default_collate([windows[i] for i in picks])
 
 
+@pytest.fixture(scope="module")
+def tiled(real):
+    """Every frame of the real games (but each game's last window's tail) as consecutive windows of T steps."""
+    _, windows = real
+    return default_collate([windows.sample_at(g, s, T) for g in windows.games
+                            for s in range(0, windows.cache.lengths[g] - T - 1, T)])
+
+
 def make(spec, body: str, seed: int = 0, **options) -> WorldModel:
     torch.manual_seed(seed)
     model = WorldModel(spec, WorldModelConfig(**BODIES[body], **options)).eval()
@@ -363,15 +371,13 @@ def test_items_move_by_their_predicted_velocity(recent):
     torch.testing.assert_close(moved[1], mean)  # an empty slot: encoded 0, not moved
 
 
-def test_a_landing_stands_on_the_surface_the_game_puts_it_on(real):
+def test_a_landing_stands_on_the_surface_the_game_puts_it_on(real, tiled):
     """``ground_snap``: where the input frame is airborne and the prediction grounded on a surface of one height,
     y is that height. Given the real next airborne bit and ground as the predictions and a y 6 units off, real
     landings stand where the game puts them (within 0.001); every other y is the model's own."""
-    spec, windows = real
+    spec, _ = real
     model = make(spec, "mamba2", ground_snap=True)
-    cache = windows.cache
-    batch = default_collate([windows.sample_at(g, s, T) for g in windows.games
-                             for s in range(0, cache.lengths[g] - T - 1, T)])
+    batch = tiled
     x = StepInput.from_window(batch)
     a, iy, ground = spec.bin_index("airborne"), spec.cont_index("post_position_y"), spec.cat_index("post_ground")
     off = batch["next_cont"].clone()
@@ -397,6 +403,101 @@ def test_a_landing_stands_on_the_surface_the_game_puts_it_on(real):
                                                                               .long()] + offset)).nan_to_num()
         with torch.no_grad():
             assert torch.equal(model._ground_snap(off, bin_logits, ground_logits, away), off)
+
+
+def test_a_respawn_appears_on_top_of_the_respawn_platform(real, tiled):
+    """``respawn_snap``: where the input frame is a death and the prediction the first frame of ON_HALO_DESCENT, the
+    position is the top of the stage's respawn platform. Given the real next actions as the predictions and
+    positions 50 units off, every real respawn of the games is where the game put it; nothing else moves."""
+    from meleewm.melee.actions import ACTION_IDS, DEAD_STATES
+
+    spec, _ = real
+    model = make(spec, "mamba2", respawn_snap=True)
+    batch = tiled
+    x = StepInput.from_window(batch)
+    off = batch["next_cont"].clone()
+    positions = [spec.cont_index("post_position_x"), spec.cont_index("post_position_y")]
+    off[..., positions] += 50.0 / torch.tensor([spec.cont_stats["post_position_x"][1],
+                                                spec.cont_stats["post_position_y"][1]])
+    actions = batch["next_cat"][..., ACTION_COLUMN].long()
+    action_logits = 30.0 * F.one_hot(actions, spec.cat_fields[ACTION_COLUMN][1]).float()
+    with torch.no_grad():
+        snapped = model._respawn_snap(off, action_logits, x)
+    raw = torch.as_tensor(spec.decode_lut("post_state"))
+    respawn = (torch.isin(raw[x.state_cat[..., ACTION_COLUMN].long()], torch.tensor(sorted(DEAD_STATES)))
+               & (raw[actions] == ACTION_IDS["ON_HALO_DESCENT"]))
+    assert respawn.sum() >= 3, "the games' KOs give respawns"
+    for i, name in zip(positions, ("post_position_x", "post_position_y")):
+        error = (spec.denormalise(name, snapped[..., i]) - spec.denormalise(name, batch["next_cont"][..., i])).abs()
+        assert error[respawn].max() < 0.01, error[respawn]   # the descent speeds are read off to 4 digits
+    assert torch.equal(snapped[~respawn], off[~respawn])
+
+
+def test_a_landing_inside_the_stage_lands_on_its_surface():
+    """``body_landing``: a character the model lands (airborne in, grounded out) from 25 units under Final
+    Destination's surface, between the ledges, stands on the surface whatever surface it picks; beyond the ledge,
+    or without the switch, it stays where the model put it."""
+    from meleewm.data.starts import synthetic_inputs
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+    from meleewm.melee.stages import FINAL_DESTINATION
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    x, _, _ = synthetic_inputs(spec, FINAL_DESTINATION, (20, 2))
+    a, ix, iy = spec.bin_index("airborne"), spec.cont_index("post_position_x"), spec.cont_index("post_position_y")
+    x = x.replace(state_bin=x.state_bin.clone(), state_cont=x.state_cont.clone())
+    x.state_bin[..., a] = 1.0
+    x.state_cont[..., 0, ix] = spec.normalise("post_position_x", torch.tensor(10.0))
+    x.state_cont[..., 1, ix] = spec.normalise("post_position_x", torch.tensor(100.0))   # past the ledge (85.57)
+    x.state_cont[..., iy] = spec.normalise("post_position_y", torch.tensor(-25.0))
+    predicted = x.state_cont.clone()
+    bin_logits = torch.full(x.state_bin.shape, -30.0)                     # grounded
+    ground_logits = torch.zeros(1, 2, spec.cat_fields[spec.cat_index("post_ground")][1])  # picks UNKNOWN
+    landed = {}
+    for body_landing in (False, True):
+        model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, ground_snap=True,
+                                                  body_landing=body_landing))
+        with torch.no_grad():
+            landed[body_landing] = spec.denormalise("post_position_y", model._ground_snap(
+                predicted, bin_logits, ground_logits, x)[..., iy])[0]
+    torch.testing.assert_close(landed[True], torch.tensor([0.0, -25.0]), atol=1e-3, rtol=0)
+    torch.testing.assert_close(landed[False], torch.tensor([-25.0, -25.0]), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="ground_snap"):
+        WorldModelConfig(body_landing=True)
+
+
+def test_relative_inputs_say_where_the_other_player_is_from_each_facing():
+    """``relative_inputs`` on hand-placed players: the other player ahead (along the facing) and above, in units of
+    10, clipped at 40 units; the same under a left-right mirror; zero where a position is unknown."""
+    from meleewm.data.starts import synthetic_inputs
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+    from meleewm.melee.stages import FINAL_DESTINATION
+    from meleewm.model.world import N_RELATIVE_FEATURES
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, relative_inputs=True))
+    x, _, _ = synthetic_inputs(spec, FINAL_DESTINATION, (20, 2), "standing")
+    ix, iy, facing = (spec.cont_index("post_position_x"), spec.cont_index("post_position_y"),
+                      spec.bin_index("facing"))
+
+    def placed(xs, ys, faces):
+        cont, binary = x.state_cont.clone(), x.state_bin.clone()
+        cont[0, :, ix] = spec.normalise("post_position_x", torch.tensor(xs))
+        cont[0, :, iy] = spec.normalise("post_position_y", torch.tensor(ys))
+        binary[0, :, facing] = torch.tensor(faces)
+        return x.replace(state_cont=cont, state_bin=binary)
+
+    # player 0 at (0, 0) facing right, player 1 at (15, 5) facing right (its back to player 0)
+    features = model.relative_features(placed([0.0, 15.0], [0.0, 5.0], [1.0, 1.0]))
+    assert features.shape == (1, 2, N_RELATIVE_FEATURES)
+    torch.testing.assert_close(features[0], torch.tensor([[1.5, 0.5], [-1.5, -0.5]]))
+    mirrored = model.relative_features(placed([0.0, -15.0], [0.0, 5.0], [0.0, 0.0]))
+    torch.testing.assert_close(mirrored, features)
+    far = model.relative_features(placed([-60.0, 60.0], [0.0, 100.0], [1.0, 0.0]))
+    torch.testing.assert_close(far[0], torch.tensor([[4.0, 4.0], [4.0, -4.0]]))
+    unknown = placed([0.0, 15.0], [0.0, 5.0], [1.0, 1.0])
+    mask = unknown.cont_mask.clone()
+    mask[0, 1, ix] = False
+    assert model.relative_features(unknown.replace(cont_mask=mask)).abs().sum() == 0
 
 
 def test_geometry_inputs_place_a_player_on_the_stage():

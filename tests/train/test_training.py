@@ -270,3 +270,42 @@ def test_ko_weight_counts_only_the_frames_of_a_ko(train_data, tmp_path):
     assert all(torch.allclose(calm_plain[k], calm_weighted[k]) for k in calm_plain)
     with pytest.raises(ValueError, match="ko_weight"):
         LossConfig(ko_weight=0.0)
+
+
+def test_respawn_weight_counts_only_the_frames_of_a_respawn(train_data, tmp_path):
+    """``loss.respawn_weight``: windows of real games that hold the respawn 60 frames after each KO; the respawn
+    frames are found (a death in the input frame, the respawn platform in the target), only their losses grow, and
+    with those frames' actions kept dead the weighted and plain losses are equal."""
+    from meleewm.model.losses import LossConfig, respawn_frames
+
+    trainer = Trainer(train_data, tiny_config("data.ko_windows=1.0"), tmp_path / "respawns", progress=False)
+    windows = trainer.train_windows
+    kos = windows.kos[:4]
+    assert len(kos) > 0
+    batch = default_collate([windows.sample_at(int(g), int(f) - 20, 100) for g, f in kos
+                             if 20 <= int(f) <= windows.cache.lengths[int(g)] - 101])
+    model, names = trainer.model.eval(), trainer.model.cat_names
+    found = respawn_frames(batch, model.dead_action)
+    assert found.sum(-1).eq(1).all()   # one respawn per window: 60 frames after its KO
+    action = names.index("post_state")
+    raw = torch.as_tensor(model.spec.decode_lut("post_state"))
+    dead = model.dead_action
+    leaving = dead[batch["state_cat"][..., action].long()] & ~dead[batch["next_cat"][..., action].long()]
+    assert (raw[batch["next_cat"][..., action].long()][leaving] == 12).all()   # onto the platform: ON_HALO_DESCENT
+
+    def losses(config, b):
+        with torch.no_grad():
+            return head_losses(model(StepInput.from_window(b)), b, names, config, model.cont_delta_scale,
+                               model.cont_zero, model.dead_action)
+
+    plain, weighted = losses(LossConfig(), batch), losses(LossConfig(respawn_weight=50.0), batch)
+    assert weighted["cat/post_state"] > plain["cat/post_state"]
+    calm = dict(batch, next_cat=torch.where(found[..., None, None], batch["state_cat"], batch["next_cat"]))
+    assert not respawn_frames(calm, model.dead_action).any()
+    calm_plain, calm_weighted = losses(LossConfig(), calm), losses(LossConfig(respawn_weight=50.0), calm)
+    assert all(torch.allclose(calm_plain[k], calm_weighted[k]) for k in calm_plain)
+    with pytest.raises(ValueError, match="dead_action"):
+        head_losses(model(StepInput.from_window(batch)), batch, names, LossConfig(respawn_weight=2.0),
+                    model.cont_delta_scale, model.cont_zero)
+    with pytest.raises(ValueError, match="respawn_weight"):
+        LossConfig(respawn_weight=0.5)
