@@ -9,6 +9,8 @@ Each check looks at every (start, step, player) entry of a RawState [N, H, P] an
 - ``percent_decrease``: percent drops by more than ``tol`` from the previous step (step 0 = the context) while
   neither this step's nor the previous step's action is a death or respawn state. Real games do this rarely
   (healing items, Ness absorbing energy), hence the ``truth`` yardstick.
+- ``percent_increase``: percent rises by more than ``tol`` (on the same entries): a hit taken. Not a violation
+  but the game's damage, to read against the ``truth`` row: a model that never raises the percent never hits.
 - ``stocks_increase``: the stock count (rounded) rises from the previous step.
 - ``stocks_not_one_ko``: the stock count changes other than by one KO at a time: by anything but -1, or by -1
   while the action is not a death state (a real KO loses its stock on the first DEAD_* frame).
@@ -37,6 +39,7 @@ CHECKS: tuple[str, ...] = (
     "nonfinite",
     "outside_blast_zone",
     "percent_decrease",
+    "percent_increase",
     "stocks_increase",
     "stocks_not_one_ko",
     "inside_stage_body",
@@ -135,8 +138,9 @@ def check_state(
             )
             m &= ~np.isin(act_i, ok_states) & ~np.isin(prev_act, ok_states)
         out["percent_decrease"] = _result((m & (pc < prev - percent_tol)).sum(), m.sum())
+        out["percent_increase"] = _result((m & (pc > prev + percent_tol)).sum(), m.sum())
     else:
-        out["percent_decrease"] = _result(0, 0)
+        out["percent_decrease"] = out["percent_increase"] = _result(0, 0)
 
     if STOCKS in state:
         st = np.asarray(state[STOCKS], np.float64)

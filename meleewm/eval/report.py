@@ -309,7 +309,8 @@ def _plausibility_html(metrics: Mapping[str, Any]) -> str:
                 "—" if r.get("count") is None else f"{r['count']} / {r['checked']} ({format_value(r.get('rate'), 'rate')})"
             )
         rows.append(row)
-    return "<p>Violations / checked entries (rate). The <i>truth</i> row is real data, the yardstick.</p>" + _table(
+    return ("<p>Violations / checked entries (rate); <i>percent_increase</i> counts hits taken, which should match "
+            "real games, not be 0. The <i>truth</i> row is real data, the yardstick.</p>") + _table(
         ["predictor", *checks], rows
     )
 

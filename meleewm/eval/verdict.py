@@ -151,11 +151,12 @@ def player_lines(metrics: Mapping[str, Any]) -> list[str]:
                      f"nothing moves): " + "; ".join(parts) + ".")
     plaus = metrics.get("plausibility") or {}
     if MODEL in plaus:
+        def rates(check: str) -> str:
+            return ", ".join(f"{label} {_pct((plaus[n].get(check) or {}).get('rate'))}"
+                             for n, label in (*ROLLOUT_LABELS, ("truth", "real games")) if n in plaus)
         for check, words in RULE_CHECKS.items():
-            rates = [f"{label} {_pct((plaus.get(n, {}).get(check) or {}).get('rate'))}"
-                     for n, label in (*ROLLOUT_LABELS, ("truth", "real games"))
-                     if n in plaus]
-            lines.append(f"Frames {words}: " + ", ".join(rates) + ".")
+            lines.append(f"Frames {words}: {rates(check)}.")
+        lines.append(f"Frames where a player takes damage (percent rises): {rates('percent_increase')}.")
     events = metrics.get("events") or {}
     for kind, words in (("ko", "KOs"), ("hit", "hits")):
         section = events.get(kind) or {}

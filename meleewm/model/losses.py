@@ -127,6 +127,12 @@ def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfi
     elif config.gated_regression:
         raise ValueError("loss.gated_regression needs a model with the continuous gate (model.cont_gate)")
     losses["cont"] = _per_sample_mean(cont, regressed, weight)
+    if "damage" in pred:   # model.hit_percent: the damage of each real hit (a player's percent rises)
+        rise = batch["next_cont"][..., PERCENT_COLUMN] - batch["state_cont"][..., PERCENT_COLUMN]
+        hits = (rise > 0) & batch["next_cont_mask"][..., PERCENT_COLUMN] & batch["cont_mask"][..., PERCENT_COLUMN]
+        error = (pred["damage"].float() - rise.float()) / scale[PERCENT_COLUMN]
+        losses["damage"] = _per_sample_mean(F.huber_loss(error, torch.zeros_like(error), reduction="none",
+                                                         delta=config.huber_delta), hits)
     bce = F.binary_cross_entropy_with_logits(pred["bin_logits"].float(), batch["next_bin"].float(), reduction="none")
     losses["binary"] = _per_sample_mean(bce, batch["next_bin_mask"], weight)
     for i, (name, logits) in enumerate(zip(cat_names, pred["cat_logits"])):

@@ -32,6 +32,9 @@ class OptimConfig:
     epochs: int = 10
     max_steps: int = 0             # 0 = epochs decide; else stop after this many optimizer steps
     steps_per_epoch: int = 0       # 0 = one pass over the windows; else this many steps make an "epoch"
+    # Comma-separated prefixes of the parameters to train (e.g. "cont_head"); the others keep init_from's values.
+    # Empty: train all. A head retrained alone on new targets leaves every other prediction of the model as it was
+    train_only: str = ""
 
 
 @dataclass

@@ -87,9 +87,12 @@ def _seed_everything(seed: int) -> None:
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms, embeddings and the SSM's dt/A/D parameters."""
+    """No weight decay on biases, norms, embeddings and the SSM's dt/A/D parameters; frozen parameters
+    (``optim.train_only``) are not optimised."""
     decay, no_decay = [], []
     for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
         skip = (param.dim() < 2 or getattr(param, "_no_weight_decay", False) or "embedding" in name)
         (no_decay if skip else decay).append(param)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
@@ -261,6 +264,14 @@ class Trainer:
         self.model.cont_delta_scale.copy_(cont_delta_scale(self.train_cache))
         if config.init_from and self.resume_payload is None:
             load_matching_weights(self.model, config.init_from)
+        if config.optim.train_only:
+            prefixes = tuple(p.strip() for p in config.optim.train_only.split(","))
+            for name, param in self.model.named_parameters():
+                param.requires_grad_(name.startswith(prefixes))
+            if not any(param.requires_grad for param in self.model.parameters()):
+                tops = sorted({name.split(".")[0] for name, _ in self.model.named_parameters()})
+                raise ConfigError(f"optim.train_only: {config.optim.train_only!r} names no parameter of the model; "
+                                  f"its parameters start with {', '.join(tops)}")
         self.model.to(self.device)
         self.optimizer = torch.optim.AdamW(_param_groups(self.model, config.optim.weight_decay), lr=config.optim.lr,
                                            betas=config.optim.betas)

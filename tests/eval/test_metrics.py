@@ -342,6 +342,7 @@ def test_plausibility_by_hand():
     ctx["post_percent"][0] = [50.0, 0.0]
     s = zeros_state(1, 4, 2)  # FD: blast zones x in (-246, 246), y in (-140, 188)
     s["post_percent"][0, :, 0] = [50.0, 40.0, 30.0, 30.0]
+    s["post_percent"][0, 0, 1] = 12.0  # a hit: 0 -> 12, and back to 0 on DEAD_DOWN (not checked)
     s["post_state"][0, :, 0] = [14, 14, 12, 14]  # step 3 is ON_HALO_DESCENT: the drop to 30 is fine
     # Blast zones: step 1 out while standing (counted); step 2 out while DEAD_DOWN (not counted).
     s["post_position_x"][0, 0:2, 1] = -300.0
@@ -360,6 +361,7 @@ def test_plausibility_by_hand():
     assert r["percent_decrease"]["count"] == 1
     # Not checked: player 0 steps 3-4 (touch ON_HALO_DESCENT), player 1 steps 2-3 (touch DEAD_DOWN).
     assert r["percent_decrease"]["checked"] == 4
+    assert r["percent_increase"] == {"count": 1, "checked": 4, "rate": 1 / 4}
     assert r["stocks_increase"]["count"] == 1 and r["stocks_increase"]["checked"] == 8
     assert r["impossible_action"]["count"] == 2 and r["impossible_action"]["checked"] == 8
     assert check_state(s, np.array([32]), ctx)["impossible_action"]["count"] is None

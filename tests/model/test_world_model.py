@@ -433,6 +433,40 @@ def test_a_respawn_appears_on_top_of_the_respawn_platform(real, tiled):
     assert torch.equal(snapped[~respawn], off[~respawn])
 
 
+def test_a_hit_the_model_picks_raises_the_percent(real, tiled):
+    """``hit_percent``: where the prediction enters a damage action, the percent is the input's plus the damage
+    head's value, whatever the gate said. Given the real next actions as the predictions, the real rises as the
+    damage and a gate that keeps every percent, the games' hits take their real damage; nothing else moves. On real
+    games a damage action entered is a hit: the percent rises on nearly all of them."""
+    from meleewm.melee.actions import DAMAGE_STATES
+
+    spec, _ = real
+    model = make(spec, "mamba2", cont_gate=True, hit_percent=True)
+    batch = tiled
+    x = StepInput.from_window(batch)
+    actions = batch["next_cat"][..., ACTION_COLUMN].long()
+    action_logits = 30.0 * F.one_hot(actions, spec.cat_fields[ACTION_COLUMN][1]).float()
+    i = spec.cont_index("post_percent")
+    kept = batch["state_cont"].clone()
+    with torch.no_grad():
+        raised = model._hit_percent(kept, batch["next_cont"][..., i] - batch["state_cont"][..., i], action_logits, x)
+    raw = torch.as_tensor(spec.decode_lut("post_state"))
+    damage = torch.tensor(sorted(DAMAGE_STATES))
+    entered = torch.isin(raw[actions], damage) & (actions != x.state_cat[..., ACTION_COLUMN].long())
+    before, after = (spec.denormalise("post_percent", v[..., i]) for v in (batch["state_cont"], batch["next_cont"]))
+    assert entered.sum() >= 100, "the games hold hits"
+    assert (after > before)[entered].float().mean() > 0.85   # 0.90 here, 0.996 on the validation games
+    torch.testing.assert_close(raised[..., i][entered], batch["next_cont"][..., i][entered])
+    others = torch.ones_like(kept, dtype=torch.bool)
+    others[..., i] = ~entered
+    assert torch.equal(raised[others], kept[others])
+    with torch.no_grad():
+        pred = model(x)
+    assert (pred["damage"] > 0).all()   # a hit never lowers the percent
+    with pytest.raises(ValueError, match="cont_gate"):
+        WorldModelConfig(hit_percent=True)
+
+
 def test_a_landing_inside_the_stage_lands_on_its_surface():
     """``body_landing``: a character the model lands (airborne in, grounded out) from 25 units under Final
     Destination's surface, between the ledges, stands on the surface whatever surface it picks; beyond the ledge,

@@ -10,6 +10,7 @@ import torch
 from torch.utils.data import default_collate
 from typer.testing import CliRunner
 
+from meleewm.config import ConfigError
 from meleewm.data.step import StepInput
 from meleewm.model.losses import head_losses, total_loss
 from meleewm.train.trainer import Trainer, _self_forced
@@ -309,3 +310,46 @@ def test_respawn_weight_counts_only_the_frames_of_a_respawn(train_data, tmp_path
                     model.cont_delta_scale, model.cont_zero)
     with pytest.raises(ValueError, match="respawn_weight"):
         LossConfig(respawn_weight=0.5)
+
+
+def test_train_only_trains_the_named_parameters_alone(train_data, tmp_path):
+    """``optim.train_only``: a run on real games changes the named parameters and leaves every other one bitwise as
+    it started; a prefix that names no parameter is a config error."""
+    trainer = Trainer(train_data, tiny_config("optim.train_only=cont_head", "optim.max_steps=2", "data.batch_size=4",
+                                              "self_forcing.prob=0.5", "eval.rollout_starts=2",
+                                              "eval.max_val_batches=1"), tmp_path / "head", progress=False)
+    before = {name: value.clone() for name, value in trainer.model.state_dict().items()}
+    trainer.run()
+    after = trainer.model.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed == {"cont_head.weight", "cont_head.bias"}
+    with pytest.raises(ConfigError, match="optim.train_only"):
+        Trainer(train_data, tiny_config("optim.train_only=no_such_head", "optim.max_steps=1"), tmp_path / "none",
+                progress=False)
+
+
+def test_the_damage_head_learns_from_real_hits_alone(train_data, tmp_path):
+    """``model.hit_percent``'s damage head is scored on the frames of real games where a player's percent rises, and
+    only there: its value elsewhere changes nothing, and the real rises score 0."""
+    from meleewm.model.losses import PERCENT_COLUMN, LossConfig
+
+    trainer = Trainer(train_data, tiny_config("model.cont_gate=true", "model.hit_percent=true"), tmp_path / "hits",
+                      progress=False)
+    windows = trainer.train_windows
+    windows.set_epoch(0)
+    batch = default_collate([windows[i] for i in range(min(16, len(windows)))])
+    rise = batch["next_cont"][..., PERCENT_COLUMN] - batch["state_cont"][..., PERCENT_COLUMN]
+    hits = (rise > 0) & batch["next_cont_mask"][..., PERCENT_COLUMN] & batch["cont_mask"][..., PERCENT_COLUMN]
+    assert hits.any() and hits.float().mean() < 0.05   # real games hold hits, and they are rare
+    model = trainer.model.eval()
+    with torch.no_grad():
+        pred = model(StepInput.from_window(batch))
+
+    def damage_loss(damage):
+        return head_losses(dict(pred, damage=damage), batch, model.cat_names, LossConfig(), model.cont_delta_scale,
+                           model.cont_zero)["damage"]
+
+    assert damage_loss(pred["damage"]) > 0
+    assert damage_loss(torch.where(hits, rise, pred["damage"] + 100.0)) == 0
+    assert torch.allclose(damage_loss(torch.where(hits, pred["damage"], pred["damage"] + 100.0)),
+                          damage_loss(pred["damage"]))
