@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from meleewm.data.encoding import CAT_FIELDS, CONT_FIELDS
-from meleewm.model.world import GATE_FREE, gate_classes
+from meleewm.model.world import GATE_FREE, LAUNCH_FIELDS, gate_classes
 
 PERCENT_COLUMN = CONT_FIELDS.index("post_percent")
 STOCKS_COLUMN = CAT_FIELDS.index("post_stocks")
@@ -133,6 +133,12 @@ def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfi
         error = (pred["damage"].float() - rise.float()) / scale[PERCENT_COLUMN]
         losses["damage"] = _per_sample_mean(F.huber_loss(error, torch.zeros_like(error), reduction="none",
                                                          delta=config.huber_delta), hits)
+        if "launch" in pred:   # model.hit_launch: the knockback speeds and hitlag the same hits set
+            k = [CONT_FIELDS.index(f) for f in LAUNCH_FIELDS]
+            error = (pred["launch"].float() - batch["next_cont"][..., k].float()) / scale[k]
+            known = hits.unsqueeze(-1) & batch["next_cont_mask"][..., k]
+            losses["launch"] = _per_sample_mean(F.huber_loss(error, torch.zeros_like(error), reduction="none",
+                                                             delta=config.huber_delta), known)
     bce = F.binary_cross_entropy_with_logits(pred["bin_logits"].float(), batch["next_bin"].float(), reduction="none")
     losses["binary"] = _per_sample_mean(bce, batch["next_bin_mask"], weight)
     for i, (name, logits) in enumerate(zip(cat_names, pred["cat_logits"])):

@@ -433,38 +433,57 @@ def test_a_respawn_appears_on_top_of_the_respawn_platform(real, tiled):
     assert torch.equal(snapped[~respawn], off[~respawn])
 
 
-def test_a_hit_the_model_picks_raises_the_percent(real, tiled):
-    """``hit_percent``: where the prediction enters a damage action, the percent is the input's plus the damage
-    head's value, whatever the gate said. Given the real next actions as the predictions, the real rises as the
-    damage and a gate that keeps every percent, the games' hits take their real damage; nothing else moves. On real
-    games a damage action entered is a hit: the percent rises on nearly all of them."""
+def test_a_hit_the_model_picks_takes_its_damage_and_launch(real, tiled):
+    """``hit_percent`` and ``hit_launch``: where the prediction enters a damage action, the percent is the input's
+    plus the damage head's value and the knockback speeds and hitlag are the launch head's, whatever the gate said.
+    Given the real next actions as the predictions, the real rises as the damage head's values and a gate that keeps
+    every field, the games' hits take their real damage and the launch head's values; nothing else moves. On real
+    games a damage action entered is a hit: the percent rises on nearly all of them. The knockback points away from
+    the other player, and hitlag is never negative."""
     from meleewm.melee.actions import DAMAGE_STATES
+    from meleewm.model.world import LAUNCH_FIELDS
 
     spec, _ = real
-    model = make(spec, "mamba2", cont_gate=True, hit_percent=True)
+    model = make(spec, "mamba2", cont_gate=True, hit_percent=True, hit_launch=True)
     batch = tiled
     x = StepInput.from_window(batch)
     actions = batch["next_cat"][..., ACTION_COLUMN].long()
     action_logits = 30.0 * F.one_hot(actions, spec.cat_fields[ACTION_COLUMN][1]).float()
     i = spec.cont_index("post_percent")
+    k = [spec.cont_index(f) for f in LAUNCH_FIELDS]
     kept = batch["state_cont"].clone()
+    launch = batch["state_cont"][..., k] + 1.0
+    heads = {"damage": batch["next_cont"][..., i] - batch["state_cont"][..., i], "launch": launch}
     with torch.no_grad():
-        raised = model._hit_percent(kept, batch["next_cont"][..., i] - batch["state_cont"][..., i], action_logits, x)
+        hit = model._hit(kept, heads, action_logits, x)
     raw = torch.as_tensor(spec.decode_lut("post_state"))
     damage = torch.tensor(sorted(DAMAGE_STATES))
     entered = torch.isin(raw[actions], damage) & (actions != x.state_cat[..., ACTION_COLUMN].long())
     before, after = (spec.denormalise("post_percent", v[..., i]) for v in (batch["state_cont"], batch["next_cont"]))
     assert entered.sum() >= 100, "the games hold hits"
     assert (after > before)[entered].float().mean() > 0.85   # 0.90 here, 0.996 on the validation games
-    torch.testing.assert_close(raised[..., i][entered], batch["next_cont"][..., i][entered])
+    torch.testing.assert_close(hit[..., i][entered], batch["next_cont"][..., i][entered])
+    torch.testing.assert_close(hit[..., k][entered], launch[entered])
     others = torch.ones_like(kept, dtype=torch.bool)
-    others[..., i] = ~entered
-    assert torch.equal(raised[others], kept[others])
+    for column in (i, *k):
+        others[..., column] = ~entered
+    assert torch.equal(hit[others], kept[others])
     with torch.no_grad():
         pred = model(x)
-    assert (pred["damage"] > 0).all()   # a hit never lowers the percent
+    assert (pred["damage"] > 0).all() and pred["launch"].shape == (*pred["damage"].shape, 3)
+    assert (spec.denormalise("post_hitlag", pred["launch"][..., 2]) > 0).all()
+    with torch.no_grad():   # a head that says "1 along, 0 up": x away from the other player, wherever they stand
+        model.launch_head.weight.zero_()
+        model.launch_head.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 1.0, 0.0, 0.0]))
+        speed_x = spec.denormalise("post_velocities_knockback_x", model(x)["launch"][..., 0])
+    position_x = spec.denormalise("post_position_x", x.state_cont[..., spec.cont_index("post_position_x")])
+    apart = (position_x - position_x.flip(-1)).abs() > 1
+    assert apart.float().mean() > 0.9
+    assert torch.equal(torch.sign(speed_x)[apart], torch.sign(position_x - position_x.flip(-1))[apart])
     with pytest.raises(ValueError, match="cont_gate"):
         WorldModelConfig(hit_percent=True)
+    with pytest.raises(ValueError, match="hit_percent"):
+        WorldModelConfig(cont_gate=True, hit_launch=True)
 
 
 def test_a_landing_inside_the_stage_lands_on_its_surface():

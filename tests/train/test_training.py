@@ -328,13 +328,16 @@ def test_train_only_trains_the_named_parameters_alone(train_data, tmp_path):
                 progress=False)
 
 
-def test_the_damage_head_learns_from_real_hits_alone(train_data, tmp_path):
-    """``model.hit_percent``'s damage head is scored on the frames of real games where a player's percent rises, and
-    only there: its value elsewhere changes nothing, and the real rises score 0."""
+def test_the_hit_heads_learn_from_real_hits_alone(train_data, tmp_path):
+    """``model.hit_percent``'s damage head and ``hit_launch``'s launch head (knockback speeds, hitlag) are scored on
+    the frames of real games where a player's percent rises, and only there: their values elsewhere change nothing,
+    and the real rises and launches score 0."""
+    from meleewm.data.encoding import CONT_FIELDS
     from meleewm.model.losses import PERCENT_COLUMN, LossConfig
+    from meleewm.model.world import LAUNCH_FIELDS
 
-    trainer = Trainer(train_data, tiny_config("model.cont_gate=true", "model.hit_percent=true"), tmp_path / "hits",
-                      progress=False)
+    trainer = Trainer(train_data, tiny_config("model.cont_gate=true", "model.hit_percent=true",
+                                              "model.hit_launch=true"), tmp_path / "hits", progress=False)
     windows = trainer.train_windows
     windows.set_epoch(0)
     batch = default_collate([windows[i] for i in range(min(16, len(windows)))])
@@ -345,11 +348,15 @@ def test_the_damage_head_learns_from_real_hits_alone(train_data, tmp_path):
     with torch.no_grad():
         pred = model(StepInput.from_window(batch))
 
-    def damage_loss(damage):
-        return head_losses(dict(pred, damage=damage), batch, model.cat_names, LossConfig(), model.cont_delta_scale,
-                           model.cont_zero)["damage"]
+    def loss(name, value):
+        return head_losses(dict(pred, **{name: value}), batch, model.cat_names, LossConfig(), model.cont_delta_scale,
+                           model.cont_zero)[name]
 
-    assert damage_loss(pred["damage"]) > 0
-    assert damage_loss(torch.where(hits, rise, pred["damage"] + 100.0)) == 0
-    assert torch.allclose(damage_loss(torch.where(hits, pred["damage"], pred["damage"] + 100.0)),
-                          damage_loss(pred["damage"]))
+    launch = [CONT_FIELDS.index(f) for f in LAUNCH_FIELDS]
+    assert not batch["next_cont_mask"][..., launch[0]].any()   # these games' versions record no speeds:
+    batch["next_cont_mask"][..., launch] = True                # score the head against their zeros too
+    for name, real in (("damage", rise), ("launch", batch["next_cont"][..., launch])):
+        at_hits = hits if name == "damage" else hits.unsqueeze(-1)
+        assert loss(name, pred[name]) > 0
+        assert loss(name, torch.where(at_hits, real, pred[name] + 100.0)) == 0
+        assert torch.allclose(loss(name, torch.where(at_hits, pred[name], pred[name] + 100.0)), loss(name, pred[name]))
