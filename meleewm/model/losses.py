@@ -17,6 +17,7 @@ from meleewm.data.encoding import CAT_FIELDS, CONT_FIELDS
 from meleewm.model.world import GATE_FREE, LAUNCH_FIELDS, gate_classes
 
 PERCENT_COLUMN = CONT_FIELDS.index("post_percent")
+LAUNCH_COLUMNS = [CONT_FIELDS.index(f) for f in LAUNCH_FIELDS]
 STOCKS_COLUMN = CAT_FIELDS.index("post_stocks")
 
 
@@ -81,12 +82,17 @@ def respawn_frames(batch: dict, dead_action: torch.Tensor) -> torch.Tensor:
             & known).any(-1)
 
 
+def hit_entries(batch: dict) -> torch.Tensor:
+    """[B, T, 2] True where the player's percent rises from the input frame to the target (a hit taken;
+    normalisation keeps the order of raw values)."""
+    return ((batch["next_cont"][..., PERCENT_COLUMN] > batch["state_cont"][..., PERCENT_COLUMN])
+            & batch["next_cont_mask"][..., PERCENT_COLUMN] & batch["cont_mask"][..., PERCENT_COLUMN])
+
+
 def event_frames(batch: dict, kos: torch.Tensor | None = None) -> torch.Tensor:
-    """[B, T] True where a player's percent rises (a hit; normalisation keeps the order of raw values) or
-    stocks change (a KO, ``kos`` when the caller has :func:`ko_frames` already) from the input frame to the target."""
-    percent_up = ((batch["next_cont"][..., PERCENT_COLUMN] > batch["state_cont"][..., PERCENT_COLUMN])
-                  & batch["next_cont_mask"][..., PERCENT_COLUMN] & batch["cont_mask"][..., PERCENT_COLUMN])
-    return percent_up.any(-1) | (ko_frames(batch) if kos is None else kos)
+    """[B, T] True where a player takes a hit (:func:`hit_entries`) or stocks change (a KO, ``kos`` when the caller
+    has :func:`ko_frames` already) from the input frame to the target."""
+    return hit_entries(batch).any(-1) | (ko_frames(batch) if kos is None else kos)
 
 
 def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfig,
@@ -115,6 +121,10 @@ def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfi
         cont = F.mse_loss(pred_cont, true_cont, reduction="none")
     else:
         cont = F.huber_loss(pred_cont, true_cont, reduction="none", delta=config.huber_delta)
+
+    def huber(value, target, columns):   # of the hit heads, in each field's typical per-frame change
+        return F.huber_loss(value.float() / scale[columns], target.float() / scale[columns], reduction="none",
+                            delta=config.huber_delta)
     losses, regressed = {}, batch["next_cont_mask"]
     if "gate_logits" in pred:
         if cont_zero is None:
@@ -127,18 +137,14 @@ def head_losses(pred: dict, batch: dict, cat_names: list[str], config: LossConfi
     elif config.gated_regression:
         raise ValueError("loss.gated_regression needs a model with the continuous gate (model.cont_gate)")
     losses["cont"] = _per_sample_mean(cont, regressed, weight)
-    if "damage" in pred:   # model.hit_percent: the damage of each real hit (a player's percent rises)
+    if "damage" in pred:   # model.hit_percent: the damage of each real hit
+        hits = hit_entries(batch)
         rise = batch["next_cont"][..., PERCENT_COLUMN] - batch["state_cont"][..., PERCENT_COLUMN]
-        hits = (rise > 0) & batch["next_cont_mask"][..., PERCENT_COLUMN] & batch["cont_mask"][..., PERCENT_COLUMN]
-        error = (pred["damage"].float() - rise.float()) / scale[PERCENT_COLUMN]
-        losses["damage"] = _per_sample_mean(F.huber_loss(error, torch.zeros_like(error), reduction="none",
-                                                         delta=config.huber_delta), hits)
+        losses["damage"] = _per_sample_mean(huber(pred["damage"], rise, PERCENT_COLUMN), hits)
         if "launch" in pred:   # model.hit_launch: the knockback speeds and hitlag the same hits set
-            k = [CONT_FIELDS.index(f) for f in LAUNCH_FIELDS]
-            error = (pred["launch"].float() - batch["next_cont"][..., k].float()) / scale[k]
-            known = hits.unsqueeze(-1) & batch["next_cont_mask"][..., k]
-            losses["launch"] = _per_sample_mean(F.huber_loss(error, torch.zeros_like(error), reduction="none",
-                                                             delta=config.huber_delta), known)
+            k = LAUNCH_COLUMNS
+            losses["launch"] = _per_sample_mean(huber(pred["launch"], batch["next_cont"][..., k], k),
+                                                hits.unsqueeze(-1) & batch["next_cont_mask"][..., k])
     bce = F.binary_cross_entropy_with_logits(pred["bin_logits"].float(), batch["next_bin"].float(), reduction="none")
     losses["binary"] = _per_sample_mean(bce, batch["next_bin_mask"], weight)
     for i, (name, logits) in enumerate(zip(cat_names, pred["cat_logits"])):

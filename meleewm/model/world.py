@@ -31,9 +31,9 @@ ACTION_COLUMN = CAT_FIELDS.index("post_state")
 OWNER_NONE = 0
 # Classes of the continuous gate: the head's value, exactly 0 (raw), or exactly the input value.
 GATE_FREE, GATE_ZERO, GATE_SAME = 0, 1, 2
-# Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
 # What a hit sets besides the damage (model.hit_launch).
 LAUNCH_FIELDS = ("post_velocities_knockback_x", "post_velocities_knockback_y", "post_hitlag")
+# Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
 MOTION_FIELDS = ("post_velocities_self_x_air", "post_velocities_self_x_ground", "post_velocities_knockback_x",
                  "post_velocities_self_y", "post_velocities_knockback_y")
 
@@ -211,16 +211,12 @@ class WorldModel(nn.Module):
         if config.body_landing:
             self.register_buffer("main_body", main_body_table(spec), persistent=False)
         # Which action vocabulary indices are deaths (DEAD_*): respawns, for respawn_snap and the loss's weight
-        dead = torch.zeros(len(spec.decode_lut("post_state")), dtype=torch.bool)
-        dead[[spec.cat_value_index("post_state", a) for a in sorted(DEAD_STATES)]] = True
-        dead[0] = False   # UNKNOWN
-        self.register_buffer("dead_action", dead, persistent=False)
-        if config.hit_percent:
-            damage = torch.zeros_like(dead)
-            damage[[spec.cat_value_index("post_state", a) for a in sorted(DAMAGE_STATES)]] = True
-            self.register_buffer("damage_action", damage, persistent=False)
+        self.register_buffer("dead_action", action_table(spec, DEAD_STATES), persistent=False)
+        if config.hit_percent:   # ... and which are hits taken (DAMAGE_*)
+            self.register_buffer("damage_action", action_table(spec, DAMAGE_STATES), persistent=False)
             self.percent_index = spec.cont_index("post_percent")
             self.register_buffer("percent_column", torch.tensor([self.percent_index]), persistent=False)
+        if config.hit_launch:
             self.register_buffer("launch_columns", torch.tensor([spec.cont_index(f) for f in LAUNCH_FIELDS]),
                                  persistent=False)
         if config.respawn_snap:
@@ -538,6 +534,15 @@ def halo_start_table(spec: EncodingSpec) -> torch.Tensor:
         start = halo_start(stage_id)
         if start is not None:
             table[index] = torch.tensor([[(px - x_mean) / x_std, (py - y_mean) / y_std] for px, py in start])
+    return table
+
+
+def action_table(spec: EncodingSpec, actions) -> torch.Tensor:
+    """[action vocabulary] True at the indices of ``actions`` (raw ids); never at UNKNOWN (index 0), where an id
+    missing from the vocabulary falls."""
+    table = torch.zeros(len(spec.decode_lut("post_state")), dtype=torch.bool)
+    table[[spec.cat_value_index("post_state", a) for a in sorted(actions)]] = True
+    table[0] = False
     return table
 
 
