@@ -22,6 +22,7 @@ from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
 from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, DEAD_STATES
+from meleewm.melee.game import KNOCKBACK_DECAY
 from meleewm.melee.stages import BODY_TOLERANCE, body_bounds, geometry, halo_start
 
 # state_age is read only by models with an age embedding, and is always advanced by apply_state_age_rule in
@@ -33,6 +34,8 @@ OWNER_NONE = 0
 GATE_FREE, GATE_ZERO, GATE_SAME = 0, 1, 2
 # What a hit sets besides the damage (model.hit_launch).
 LAUNCH_FIELDS = ("post_velocities_knockback_x", "post_velocities_knockback_y", "post_hitlag")
+# A launch's knockback speed, x and y
+KNOCKBACK_FIELDS = ("post_velocities_knockback_x", "post_velocities_knockback_y")
 # Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
 MOTION_FIELDS = ("post_velocities_self_x_air", "post_velocities_self_x_ground", "post_velocities_knockback_x",
                  "post_velocities_self_y", "post_velocities_knockback_y")
@@ -104,6 +107,11 @@ class WorldModelConfig:
     # 6 frames, median); the heads learnt on every frame gave 0.02 where the real knockback was 0.84, so no hit
     # launched anyone
     hit_launch: bool = False
+    # Knockback decays as in the game: in the air, out of hitlag and where the model picks no new hit, a launch's
+    # knockback speed falls by KNOCKBACK_DECAY a frame along its direction until it is spent (97.8 % of such real
+    # frames). The gate ended flights early: from a minute before real KOs the model zeroed a launched character's
+    # knockback a few frames in, and it fell short of the blast zone
+    knockback_decay: bool = False
 
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
@@ -115,6 +123,8 @@ class WorldModelConfig:
             raise ValueError("model.body_landing places a landing of ground_snap: it needs model.ground_snap")
         if self.hit_percent and not self.cont_gate:
             raise ValueError("model.hit_percent overrides the percent gate of a hit: it needs model.cont_gate")
+        if self.knockback_decay and not self.cont_gate:
+            raise ValueError("model.knockback_decay overrides the gate's knockback: it needs model.cont_gate")
         if self.hit_launch and not self.hit_percent:
             raise ValueError("model.hit_launch gives the launch of a hit_percent hit: it needs model.hit_percent")
         for name in ("d_model", "n_layer", "d_state", "headdim", "chunk_size", "context"):
@@ -212,10 +222,15 @@ class WorldModel(nn.Module):
             self.register_buffer("main_body", main_body_table(spec), persistent=False)
         # Which action vocabulary indices are deaths (DEAD_*): respawns, for respawn_snap and the loss's weight
         self.register_buffer("dead_action", action_table(spec, DEAD_STATES), persistent=False)
-        if config.hit_percent:   # ... and which are hits taken (DAMAGE_*)
+        if config.hit_percent or config.knockback_decay:   # ... and which are hits taken (DAMAGE_*)
             self.register_buffer("damage_action", action_table(spec, DAMAGE_STATES), persistent=False)
+        if config.hit_percent:
             self.percent_index = spec.cont_index("post_percent")
             self.register_buffer("percent_column", torch.tensor([self.percent_index]), persistent=False)
+        if config.knockback_decay:
+            self.knockback_index = [spec.cont_index(f) for f in KNOCKBACK_FIELDS]
+            self.register_buffer("knockback_columns", torch.tensor(self.knockback_index), persistent=False)
+            self.hitlag_index = spec.cont_index("post_hitlag")
         if config.hit_launch:
             self.register_buffer("launch_columns", torch.tensor([spec.cont_index(f) for f in LAUNCH_FIELDS]),
                                  persistent=False)
@@ -350,8 +365,15 @@ class WorldModel(nn.Module):
             def gated(values):
                 return torch.where(choice == GATE_ZERO, self.cont_zero.to(values.dtype),
                                    torch.where(choice == GATE_SAME, base.to(values.dtype), values))
-            moved = free + self._motion(gated(free), bin_logits, x.cont_mask)
-            out.update(cont=gated(moved), cont_free=moved, gate_logits=gate_logits)
+            velocities = gated(free)
+            if self.config.knockback_decay:
+                velocities = self._knockback_decay(velocities, bin_logits, out["cat_logits"][ACTION_COLUMN], x)
+            moved = free + self._motion(velocities, bin_logits, x.cont_mask)
+            cont = gated(moved)
+            if self.config.knockback_decay:   # the output's knockback is the one that moved the character
+                k = self.knockback_columns
+                cont = cont.index_copy(-1, k, velocities[..., k])
+            out.update(cont=cont, cont_free=moved, gate_logits=gate_logits)
             if self.config.hit_percent:
                 out["damage"] = F.softplus(self.damage_head(h)) * self.cont_delta_scale[self.percent_index]
                 if self.config.hit_launch:
@@ -423,6 +445,26 @@ class WorldModel(nn.Module):
             inside = (px.abs() < half) & (py < surface) & (py > bottom)
             y = torch.where(landing & inside, surface.to(cont.dtype), y)
         return cont.index_copy(-1, self.position_columns[1:], y.unsqueeze(-1))
+
+    def _knockback_decay(self, cont: torch.Tensor, bin_logits: torch.Tensor, action_logits: torch.Tensor,
+                         x: StepInput) -> torch.Tensor:
+        """``cont`` with the knockback of the input frame, spent by KNOCKBACK_DECAY along its direction, where the
+        prediction (argmax, as the gate) is airborne, out of hitlag and enters no damage action, and the input frame
+        has knockback."""
+        ix, iy = self.knockback_index
+        kx, ky = (x.state_cont[..., i] * self.cont_std[i] + self.cont_mean[i] for i in (ix, iy))
+        speed = torch.hypot(kx, ky)
+        left = (1 - KNOCKBACK_DECAY / speed.clamp_min(KNOCKBACK_DECAY)).clamp_min(0)
+        a = self.airborne_index
+        pick, before = action_logits.argmax(-1), x.state_cat[..., ACTION_COLUMN].long()
+        new_hit = self.damage_action[pick] & (pick != before)
+        hitlag = cont[..., self.hitlag_index] * self.cont_std[self.hitlag_index] + self.cont_mean[self.hitlag_index]
+        flying = ((bin_logits[..., a] > 0) & (hitlag < 0.5) & ~new_hit & (speed > 0)
+                  & (x.cont_mask[..., ix] > 0) & (x.cont_mask[..., self.hitlag_index] > 0))
+        decayed = torch.stack([(kx * left - self.cont_mean[ix]) / self.cont_std[ix],
+                               (ky * left - self.cont_mean[iy]) / self.cont_std[iy]], -1).to(cont.dtype)
+        k = self.knockback_columns
+        return cont.index_copy(-1, k, torch.where(flying.unsqueeze(-1), decayed, cont[..., k]))
 
     def _launch(self, h: torch.Tensor, x: StepInput) -> torch.Tensor:
         """Per player, the :data:`LAUNCH_FIELDS` of a hit (normalised values): the head's knockback x speed points

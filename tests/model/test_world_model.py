@@ -227,8 +227,8 @@ def test_window_layout(real):
 
 
 @pytest.fixture(scope="module")
-def recent(replays, manifest, tmp_path_factory):
-    """(spec, batch) from one real Slippi 3.1x game: one that records velocities."""
+def recent_game(replays, manifest, tmp_path_factory):
+    """(spec, WindowDataset) of one real Slippi 3.1x game: one that records velocities."""
     from meleewm.data.cache import build_cache
     from meleewm.data.encoding import EncodingSpec
     from meleewm.data.windows import WindowDataset
@@ -242,7 +242,13 @@ def recent(replays, manifest, tmp_path_factory):
     dataset = Dataset(root / "ds")
     ids = dataset.games.column("game_id").to_pylist()
     spec = EncodingSpec.fit(dataset, ids)
-    windows = WindowDataset(build_cache(dataset, spec, ids, progress=False), T, random_phase=False)
+    return spec, WindowDataset(build_cache(dataset, spec, ids, progress=False), T, random_phase=False)
+
+
+@pytest.fixture(scope="module")
+def recent(recent_game):
+    """(spec, batch) of three windows of the 3.1x game."""
+    spec, windows = recent_game
     return spec, default_collate([windows[i] for i in (0, len(windows) // 2, len(windows) - 1)])
 
 
@@ -282,6 +288,65 @@ def test_positions_move_by_the_predicted_velocity(recent, airborne, ground_motio
         expected = torch.where(has_velocity, moved, torch.zeros_like(moved))
         torch.testing.assert_close(got, expected.float(), atol=1e-3, rtol=1e-4)
     assert moved_x[has_velocity].abs().max() > 0.1  # the check is not all zeros
+
+
+def test_knockback_decays_as_in_the_game(recent_game):
+    """``knockback_decay``: given the real next frames as the predictions, a real game's knockback is the input's
+    spent by KNOCKBACK_DECAY along its direction wherever the rule applies (in the air, out of hitlag, no new hit),
+    and a spent one is exactly 0; elsewhere the prediction is left alone. In the model, positions move by the
+    decayed knockback."""
+    from meleewm.melee.game import KNOCKBACK_DECAY
+    from meleewm.model.world import KNOCKBACK_FIELDS
+
+    spec, windows = recent_game
+    batch = default_collate([windows[i] for i in range(len(windows))])
+    model = make(spec, "mamba2", cont_gate=True, knockback_decay=True)
+    x = StepInput.from_window(batch)
+    actions = batch["next_cat"][..., ACTION_COLUMN].long()
+    action_logits = 30.0 * F.one_hot(actions, spec.cat_fields[ACTION_COLUMN][1]).float()
+    airborne = spec.bin_index("airborne")
+    bin_logits = torch.where(batch["next_bin"] > 0.5, 30.0, -30.0)
+    k = [spec.cont_index(f) for f in KNOCKBACK_FIELDS]
+    with torch.no_grad():
+        out = model._knockback_decay(batch["next_cont"], bin_logits, action_logits, x)
+    changed = (out != batch["next_cont"]).any(-1)
+    raw = {axis: spec.denormalise(f, batch["state_cont"][..., i]) for axis, f, i in zip("xy", KNOCKBACK_FIELDS, k)}
+    speed = torch.hypot(raw["x"], raw["y"])
+    hitlag = spec.denormalise("post_hitlag", batch["next_cont"][..., spec.cont_index("post_hitlag")])
+    rule = (batch["next_bin"][..., airborne] > 0.5) & (hitlag < 0.5) & (speed > 0) & ~(
+        model.damage_action[actions] & (actions != x.state_cat[..., ACTION_COLUMN]))
+    assert rule.sum() > 100, "the game holds flights"
+    assert not changed[~rule].any()                                  # elsewhere the prediction stands
+    right = [(spec.denormalise(f, out[..., i]) - spec.denormalise(f, batch["next_cont"][..., i])).abs() < 1e-3
+             for f, i in zip(KNOCKBACK_FIELDS, k)]
+    assert (right[0] & right[1])[rule].float().mean() > 0.95        # 97.8 % over the shared games
+    spent = rule & (speed <= KNOCKBACK_DECAY)
+    assert torch.equal(out[..., k][spent], model.cont_zero[k].expand_as(out[..., k])[spent])
+    with torch.no_grad():   # velocities kept, positions moved by them, every frame airborne and without a hit
+        model.cont_head.weight.zero_()
+        model.cont_head.bias.zero_()
+        model.gate_head.weight.zero_()
+        position = [spec.cont_index("post_position_x"), spec.cont_index("post_position_y")]
+        bias = torch.tensor([-9.0, -9.0, 9.0]).repeat(2, spec.n_cont, 1)    # every field "unchanged" ...
+        bias[:, position] = torch.tensor([9.0, -9.0, -9.0])                 # ... but positions, moved
+        model.gate_head.bias.copy_(bias.flatten())
+        model.bin_head.weight.zero_()
+        model.bin_head.bias.zero_()
+        model.bin_head.bias[airborne::spec.n_bin] = 30.0
+        model.cat_heads[ACTION_COLUMN].weight.zero_()
+        model.cat_heads[ACTION_COLUMN].bias.zero_()     # picks index 0 (UNKNOWN): no hit
+        pred = model(x)
+    flying = (speed > 0) & (spec.denormalise("post_hitlag", x.state_cont[..., spec.cont_index("post_hitlag")]) < 0.5)
+    assert flying.sum() > 100
+    left = (1 - KNOCKBACK_DECAY / speed.clamp_min(KNOCKBACK_DECAY)).clamp_min(0)
+    for field, own, axis in (("post_position_x", "post_velocities_self_x_air", "x"),
+                             ("post_position_y", "post_velocities_self_y", "y")):
+        i = spec.cont_index(field)
+        moved = (pred["cont"][..., i] - x.state_cont[..., i]) * spec.cont_stats[field][1]
+        expected = spec.denormalise(own, x.state_cont[..., spec.cont_index(own)]) + raw[axis] * left
+        torch.testing.assert_close(moved[flying], expected[flying].float(), atol=2e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match="cont_gate"):
+        WorldModelConfig(knockback_decay=True)
 
 
 def test_state_age_is_exact_in_closed_loop(real, batch):
