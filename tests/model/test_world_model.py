@@ -349,6 +349,30 @@ def test_knockback_decays_as_in_the_game(recent_game):
         WorldModelConfig(knockback_decay=True)
 
 
+def test_hitlag_freezes_a_character_where_it_stands(recent_game):
+    """``hitlag_freeze``: where the input frame and the prediction are both in hitlag, the position is the input's,
+    exactly; as in a real game, where the character stands still on nearly all such frames; elsewhere the
+    prediction is left alone."""
+    spec, windows = recent_game
+    batch = default_collate([windows[i] for i in range(len(windows))])
+    model = make(spec, "mamba2", hitlag_freeze=True)
+    x = StepInput.from_window(batch)
+    moved = batch["next_cont"].clone()
+    position = [spec.cont_index("post_position_x"), spec.cont_index("post_position_y")]
+    moved[..., position] += 0.5                               # a prediction that moves everybody
+    with torch.no_grad():
+        out = model._hitlag_freeze(moved, x)
+    hitlag = spec.cont_index("post_hitlag")
+    lagging = [spec.denormalise("post_hitlag", v[..., hitlag]) >= 0.5 for v in (batch["state_cont"], moved)]
+    frozen = lagging[0] & lagging[1]
+    assert frozen.sum() > 50, "the game holds hits"
+    assert torch.equal(out[..., position][frozen], batch["state_cont"][..., position][frozen])
+    others = [i for i in range(spec.n_cont) if i not in position]
+    assert torch.equal(out[~frozen], moved[~frozen]) and torch.equal(out[..., others], moved[..., others])
+    still = (batch["next_cont"][..., position] == batch["state_cont"][..., position]).all(-1)
+    assert still[frozen].float().mean() > 0.9               # 97.7 % over the shared games
+
+
 def test_state_age_is_exact_in_closed_loop(real, batch):
     """A rollout's state_age is the rule's, frame by frame, from the last real age of the warm-up: +1 while the
     predicted action stays, 0 when it changes; and the age model reads it (another age, another prediction)."""
