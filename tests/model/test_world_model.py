@@ -95,6 +95,14 @@ def max_diff(a: dict, b: dict) -> dict[str, float]:
     return {k: (fa[k].float() - fb[k].float()).abs().max().item() for k in fa}
 
 
+def real_picks(spec, batch: dict) -> tuple[StepInput, torch.Tensor, torch.Tensor]:
+    """A batch's inputs, its real next actions, and action logits that pick them (a rule given the game's own
+    decisions)."""
+    actions = batch["next_cat"][..., ACTION_COLUMN].long()
+    return (StepInput.from_window(batch), actions,
+            30.0 * F.one_hot(actions, spec.cat_fields[ACTION_COLUMN][1]).float())
+
+
 def run_steps(model, x: StepInput, state, start: int = 0):
     outs = []
     for t in range(start, x.ctrl.shape[1]):
@@ -301,9 +309,7 @@ def test_knockback_decays_as_in_the_game(recent_game):
     spec, windows = recent_game
     batch = default_collate([windows[i] for i in range(len(windows))])
     model = make(spec, "mamba2", cont_gate=True, knockback_decay=True)
-    x = StepInput.from_window(batch)
-    actions = batch["next_cat"][..., ACTION_COLUMN].long()
-    action_logits = 30.0 * F.one_hot(actions, spec.cat_fields[ACTION_COLUMN][1]).float()
+    x, actions, action_logits = real_picks(spec, batch)
     airborne = spec.bin_index("airborne")
     bin_logits = torch.where(batch["next_bin"] > 0.5, 30.0, -30.0)
     k = [spec.cont_index(f) for f in KNOCKBACK_FIELDS]
@@ -371,6 +377,35 @@ def test_hitlag_freezes_a_character_where_it_stands(recent_game):
     assert torch.equal(out[~frozen], moved[~frozen]) and torch.equal(out[..., others], moved[..., others])
     still = (batch["next_cont"][..., position] == batch["state_cont"][..., position]).all(-1)
     assert still[frozen].float().mean() > 0.9               # 97.7 % over the shared games
+
+
+def test_a_jump_starts_at_the_games_speed(recent_game):
+    """``jump_speed``: given the real next actions as the picks and a fall speed off the real one by a little, every
+    ground and double jump a real game starts (characters in the jump tables) gets exactly its real first speed: the
+    short or full hop the model's speed is nearer to, or the double jump's; every other entry is left alone."""
+    spec, windows = recent_game
+    batch = default_collate([windows[i] for i in range(len(windows))])
+    model = make(spec, "mamba2", cont_gate=True, jump_speed=True)
+    x, actions, action_logits = real_picks(spec, batch)
+    i = spec.cont_index("post_velocities_self_y")
+    guess = batch["next_cont"].clone()
+    guess[..., i] += 0.2 / spec.cont_stats["post_velocities_self_y"][1]     # 0.2 units above the real speed
+    with torch.no_grad():
+        out = model._jump_speed(guess, action_logits, x)
+    before = x.state_cat[..., ACTION_COLUMN].long()
+    table = torch.isfinite(model.jump_speeds[x.state_cat[..., spec.cat_index("post_character")].long()])
+    ground = model.ground_jump[actions] & ~model.ground_jump[before] & table[..., 0]
+    double = model.double_jump[actions] & ~model.double_jump[before] & table[..., 2]
+    starts = ground | double
+    assert ground.sum() >= 20 and double.sum() >= 5
+    real = spec.denormalise("post_velocities_self_y", batch["next_cont"][..., i])
+    got = spec.denormalise("post_velocities_self_y", out[..., i])
+    torch.testing.assert_close(got[starts], real[starts], atol=1e-3, rtol=0)
+    others = torch.ones_like(guess, dtype=torch.bool)
+    others[..., i] = ~starts
+    assert torch.equal(out[others], guess[others])
+    with pytest.raises(ValueError, match="cont_gate"):
+        WorldModelConfig(jump_speed=True)
 
 
 def test_state_age_is_exact_in_closed_loop(real, batch):
@@ -535,9 +570,7 @@ def test_a_hit_the_model_picks_takes_its_damage_and_launch(real, tiled):
     spec, _ = real
     model = make(spec, "mamba2", cont_gate=True, hit_percent=True, hit_launch=True)
     batch = tiled
-    x = StepInput.from_window(batch)
-    actions = batch["next_cat"][..., ACTION_COLUMN].long()
-    action_logits = 30.0 * F.one_hot(actions, spec.cat_fields[ACTION_COLUMN][1]).float()
+    x, actions, action_logits = real_picks(spec, batch)
     i = spec.cont_index("post_percent")
     k = [spec.cont_index(f) for f in LAUNCH_FIELDS]
     raw = torch.as_tensor(spec.decode_lut("post_state"))
