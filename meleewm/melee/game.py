@@ -6,3 +6,8 @@ FULL_SHIELD = 60.0       # a full, untouched shield
 # A launch's knockback speed falls by this much each frame, along its own direction, until it is spent (in the air, out
 # of hitlag: 97.8 % of such frames with knockback in the shared games, to 0.001 units)
 KNOCKBACK_DECAY = 0.051
+# An airdodge starts at this speed along the control stick (at rest: in place), then its speed falls by AIRDODGE_DECAY a
+# frame for AIRDODGE_DECAY_FRAMES frames, and gravity takes over (every airdodge of the shared games, to 0.001 units)
+AIRDODGE_SPEED = 2.79
+AIRDODGE_DECAY = 0.9
+AIRDODGE_DECAY_FRAMES = 28

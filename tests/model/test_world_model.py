@@ -408,6 +408,38 @@ def test_a_jump_starts_at_the_games_speed(recent_game):
         WorldModelConfig(jump_speed=True)
 
 
+def test_an_airdodge_moves_as_in_the_game(recent_game):
+    """``airdodge_speed``: given the real next actions as the picks, every airdodge of a real game starts at the real
+    speed along the frame's control stick and slows as the game slows it; the model's speeds stand elsewhere."""
+    from meleewm.melee.actions import ACTION_IDS
+
+    spec, windows = recent_game
+    batch = default_collate([windows[i] for i in range(len(windows))])
+    model = make(spec, "mamba2", cont_gate=True, airdodge_speed=True)
+    x, actions, action_logits = real_picks(spec, batch)
+    columns = [spec.cont_index("post_velocities_self_x_air"), spec.cont_index("post_velocities_self_y")]
+    guess = batch["next_cont"].clone()
+    guess[..., columns] += 1.0                                   # speeds off the real ones everywhere
+    with torch.no_grad():
+        out = model._airdodge_speed(guess, action_logits, x)
+    dodge = spec.cat_value_index("post_state", ACTION_IDS["AIRDODGE"])
+    ruled = (out != guess).any(-1)
+    in_dodge = actions == dodge
+    assert ruled.sum() >= 50 and not ruled[~in_dodge].any()
+    entering = in_dodge & (x.state_cat[..., ACTION_COLUMN] != dodge)
+    assert ruled[entering].all()
+    real = torch.stack([spec.denormalise(f, batch["next_cont"][..., i]) for f, i in
+                        zip(("post_velocities_self_x_air", "post_velocities_self_y"), columns)], -1)
+    got = torch.stack([spec.denormalise(f, out[..., i]) for f, i in
+                       zip(("post_velocities_self_x_air", "post_velocities_self_y"), columns)], -1)
+    right = ((got - real).abs() < 1e-3).all(-1)
+    assert right[ruled].float().mean() > 0.95
+    others = torch.ones_like(guess, dtype=torch.bool)
+    for i in columns:
+        others[..., i] = ~ruled
+    assert torch.equal(out[others], guess[others])
+
+
 def test_state_age_is_exact_in_closed_loop(real, batch):
     """A rollout's state_age is the rule's, frame by frame, from the last real age of the warm-up: +1 while the
     predicted action stays, 0 when it changes; and the age model reads it (another age, another prediction)."""
