@@ -197,7 +197,7 @@ def resolve_model(path: str | Path | None = None) -> Path:
 WEIGHTLESS_SWITCHES = {"ground_motion": "model", "item_motion": "model", "ground_snap": "model",
                        "body_landing": "model", "respawn_snap": "model", "knockback_decay": "model",
                        "hitlag_freeze": "model", "jump_speed": "model", "airdodge_speed": "model",
-                       "player_items_only": "encoding"}
+                       "ground_friction": "model", "player_items_only": "encoding"}
 
 
 def export_model(source: str | Path, destination: str | Path, switches: dict[str, bool] | None = None) -> Path:

@@ -22,7 +22,7 @@ from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
 from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, DEAD_STATES
-from meleewm.melee.characters import DOUBLE_JUMP_SPEEDS, GROUND_JUMP_SPEEDS
+from meleewm.melee.characters import DOUBLE_JUMP_SPEEDS, GROUND_FRICTION, GROUND_JUMP_SPEEDS
 from meleewm.melee.game import AIRDODGE_DECAY, AIRDODGE_DECAY_FRAMES, AIRDODGE_SPEED, KNOCKBACK_DECAY
 from meleewm.melee.stages import BODY_TOLERANCE, body_bounds, geometry, halo_start
 
@@ -38,6 +38,10 @@ LAUNCH_FIELDS = ("post_velocities_knockback_x", "post_velocities_knockback_y", "
 # The actions that start a jump off the ground, and a double jump
 GROUND_JUMPS = (ACTION_IDS["JUMPING_FORWARD"], ACTION_IDS["JUMPING_BACKWARD"])
 DOUBLE_JUMPS = (ACTION_IDS["JUMPING_ARIAL_FORWARD"], ACTION_IDS["JUMPING_ARIAL_BACKWARD"])
+# Actions in which a grounded character slides to a stop by its friction
+SLIDING = tuple(ACTION_IDS[name] for name in (
+    "STANDING", "LANDING", "NAIR_LANDING", "FAIR_LANDING", "BAIR_LANDING", "UAIR_LANDING", "DAIR_LANDING",
+    "SHIELD_START", "SHIELD", "TURNING", "GRAB", "CROUCH_START", "KNEE_BEND"))
 # A launch's knockback speed, x and y
 KNOCKBACK_FIELDS = ("post_velocities_knockback_x", "post_velocities_knockback_y")
 # Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
@@ -131,6 +135,11 @@ class WorldModelConfig:
     # frames (every airdodge of the shared games). The model was 0.49 units off on entering one, teacher-forced, and
     # 8.2 units off at airdodges over 20 frames of closed loop, the most of any common action
     airdodge_speed: bool = False
+    # A character sliding on the ground slows by its friction: where the input and the model's pick are the same of the
+    # SLIDING actions (standing, shielding, turning, grabbing, crouching, jumpsquat, landing lag) and both grounded, the
+    # ground speed falls by the character's friction (GROUND_FRICTION), or twice it, whichever is nearer the model's
+    # own value, and stops at 0 (90-100 % of such real frames). The model was 0.06-0.13 units off there, teacher-forced
+    ground_friction: bool = False
 
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
@@ -142,7 +151,7 @@ class WorldModelConfig:
             raise ValueError("model.body_landing places a landing of ground_snap: it needs model.ground_snap")
         if self.hit_percent and not self.cont_gate:
             raise ValueError("model.hit_percent overrides the percent gate of a hit: it needs model.cont_gate")
-        for name in ("knockback_decay", "jump_speed", "airdodge_speed"):
+        for name in ("knockback_decay", "jump_speed", "airdodge_speed", "ground_friction"):
             if getattr(self, name) and not self.cont_gate:
                 raise ValueError(f"model.{name} overrides the gate's speeds: it needs model.cont_gate")
         if self.hit_launch and not self.hit_percent:
@@ -255,11 +264,15 @@ class WorldModel(nn.Module):
         if config.airdodge_speed:
             self.airdodge_action = spec.cat_value_index("post_state", ACTION_IDS["AIRDODGE"])
             self.stick_index = [spec.ctrl_index("pre_joystick_x"), spec.ctrl_index("pre_joystick_y")]
+        if config.ground_friction:
+            self.register_buffer("friction", character_table(spec, GROUND_FRICTION), persistent=False)
+            self.register_buffer("sliding", action_table(spec, SLIDING), persistent=False)
+        if config.jump_speed or config.ground_friction:
+            self.character_column = spec.cat_index("post_character")
         if config.jump_speed:
             self.register_buffer("jump_speeds", jump_speed_table(spec), persistent=False)
             self.register_buffer("ground_jump", action_table(spec, GROUND_JUMPS), persistent=False)
             self.register_buffer("double_jump", action_table(spec, DOUBLE_JUMPS), persistent=False)
-            self.character_column = spec.cat_index("post_character")
         if config.hit_launch:
             self.register_buffer("launch_columns", torch.tensor([spec.cont_index(f) for f in LAUNCH_FIELDS]),
                                  persistent=False)
@@ -401,9 +414,12 @@ class WorldModel(nn.Module):
                 velocities = self._jump_speed(velocities, out["cat_logits"][ACTION_COLUMN], x)
             if self.config.airdodge_speed:
                 velocities = self._airdodge_speed(velocities, out["cat_logits"][ACTION_COLUMN], x)
+            if self.config.ground_friction:
+                velocities = self._ground_friction(velocities, bin_logits, out["cat_logits"][ACTION_COLUMN], x)
             moved = free + self._motion(velocities, bin_logits, x.cont_mask)
             cont = gated(moved)
-            if self.config.knockback_decay or self.config.jump_speed or self.config.airdodge_speed:
+            if (self.config.knockback_decay or self.config.jump_speed or self.config.airdodge_speed
+                    or self.config.ground_friction):
                 # the output's speeds are the ones that moved the character
                 v = self.velocity_columns
                 cont = cont.index_copy(-1, v, velocities[..., v])
@@ -560,6 +576,28 @@ class WorldModel(nn.Module):
         value = torch.where(ruled.unsqueeze(-1), ((raw - mean) / std).to(cont.dtype), cont[..., columns])
         return cont.index_copy(-1, columns, value)
 
+    def _ground_friction(self, cont: torch.Tensor, bin_logits: torch.Tensor, action_logits: torch.Tensor,
+                         x: StepInput) -> torch.Tensor:
+        """``cont`` with the input's ground speed slowed by the character's friction (or twice it, the nearer to the
+        model's own value; never past 0) where the input and the prediction (argmax, as the gate) are the same SLIDING
+        action, both grounded, for characters in GROUND_FRICTION."""
+        pick, before = action_logits.argmax(-1), x.state_cat[..., ACTION_COLUMN].long()
+        a = self.airborne_index
+        i = self.velocity_index[1]                               # post_velocities_self_x_ground
+        speed = x.state_cont[..., i] * self.cont_std[i] + self.cont_mean[i]
+        sliding = (self.sliding[pick] & (pick == before) & (speed != 0) & (bin_logits[..., a] <= 0)
+                   & (x.state_bin[..., a] <= 0) & (x.cat_mask[..., ACTION_COLUMN] > 0)
+                   & (x.cat_mask[..., self.character_column] > 0))
+        if not bool(sliding.any()):   # most frames: nobody slides (a play tick's budget)
+            return cont
+        own = cont[..., i] * self.cont_std[i] + self.cont_mean[i]
+        friction = self.friction[x.state_cat[..., self.character_column].long()].to(speed.dtype)
+        once, twice = ((speed.abs() - k * friction).clamp_min(0) * speed.sign() for k in (1, 2))
+        slowed = torch.where((own - once).abs() <= (own - twice).abs(), once, twice)
+        ruled = sliding & torch.isfinite(friction) & (x.cont_mask[..., i] > 0)
+        value = ((slowed - self.cont_mean[i]) / self.cont_std[i]).to(cont.dtype)
+        return cont.index_copy(-1, self.velocity_columns[1:2], torch.where(ruled, value, cont[..., i]).unsqueeze(-1))
+
     def _launch(self, h: torch.Tensor, x: StepInput) -> torch.Tensor:
         """Per player, the :data:`LAUNCH_FIELDS` of a hit (normalised values): the head's knockback x speed points
         away from the other player (as on 93 % of real hits' knockback), y as it is, and hitlag is positive."""
@@ -671,6 +709,13 @@ def halo_start_table(spec: EncodingSpec) -> torch.Tensor:
         if start is not None:
             table[index] = torch.tensor([[(px - x_mean) / x_std, (py - y_mean) / y_std] for px, py in start])
     return table
+
+
+def character_table(spec: EncodingSpec, values: dict[int, float]) -> torch.Tensor:
+    """``[post_character vocabulary]``: each internal character's value in ``values`` (NaN where it has none)."""
+    lut = spec.decode_lut("post_character")
+    return torch.tensor([values.get(int(char), float("nan")) if index else float("nan")
+                         for index, char in enumerate(lut)])
 
 
 def jump_speed_table(spec: EncodingSpec) -> torch.Tensor:

@@ -440,6 +440,32 @@ def test_an_airdodge_moves_as_in_the_game(recent_game):
     assert torch.equal(out[others], guess[others])
 
 
+def test_a_sliding_character_slows_by_its_friction(recent_game):
+    """``ground_friction``: given the real next actions and airborne bits as the predictions, and the real ground speed
+    as the model's own value, a real game's sliding frames (the same SLIDING action on the ground) get their real next
+    ground speed on nearly all of them, never past 0; every other entry is left alone."""
+    spec, windows = recent_game
+    batch = default_collate([windows[i] for i in range(len(windows))])
+    model = make(spec, "mamba2", cont_gate=True, ground_friction=True)
+    x, actions, action_logits = real_picks(spec, batch)
+    bin_logits = torch.where(batch["next_bin"] > 0.5, 30.0, -30.0)
+    i = spec.cont_index("post_velocities_self_x_ground")
+    guess = batch["next_cont"].clone()
+    with torch.no_grad():
+        out = model._ground_friction(guess, bin_logits, action_logits, x)
+        moved = model._ground_friction(guess + 1.0, bin_logits, action_logits, x)   # own values far off
+    ruled = (moved != guess + 1.0).any(-1)
+    assert ruled.sum() >= 200
+    real = spec.denormalise("post_velocities_self_x_ground", batch["next_cont"][..., i])
+    got = spec.denormalise("post_velocities_self_x_ground", out[..., i])
+    assert ((got - real).abs() < 1e-3)[ruled].float().mean() > 0.9
+    before = spec.denormalise("post_velocities_self_x_ground", batch["state_cont"][..., i])
+    assert (got[ruled] * before[ruled] >= 0).all()              # a slide stops at 0, never turns back
+    others = torch.ones_like(guess, dtype=torch.bool)
+    others[..., i] = ~ruled
+    assert torch.equal(moved[others], (guess + 1.0)[others])
+
+
 def test_state_age_is_exact_in_closed_loop(real, batch):
     """A rollout's state_age is the rule's, frame by frame, from the last real age of the warm-up: +1 while the
     predicted action stays, 0 when it changes; and the age model reads it (another age, another prediction)."""
