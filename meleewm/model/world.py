@@ -44,6 +44,8 @@ SLIDING = tuple(ACTION_IDS[name] for name in (
     "SHIELD_START", "SHIELD", "TURNING", "GRAB", "CROUCH_START", "KNEE_BEND"))
 # A launch's knockback speed, x and y
 KNOCKBACK_FIELDS = ("post_velocities_knockback_x", "post_velocities_knockback_y")
+# The weightless switches that set a speed the game gives (by a game fact, where the model's pick says so)
+SPEED_RULES = ("knockback_decay", "jump_speed", "airdodge_speed", "ground_friction")
 # Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
 MOTION_FIELDS = ("post_velocities_self_x_air", "post_velocities_self_x_ground", "post_velocities_knockback_x",
                  "post_velocities_self_y", "post_velocities_knockback_y")
@@ -117,7 +119,7 @@ class WorldModelConfig:
     hit_launch: bool = False
     # Knockback decays as in the game: in the air, out of hitlag and where the model picks no new hit, a launch's
     # knockback speed falls by KNOCKBACK_DECAY a frame along its direction until it is spent (97.8 % of such real
-    # frames). The gate ended flights early: from a minute before real KOs the model zeroed a launched character's
+    # frames). The gate ended flights early: from a second before real KOs the model zeroed a launched character's
     # knockback a few frames in, and it fell short of the blast zone
     knockback_decay: bool = False
     # Hitlag freezes a character: where the input frame and the prediction both have hitlag, the position stays exactly
@@ -151,7 +153,7 @@ class WorldModelConfig:
             raise ValueError("model.body_landing places a landing of ground_snap: it needs model.ground_snap")
         if self.hit_percent and not self.cont_gate:
             raise ValueError("model.hit_percent overrides the percent gate of a hit: it needs model.cont_gate")
-        for name in ("knockback_decay", "jump_speed", "airdodge_speed", "ground_friction"):
+        for name in SPEED_RULES:
             if getattr(self, name) and not self.cont_gate:
                 raise ValueError(f"model.{name} overrides the gate's speeds: it needs model.cont_gate")
         if self.hit_launch and not self.hit_percent:
@@ -408,21 +410,12 @@ class WorldModel(nn.Module):
                 return torch.where(choice == GATE_ZERO, self.cont_zero.to(values.dtype),
                                    torch.where(choice == GATE_SAME, base.to(values.dtype), values))
             velocities = gated(free)
-            if self.config.knockback_decay:
-                velocities = self._knockback_decay(velocities, bin_logits, out["cat_logits"][ACTION_COLUMN], x)
-            if self.config.jump_speed:
-                velocities = self._jump_speed(velocities, out["cat_logits"][ACTION_COLUMN], x)
-            if self.config.airdodge_speed:
-                velocities = self._airdodge_speed(velocities, out["cat_logits"][ACTION_COLUMN], x)
-            if self.config.ground_friction:
-                velocities = self._ground_friction(velocities, bin_logits, out["cat_logits"][ACTION_COLUMN], x)
+            if any(getattr(self.config, name) for name in SPEED_RULES):
+                velocities = self._speed_rules(velocities, bin_logits, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
             moved = free + self._motion(velocities, bin_logits, x.cont_mask)
-            cont = gated(moved)
-            if (self.config.knockback_decay or self.config.jump_speed or self.config.airdodge_speed
-                    or self.config.ground_friction):
-                # the output's speeds are the ones that moved the character
-                v = self.velocity_columns
-                cont = cont.index_copy(-1, v, velocities[..., v])
+            # the output's speeds are the ones that moved the character
+            v = self.velocity_columns
+            cont = gated(moved).index_copy(-1, v, velocities[..., v])
             out.update(cont=cont, cont_free=moved, gate_logits=gate_logits)
             if self.config.hit_percent:
                 out["damage"] = F.softplus(self.damage_head(h)) * self.cont_delta_scale[self.percent_index]
@@ -512,11 +505,24 @@ class WorldModel(nn.Module):
         held = torch.where(frozen.unsqueeze(-1), x.state_cont[..., p].to(cont.dtype), cont[..., p])
         return cont.index_copy(-1, p, held)
 
-    def _knockback_decay(self, cont: torch.Tensor, bin_logits: torch.Tensor, action_logits: torch.Tensor,
+    def _speed_rules(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
+                     ) -> torch.Tensor:
+        """``cont`` (the gated prediction) with the speeds of the SPEED_RULES switched on; ``pick`` is the model's
+        action (argmax, as the gate)."""
+        if self.config.knockback_decay:
+            cont = self._knockback_decay(cont, bin_logits, pick, x)
+        if self.config.jump_speed:
+            cont = self._jump_speed(cont, pick, x)
+        if self.config.airdodge_speed:
+            cont = self._airdodge_speed(cont, pick, x)
+        if self.config.ground_friction:
+            cont = self._ground_friction(cont, bin_logits, pick, x)
+        return cont
+
+    def _knockback_decay(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor,
                          x: StepInput) -> torch.Tensor:
         """``cont`` with the knockback of the input frame, spent by KNOCKBACK_DECAY along its direction, where the
-        prediction (argmax, as the gate) is airborne, out of hitlag and enters no damage action, and the input frame
-        has knockback."""
+        prediction is airborne, out of hitlag and ``pick`` enters no damage action, and the input frame has knockback."""
         ix, iy = self.knockback_index
         kx, ky = (x.state_cont[..., i] * self.cont_std[i] + self.cont_mean[i] for i in (ix, iy))
         speed = torch.hypot(kx, ky)
@@ -524,8 +530,7 @@ class WorldModel(nn.Module):
             return cont
         left = (1 - KNOCKBACK_DECAY / speed.clamp_min(KNOCKBACK_DECAY)).clamp_min(0)
         a = self.airborne_index
-        pick, before = action_logits.argmax(-1), x.state_cat[..., ACTION_COLUMN].long()
-        new_hit = self.damage_action[pick] & (pick != before)
+        new_hit = self.damage_action[pick] & (pick != x.state_cat[..., ACTION_COLUMN].long())
         flying = ((bin_logits[..., a] > 0) & ~self._in_hitlag(cont, x.cont_mask) & ~new_hit & (speed > 0)
                   & (x.cont_mask[..., ix] > 0) & (x.cont_mask[..., self.hitlag_index] > 0))
         decayed = torch.stack([(kx * left - self.cont_mean[ix]) / self.cont_std[ix],
@@ -533,11 +538,11 @@ class WorldModel(nn.Module):
         k = self.knockback_columns
         return cont.index_copy(-1, k, torch.where(flying.unsqueeze(-1), decayed, cont[..., k]))
 
-    def _jump_speed(self, cont: torch.Tensor, action_logits: torch.Tensor, x: StepInput) -> torch.Tensor:
-        """``cont`` with the game's first vertical speed of a jump where the prediction (argmax, as the gate) enters one
-        from another action: a ground jump's short- or full-hop speed, the nearer to the model's own, or the double
-        jump's; for characters in the jump tables (the input frame's internal character)."""
-        pick, before = action_logits.argmax(-1), x.state_cat[..., ACTION_COLUMN].long()
+    def _jump_speed(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``cont`` with the game's first vertical speed of a jump where ``pick`` enters one from another action: a
+        ground jump's short- or full-hop speed, the nearer to the model's own, or the double jump's; for characters in
+        the jump tables (the input frame's internal character)."""
+        before = x.state_cat[..., ACTION_COLUMN].long()
         ground = self.ground_jump[pick] & ~self.ground_jump[before]
         double = self.double_jump[pick] & ~self.double_jump[before]
         if not bool((ground | double).any()):   # most frames: no jump starts (a play tick's budget)
@@ -552,12 +557,12 @@ class WorldModel(nn.Module):
         value = ((speed - self.cont_mean[i]) / self.cont_std[i]).to(cont.dtype)
         return cont.index_copy(-1, self.velocity_columns[3:4], torch.where(start, value, cont[..., i]).unsqueeze(-1))
 
-    def _airdodge_speed(self, cont: torch.Tensor, action_logits: torch.Tensor, x: StepInput) -> torch.Tensor:
-        """``cont`` with an airdodge's speeds (x in the air, y) where the prediction (argmax, as the gate) is one: on
+    def _airdodge_speed(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``cont`` with an airdodge's speeds (x in the air, y) where ``pick`` is one: on
         entering it, AIRDODGE_SPEED along the frame's control stick (0 at rest); while it goes on, the input's speed
         times AIRDODGE_DECAY up to an input age of AIRDODGE_DECAY_FRAMES (Slippi counts an airdodge's ages from 1; a
         rollout, from 0: one frame more of slowing, 0.015 units). Without the ages, entries only."""
-        pick, before = action_logits.argmax(-1), x.state_cat[..., ACTION_COLUMN].long()
+        before = x.state_cat[..., ACTION_COLUMN].long()
         dodging = (pick == self.airdodge_action) & (x.cat_mask[..., ACTION_COLUMN] > 0)
         if not bool(dodging.any()):   # most frames: nobody airdodges (a play tick's budget)
             return cont
@@ -576,12 +581,12 @@ class WorldModel(nn.Module):
         value = torch.where(ruled.unsqueeze(-1), ((raw - mean) / std).to(cont.dtype), cont[..., columns])
         return cont.index_copy(-1, columns, value)
 
-    def _ground_friction(self, cont: torch.Tensor, bin_logits: torch.Tensor, action_logits: torch.Tensor,
+    def _ground_friction(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor,
                          x: StepInput) -> torch.Tensor:
         """``cont`` with the input's ground speed slowed by the character's friction (or twice it, the nearer to the
-        model's own value; never past 0) where the input and the prediction (argmax, as the gate) are the same SLIDING
-        action, both grounded, for characters in GROUND_FRICTION."""
-        pick, before = action_logits.argmax(-1), x.state_cat[..., ACTION_COLUMN].long()
+        model's own value; never past 0) where the input and ``pick`` are the same SLIDING action, both grounded, for
+        characters in GROUND_FRICTION."""
+        before = x.state_cat[..., ACTION_COLUMN].long()
         a = self.airborne_index
         i = self.velocity_index[1]                               # post_velocities_self_x_ground
         speed = x.state_cont[..., i] * self.cont_std[i] + self.cont_mean[i]
@@ -721,13 +726,8 @@ def character_table(spec: EncodingSpec, values: dict[int, float]) -> torch.Tenso
 def jump_speed_table(spec: EncodingSpec) -> torch.Tensor:
     """``[post_character vocabulary, 3]``: each internal character's short-hop, full-hop and double-jump speeds (raw;
     NaN where the tables lack one)."""
-    table = torch.full((len(spec.decode_lut("post_character")), 3), torch.nan)
-    for index, char in enumerate(spec.decode_lut("post_character")):
-        if index and int(char) in GROUND_JUMP_SPEEDS:
-            table[index, :2] = torch.tensor(GROUND_JUMP_SPEEDS[int(char)])
-        if index and int(char) in DOUBLE_JUMP_SPEEDS:
-            table[index, 2] = DOUBLE_JUMP_SPEEDS[int(char)]
-    return table
+    hops = [{char: speeds[k] for char, speeds in GROUND_JUMP_SPEEDS.items()} for k in (0, 1)]
+    return torch.stack([character_table(spec, values) for values in (*hops, DOUBLE_JUMP_SPEEDS)], -1)
 
 
 def action_table(spec: EncodingSpec, actions) -> torch.Tensor:

@@ -95,12 +95,9 @@ def max_diff(a: dict, b: dict) -> dict[str, float]:
     return {k: (fa[k].float() - fb[k].float()).abs().max().item() for k in fa}
 
 
-def real_picks(spec, batch: dict) -> tuple[StepInput, torch.Tensor, torch.Tensor]:
-    """A batch's inputs, its real next actions, and action logits that pick them (a rule given the game's own
-    decisions)."""
-    actions = batch["next_cat"][..., ACTION_COLUMN].long()
-    return (StepInput.from_window(batch), actions,
-            30.0 * F.one_hot(actions, spec.cat_fields[ACTION_COLUMN][1]).float())
+def real_picks(batch: dict) -> tuple[StepInput, torch.Tensor]:
+    """A batch's inputs and its real next actions: a rule given the game's own decisions as the model's picks."""
+    return StepInput.from_window(batch), batch["next_cat"][..., ACTION_COLUMN].long()
 
 
 def run_steps(model, x: StepInput, state, start: int = 0):
@@ -309,12 +306,12 @@ def test_knockback_decays_as_in_the_game(recent_game):
     spec, windows = recent_game
     batch = default_collate([windows[i] for i in range(len(windows))])
     model = make(spec, "mamba2", cont_gate=True, knockback_decay=True)
-    x, actions, action_logits = real_picks(spec, batch)
+    x, actions = real_picks(batch)
     airborne = spec.bin_index("airborne")
     bin_logits = torch.where(batch["next_bin"] > 0.5, 30.0, -30.0)
     k = [spec.cont_index(f) for f in KNOCKBACK_FIELDS]
     with torch.no_grad():
-        out = model._knockback_decay(batch["next_cont"], bin_logits, action_logits, x)
+        out = model._knockback_decay(batch["next_cont"], bin_logits, actions, x)
     changed = (out != batch["next_cont"]).any(-1)
     raw = {axis: spec.denormalise(f, batch["state_cont"][..., i]) for axis, f, i in zip("xy", KNOCKBACK_FIELDS, k)}
     speed = torch.hypot(raw["x"], raw["y"])
@@ -386,12 +383,12 @@ def test_a_jump_starts_at_the_games_speed(recent_game):
     spec, windows = recent_game
     batch = default_collate([windows[i] for i in range(len(windows))])
     model = make(spec, "mamba2", cont_gate=True, jump_speed=True)
-    x, actions, action_logits = real_picks(spec, batch)
+    x, actions = real_picks(batch)
     i = spec.cont_index("post_velocities_self_y")
     guess = batch["next_cont"].clone()
     guess[..., i] += 0.2 / spec.cont_stats["post_velocities_self_y"][1]     # 0.2 units above the real speed
     with torch.no_grad():
-        out = model._jump_speed(guess, action_logits, x)
+        out = model._jump_speed(guess, actions, x)
     before = x.state_cat[..., ACTION_COLUMN].long()
     table = torch.isfinite(model.jump_speeds[x.state_cat[..., spec.cat_index("post_character")].long()])
     ground = model.ground_jump[actions] & ~model.ground_jump[before] & table[..., 0]
@@ -416,12 +413,12 @@ def test_an_airdodge_moves_as_in_the_game(recent_game):
     spec, windows = recent_game
     batch = default_collate([windows[i] for i in range(len(windows))])
     model = make(spec, "mamba2", cont_gate=True, airdodge_speed=True)
-    x, actions, action_logits = real_picks(spec, batch)
+    x, actions = real_picks(batch)
     columns = [spec.cont_index("post_velocities_self_x_air"), spec.cont_index("post_velocities_self_y")]
     guess = batch["next_cont"].clone()
     guess[..., columns] += 1.0                                   # speeds off the real ones everywhere
     with torch.no_grad():
-        out = model._airdodge_speed(guess, action_logits, x)
+        out = model._airdodge_speed(guess, actions, x)
     dodge = spec.cat_value_index("post_state", ACTION_IDS["AIRDODGE"])
     ruled = (out != guess).any(-1)
     in_dodge = actions == dodge
@@ -447,13 +444,13 @@ def test_a_sliding_character_slows_by_its_friction(recent_game):
     spec, windows = recent_game
     batch = default_collate([windows[i] for i in range(len(windows))])
     model = make(spec, "mamba2", cont_gate=True, ground_friction=True)
-    x, actions, action_logits = real_picks(spec, batch)
+    x, actions = real_picks(batch)
     bin_logits = torch.where(batch["next_bin"] > 0.5, 30.0, -30.0)
     i = spec.cont_index("post_velocities_self_x_ground")
     guess = batch["next_cont"].clone()
     with torch.no_grad():
-        out = model._ground_friction(guess, bin_logits, action_logits, x)
-        moved = model._ground_friction(guess + 1.0, bin_logits, action_logits, x)   # own values far off
+        out = model._ground_friction(guess, bin_logits, actions, x)
+        moved = model._ground_friction(guess + 1.0, bin_logits, actions, x)   # own values far off
     ruled = (moved != guess + 1.0).any(-1)
     assert ruled.sum() >= 200
     real = spec.denormalise("post_velocities_self_x_ground", batch["next_cont"][..., i])
@@ -628,7 +625,8 @@ def test_a_hit_the_model_picks_takes_its_damage_and_launch(real, tiled):
     spec, _ = real
     model = make(spec, "mamba2", cont_gate=True, hit_percent=True, hit_launch=True)
     batch = tiled
-    x, actions, action_logits = real_picks(spec, batch)
+    x, actions = real_picks(batch)
+    action_logits = 30.0 * F.one_hot(actions, spec.cat_fields[ACTION_COLUMN][1]).float()
     i = spec.cont_index("post_percent")
     k = [spec.cont_index(f) for f in LAUNCH_FIELDS]
     raw = torch.as_tensor(spec.decode_lut("post_state"))
