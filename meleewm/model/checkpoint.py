@@ -29,7 +29,7 @@ from meleewm.data.config import DATA_RULES, DataConfig
 from meleewm.data.encoding import ENCODING_VERSION, EncodingSpec
 from meleewm.errors import MeleewmError
 from meleewm.model.losses import LossConfig
-from meleewm.model.world import WorldModel, WorldModelConfig
+from meleewm.model.world import SPEED_RULES, WorldModel, WorldModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL = REPO_ROOT / "models" / "meleewm-small.pt"   # the bundled model: play and eval without a run
@@ -195,9 +195,8 @@ def resolve_model(path: str | Path | None = None) -> Path:
 # Options that add no weights, and the checkpoint section each lives in: an exported model may switch them on (or
 # off) as it is: rules of motion, and which items the encoding keeps.
 WEIGHTLESS_SWITCHES = {"ground_motion": "model", "item_motion": "model", "ground_snap": "model",
-                       "body_landing": "model", "respawn_snap": "model", "knockback_decay": "model",
-                       "hitlag_freeze": "model", "jump_speed": "model", "airdodge_speed": "model",
-                       "ground_friction": "model", "player_items_only": "encoding"}
+                       "body_landing": "model", "respawn_snap": "model", "hitlag_freeze": "model",
+                       **{name: "model" for name in SPEED_RULES}, "player_items_only": "encoding"}
 
 
 def export_model(source: str | Path, destination: str | Path, switches: dict[str, bool] | None = None) -> Path:

@@ -33,8 +33,12 @@ ACTION_COLUMN = CAT_FIELDS.index("post_state")
 OWNER_NONE = 0
 # Classes of the continuous gate: the head's value, exactly 0 (raw), or exactly the input value.
 GATE_FREE, GATE_ZERO, GATE_SAME = 0, 1, 2
+# A character's position, x and y
+POSITION_FIELDS = ("post_position_x", "post_position_y")
+# A launch's knockback speed, x and y
+KNOCKBACK_FIELDS = ("post_velocities_knockback_x", "post_velocities_knockback_y")
 # What a hit sets besides the damage (model.hit_launch).
-LAUNCH_FIELDS = ("post_velocities_knockback_x", "post_velocities_knockback_y", "post_hitlag")
+LAUNCH_FIELDS = (*KNOCKBACK_FIELDS, "post_hitlag")
 # The actions that start a jump off the ground, and a double jump
 GROUND_JUMPS = (ACTION_IDS["JUMPING_FORWARD"], ACTION_IDS["JUMPING_BACKWARD"])
 DOUBLE_JUMPS = (ACTION_IDS["JUMPING_ARIAL_FORWARD"], ACTION_IDS["JUMPING_ARIAL_BACKWARD"])
@@ -42,8 +46,6 @@ DOUBLE_JUMPS = (ACTION_IDS["JUMPING_ARIAL_FORWARD"], ACTION_IDS["JUMPING_ARIAL_B
 SLIDING = tuple(ACTION_IDS[name] for name in (
     "STANDING", "LANDING", "NAIR_LANDING", "FAIR_LANDING", "BAIR_LANDING", "UAIR_LANDING", "DAIR_LANDING",
     "SHIELD_START", "SHIELD", "TURNING", "GRAB", "CROUCH_START", "KNEE_BEND"))
-# A launch's knockback speed, x and y
-KNOCKBACK_FIELDS = ("post_velocities_knockback_x", "post_velocities_knockback_y")
 # The weightless switches that set a speed the game gives (by a game fact, where the model's pick says so)
 SPEED_RULES = ("knockback_decay", "jump_speed", "airdodge_speed", "ground_friction")
 # Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
@@ -240,7 +242,7 @@ class WorldModel(nn.Module):
         self.register_buffer("cont_zero", torch.tensor([-spec.cont_stats[f][0] / spec.cont_stats[f][1]
                                                         for f in spec.cont_fields], dtype=torch.float64).float(),
                              persistent=False)
-        self.position_index = [spec.cont_index("post_position_x"), spec.cont_index("post_position_y")]
+        self.position_index = [spec.cont_index(f) for f in POSITION_FIELDS]
         self.register_buffer("position_columns", torch.tensor(self.position_index), persistent=False)
         self.velocity_index = [spec.cont_index(f) for f in MOTION_FIELDS]
         self.airborne_index = spec.bin_index("airborne")
@@ -258,19 +260,16 @@ class WorldModel(nn.Module):
         if config.hit_percent:
             self.percent_index = spec.cont_index("post_percent")
             self.register_buffer("percent_column", torch.tensor([self.percent_index]), persistent=False)
-        if config.knockback_decay:
-            self.knockback_index = [spec.cont_index(f) for f in KNOCKBACK_FIELDS]
-            self.register_buffer("knockback_columns", torch.tensor(self.knockback_index), persistent=False)
-        self.hitlag_index = spec.cont_index("post_hitlag")
-        self.register_buffer("velocity_columns", torch.tensor(self.velocity_index), persistent=False)
+        # Continuous columns by field name, and the input frame's internal character: what the rules of motion read
+        self.cont_column = {f: spec.cont_index(f) for f in spec.cont_fields}
+        self.speed_rules = any(getattr(config, name) for name in SPEED_RULES)
+        self.character_column = spec.cat_index("post_character")
         if config.airdodge_speed:
             self.airdodge_action = spec.cat_value_index("post_state", ACTION_IDS["AIRDODGE"])
             self.stick_index = [spec.ctrl_index("pre_joystick_x"), spec.ctrl_index("pre_joystick_y")]
         if config.ground_friction:
             self.register_buffer("friction", character_table(spec, GROUND_FRICTION), persistent=False)
             self.register_buffer("sliding", action_table(spec, SLIDING), persistent=False)
-        if config.jump_speed or config.ground_friction:
-            self.character_column = spec.cat_index("post_character")
         if config.jump_speed:
             self.register_buffer("jump_speeds", jump_speed_table(spec), persistent=False)
             self.register_buffer("ground_jump", action_table(spec, GROUND_JUMPS), persistent=False)
@@ -402,6 +401,7 @@ class WorldModel(nn.Module):
         base = x.state_cont * x.cont_mask
         free = base + delta
         out = {"bin_logits": bin_logits, "cat_logits": [head(h).view(*lead, 2, -1) for head in self.cat_heads]}
+        pick = out["cat_logits"][ACTION_COLUMN].argmax(-1)   # the model's action, as next_inputs takes it greedily
         if self.config.cont_gate:
             gate_logits = self.gate_head(h).view(*lead, 2, -1, 3)
             choice = gate_logits.argmax(-1)
@@ -410,18 +410,18 @@ class WorldModel(nn.Module):
                 return torch.where(choice == GATE_ZERO, self.cont_zero.to(values.dtype),
                                    torch.where(choice == GATE_SAME, base.to(values.dtype), values))
             velocities = gated(free)
-            if any(getattr(self.config, name) for name in SPEED_RULES):
-                velocities = self._speed_rules(velocities, bin_logits, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+            if self.speed_rules:
+                velocities = self._speed_rules(velocities, bin_logits, pick, x)
             moved = free + self._motion(velocities, bin_logits, x.cont_mask)
-            # the output's speeds are the ones that moved the character
-            v = self.velocity_columns
-            cont = gated(moved).index_copy(-1, v, velocities[..., v])
+            cont = gated(moved)
+            if self.speed_rules:   # the output's speeds are the ones that moved the character
+                cont[..., self.velocity_index] = velocities[..., self.velocity_index]
             out.update(cont=cont, cont_free=moved, gate_logits=gate_logits)
             if self.config.hit_percent:
                 out["damage"] = F.softplus(self.damage_head(h)) * self.cont_delta_scale[self.percent_index]
                 if self.config.hit_launch:
                     out["launch"] = self._launch(h, x)
-                out["cont"] = self._hit(out["cont"], out, out["cat_logits"][ACTION_COLUMN], x)
+                out["cont"] = self._hit(out["cont"], out, pick, x)
         else:
             out["cont"] = free + self._motion(free, bin_logits, x.cont_mask)
         if self.config.hitlag_freeze:
@@ -429,7 +429,7 @@ class WorldModel(nn.Module):
         if self.config.ground_snap:
             out["cont"] = self._ground_snap(out["cont"], bin_logits, out["cat_logits"][self.ground_column], x)
         if self.config.respawn_snap:
-            out["cont"] = self._respawn_snap(out["cont"], out["cat_logits"][ACTION_COLUMN], x)
+            out["cont"] = self._respawn_snap(out["cont"], pick, x)
         if self.spec.items:
             s = self.spec.item_slots
             out["item_present_logits"] = self.item_present_head(h).view(*lead, s)
@@ -491,24 +491,49 @@ class WorldModel(nn.Module):
             y = torch.where(landing & inside, surface.to(cont.dtype), y)
         return cont.index_copy(-1, self.position_columns[1:], y.unsqueeze(-1))
 
+    def _columns(self, field: str | tuple[str, ...]) -> int | list[int]:
+        """The continuous column of ``field``, or the columns of several (indexing a last axis)."""
+        return self.cont_column[field] if isinstance(field, str) else [self.cont_column[f] for f in field]
+
+    def _raw(self, values: torch.Tensor, field: str | tuple[str, ...]) -> torch.Tensor:
+        """Game units of the continuous ``field`` (or fields) of normalised ``values``."""
+        i = self._columns(field)
+        return values[..., i] * self.cont_std[i] + self.cont_mean[i]
+
+    def _put(self, cont: torch.Tensor, field: str | tuple[str, ...], where: torch.Tensor, raw: torch.Tensor
+             ) -> torch.Tensor:
+        """``cont`` with ``field`` (or fields) set to ``raw`` (game units) where ``where`` holds."""
+        i = self._columns(field)
+        return self._put_encoded(cont, field, where, (raw - self.cont_mean[i]) / self.cont_std[i])
+
+    def _put_encoded(self, cont: torch.Tensor, field: str | tuple[str, ...], where: torch.Tensor,
+                     values: torch.Tensor) -> torch.Tensor:
+        """``cont`` with ``field`` (or fields) set to the normalised ``values`` where ``where`` holds."""
+        i = self._columns(field)
+        out = cont.clone()
+        out[..., i] = torch.where(where, values.to(cont.dtype), cont[..., i])
+        return out
+
+    def _new_hit(self, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``[*L, 2]``: ``pick`` enters a damage action (a DAMAGE_* action other than the input frame's)."""
+        return (self.damage_action[pick] & (pick != x.state_cat[..., ACTION_COLUMN].long())
+                & (x.cat_mask[..., ACTION_COLUMN] > 0))
+
     def _in_hitlag(self, cont: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """``[*L, 2]``: the frame ``cont`` (normalised) has hitlag (at least half a frame of it left, raw)."""
-        i = self.hitlag_index
-        return ((cont[..., i] * self.cont_std[i] + self.cont_mean[i]) >= 0.5) & (mask[..., i] > 0)
+        return (self._raw(cont, "post_hitlag") >= 0.5) & (mask[..., self.cont_column["post_hitlag"]] > 0)
 
     def _hitlag_freeze(self, cont: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``cont`` with the input frame's position where the input frame and the prediction are both in hitlag."""
         frozen = self._in_hitlag(x.state_cont, x.cont_mask) & self._in_hitlag(cont, x.cont_mask)
         if not bool(frozen.any()):   # most frames: nobody is in hitlag (a play tick's budget)
             return cont
-        p = self.position_columns
-        held = torch.where(frozen.unsqueeze(-1), x.state_cont[..., p].to(cont.dtype), cont[..., p])
-        return cont.index_copy(-1, p, held)
+        return self._put_encoded(cont, POSITION_FIELDS, frozen.unsqueeze(-1), x.state_cont[..., self.position_index])
 
     def _speed_rules(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
                      ) -> torch.Tensor:
         """``cont`` (the gated prediction) with the speeds of the SPEED_RULES switched on; ``pick`` is the model's
-        action (argmax, as the gate)."""
+        action."""
         if self.config.knockback_decay:
             cont = self._knockback_decay(cont, bin_logits, pick, x)
         if self.config.jump_speed:
@@ -523,20 +548,15 @@ class WorldModel(nn.Module):
                          x: StepInput) -> torch.Tensor:
         """``cont`` with the knockback of the input frame, spent by KNOCKBACK_DECAY along its direction, where the
         prediction is airborne, out of hitlag and ``pick`` enters no damage action, and the input frame has knockback."""
-        ix, iy = self.knockback_index
-        kx, ky = (x.state_cont[..., i] * self.cont_std[i] + self.cont_mean[i] for i in (ix, iy))
-        speed = torch.hypot(kx, ky)
+        knockback = self._raw(x.state_cont, KNOCKBACK_FIELDS)
+        speed = knockback.norm(dim=-1)
         if not bool((speed > 0).any()):   # most frames: nobody is flying (a play tick's budget)
             return cont
         left = (1 - KNOCKBACK_DECAY / speed.clamp_min(KNOCKBACK_DECAY)).clamp_min(0)
-        a = self.airborne_index
-        new_hit = self.damage_action[pick] & (pick != x.state_cat[..., ACTION_COLUMN].long())
-        flying = ((bin_logits[..., a] > 0) & ~self._in_hitlag(cont, x.cont_mask) & ~new_hit & (speed > 0)
-                  & (x.cont_mask[..., ix] > 0) & (x.cont_mask[..., self.hitlag_index] > 0))
-        decayed = torch.stack([(kx * left - self.cont_mean[ix]) / self.cont_std[ix],
-                               (ky * left - self.cont_mean[iy]) / self.cont_std[iy]], -1).to(cont.dtype)
-        k = self.knockback_columns
-        return cont.index_copy(-1, k, torch.where(flying.unsqueeze(-1), decayed, cont[..., k]))
+        known = x.cont_mask[..., [self.cont_column[f] for f in (KNOCKBACK_FIELDS[0], "post_hitlag")]].all(-1)
+        flying = ((bin_logits[..., self.airborne_index] > 0) & ~self._in_hitlag(cont, x.cont_mask)
+                  & ~self._new_hit(pick, x) & (speed > 0) & known)
+        return self._put(cont, KNOCKBACK_FIELDS, flying.unsqueeze(-1), knockback * left.unsqueeze(-1))
 
     def _jump_speed(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``cont`` with the game's first vertical speed of a jump where ``pick`` enters one from another action: a
@@ -549,59 +569,50 @@ class WorldModel(nn.Module):
             return cont
         known = (x.cat_mask[..., ACTION_COLUMN] > 0) & (x.cat_mask[..., self.character_column] > 0)
         short, full, again = self.jump_speeds[x.state_cat[..., self.character_column].long()].unbind(-1)
-        i = self.velocity_index[3]                               # post_velocities_self_y
-        own = cont[..., i] * self.cont_std[i] + self.cont_mean[i]
+        own = self._raw(cont, "post_velocities_self_y")
         hop = torch.where((own - short).abs() <= (own - full).abs(), short, full)
         speed = torch.where(double, again, hop)
-        start = (ground | double) & known & torch.isfinite(speed) & (x.cont_mask[..., i] > 0)
-        value = ((speed - self.cont_mean[i]) / self.cont_std[i]).to(cont.dtype)
-        return cont.index_copy(-1, self.velocity_columns[3:4], torch.where(start, value, cont[..., i]).unsqueeze(-1))
+        start = ((ground | double) & known & torch.isfinite(speed)
+                 & (x.cont_mask[..., self.cont_column["post_velocities_self_y"]] > 0))
+        return self._put(cont, "post_velocities_self_y", start, speed)
 
     def _airdodge_speed(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
-        """``cont`` with an airdodge's speeds (x in the air, y) where ``pick`` is one: on
-        entering it, AIRDODGE_SPEED along the frame's control stick (0 at rest); while it goes on, the input's speed
-        times AIRDODGE_DECAY up to an input age of AIRDODGE_DECAY_FRAMES (Slippi counts an airdodge's ages from 1; a
-        rollout, from 0: one frame more of slowing, 0.015 units). Without the ages, entries only."""
-        before = x.state_cat[..., ACTION_COLUMN].long()
+        """``cont`` with an airdodge's speeds (x in the air, y) where ``pick`` is one: on entering it, AIRDODGE_SPEED
+        along the frame's control stick (0 at rest); while it goes on, the input's speed times AIRDODGE_DECAY up to an
+        input age of AIRDODGE_DECAY_FRAMES (Slippi counts an airdodge's ages from 1; a rollout, from 0: one frame more
+        of slowing, 0.015 units). Without the ages, entries only."""
         dodging = (pick == self.airdodge_action) & (x.cat_mask[..., ACTION_COLUMN] > 0)
         if not bool(dodging.any()):   # most frames: nobody airdodges (a play tick's budget)
             return cont
-        enter = dodging & (before != self.airdodge_action)
-        columns = self.velocity_columns[[0, 3]]                  # post_velocities_self_x_air, post_velocities_self_y
-        mean, std = self.cont_mean[columns], self.cont_std[columns]
+        enter = dodging & (x.state_cat[..., ACTION_COLUMN].long() != self.airdodge_action)
         stick = x.ctrl[..., self.stick_index].to(cont.dtype)
         length = stick.norm(dim=-1, keepdim=True)
         start = torch.where(length > 0, AIRDODGE_SPEED * stick / length.clamp_min(1e-6), torch.zeros_like(stick))
-        speed = x.state_cont[..., columns] * std + mean
+        fields = ("post_velocities_self_x_air", "post_velocities_self_y")
         early = (torch.nan_to_num(x.state_age.to(cont.dtype), nan=torch.inf) <= AIRDODGE_DECAY_FRAMES
                  if x.state_age is not None else torch.zeros_like(dodging))
-        slowing = dodging & ~enter & early
-        raw = torch.where(enter.unsqueeze(-1), start, AIRDODGE_DECAY * speed)
-        ruled = (enter | slowing) & (x.cont_mask[..., columns[0]] > 0)
-        value = torch.where(ruled.unsqueeze(-1), ((raw - mean) / std).to(cont.dtype), cont[..., columns])
-        return cont.index_copy(-1, columns, value)
+        ruled = (enter | (dodging & early)) & (x.cont_mask[..., self.cont_column[fields[0]]] > 0)
+        raw = torch.where(enter.unsqueeze(-1), start, AIRDODGE_DECAY * self._raw(x.state_cont, fields))
+        return self._put(cont, fields, ruled.unsqueeze(-1), raw)
 
     def _ground_friction(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor,
                          x: StepInput) -> torch.Tensor:
         """``cont`` with the input's ground speed slowed by the character's friction (or twice it, the nearer to the
         model's own value; never past 0) where the input and ``pick`` are the same SLIDING action, both grounded, for
         characters in GROUND_FRICTION."""
-        before = x.state_cat[..., ACTION_COLUMN].long()
-        a = self.airborne_index
-        i = self.velocity_index[1]                               # post_velocities_self_x_ground
-        speed = x.state_cont[..., i] * self.cont_std[i] + self.cont_mean[i]
-        sliding = (self.sliding[pick] & (pick == before) & (speed != 0) & (bin_logits[..., a] <= 0)
-                   & (x.state_bin[..., a] <= 0) & (x.cat_mask[..., ACTION_COLUMN] > 0)
+        field, a = "post_velocities_self_x_ground", self.airborne_index
+        speed = self._raw(x.state_cont, field)
+        sliding = (self.sliding[pick] & (pick == x.state_cat[..., ACTION_COLUMN].long()) & (speed != 0)
+                   & (bin_logits[..., a] <= 0) & (x.state_bin[..., a] <= 0) & (x.cat_mask[..., ACTION_COLUMN] > 0)
                    & (x.cat_mask[..., self.character_column] > 0))
         if not bool(sliding.any()):   # most frames: nobody slides (a play tick's budget)
             return cont
-        own = cont[..., i] * self.cont_std[i] + self.cont_mean[i]
+        own = self._raw(cont, field)
         friction = self.friction[x.state_cat[..., self.character_column].long()].to(speed.dtype)
         once, twice = ((speed.abs() - k * friction).clamp_min(0) * speed.sign() for k in (1, 2))
         slowed = torch.where((own - once).abs() <= (own - twice).abs(), once, twice)
-        ruled = sliding & torch.isfinite(friction) & (x.cont_mask[..., i] > 0)
-        value = ((slowed - self.cont_mean[i]) / self.cont_std[i]).to(cont.dtype)
-        return cont.index_copy(-1, self.velocity_columns[1:2], torch.where(ruled, value, cont[..., i]).unsqueeze(-1))
+        ruled = sliding & torch.isfinite(friction) & (x.cont_mask[..., self.cont_column[field]] > 0)
+        return self._put(cont, field, ruled, slowed)
 
     def _launch(self, h: torch.Tensor, x: StepInput) -> torch.Tensor:
         """Per player, the :data:`LAUNCH_FIELDS` of a hit (normalised values): the head's knockback x speed points
@@ -613,12 +624,11 @@ class WorldModel(nn.Module):
         launch = torch.stack([away * along, up, F.softplus(hitlag)], dim=-1)
         return self.cont_zero[k] + launch * self.cont_delta_scale[k]
 
-    def _hit(self, cont: torch.Tensor, out: dict, action_logits: torch.Tensor, x: StepInput) -> torch.Tensor:
-        """``cont`` where the prediction (argmax, as the gate) enters a damage action (a DAMAGE_* action other than
-        the input frame's): the percent is the input's plus ``out["damage"]`` (normalised units, per player), and
-        with ``hit_launch`` the knockback speeds and hitlag are ``out["launch"]`` (normalised values)."""
-        pick, before = action_logits.argmax(-1), x.state_cat[..., ACTION_COLUMN].long()
-        hit = self.damage_action[pick] & (pick != before) & (x.cat_mask[..., ACTION_COLUMN] > 0)
+    def _hit(self, cont: torch.Tensor, out: dict, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``cont`` where ``pick`` (the model's action) enters a damage action (:meth:`_new_hit`): the percent is the
+        input's plus ``out["damage"]`` (normalised units, per player), and with ``hit_launch`` the knockback speeds and
+        hitlag are ``out["launch"]`` (normalised values)."""
+        hit = self._new_hit(pick, x)
         i = self.percent_index
         raised = x.state_cont[..., i] + out["damage"].to(cont.dtype)
         cont = cont.index_copy(-1, self.percent_column, torch.where(hit, raised, cont[..., i]).unsqueeze(-1))
@@ -627,11 +637,11 @@ class WorldModel(nn.Module):
             cont = cont.index_copy(-1, k, torch.where(hit.unsqueeze(-1), out["launch"].to(cont.dtype), cont[..., k]))
         return cont
 
-    def _respawn_snap(self, cont: torch.Tensor, action_logits: torch.Tensor, x: StepInput) -> torch.Tensor:
-        """``cont`` with the position at the top of the respawn platform where the input frame is a death and the
-        prediction (argmax, as the gate) the first frame of ON_HALO_DESCENT, on a stage with respawn facts."""
+    def _respawn_snap(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``cont`` with the position at the top of the respawn platform where the input frame is a death and ``pick``
+        (the model's action) the first frame of ON_HALO_DESCENT, on a stage with respawn facts."""
         respawn = (self.dead_action[x.state_cat[..., ACTION_COLUMN].long()] & (x.cat_mask[..., ACTION_COLUMN] > 0)
-                   & (action_logits.argmax(-1) == self.halo_action) & (self.halo_action > 0))
+                   & (pick == self.halo_action) & (self.halo_action > 0))
         stage = x.stage.long()
         while stage.dim() < respawn.dim() - 1:
             stage = stage.unsqueeze(-1)
