@@ -16,6 +16,8 @@ Each check looks at every (start, step, player) entry of a RawState [N, H, P] an
   while the action is not a death state (a real KO loses its stock on the first DEAD_* frame).
 - ``inside_stage_body``: a live character inside the main stage's solid body (``meleewm.melee.in_stage_body``:
   between the ledges, below the surface by more than an aerial's dip); the floor is not solid there.
+- ``standing_past_edge``: a live character grounded (``post_airborne`` 0) farther out than the main stage's edge
+  (``meleewm.melee.ground_edge``, by more than ``EDGE_TOL``): standing on air. Stages without that fact are skipped.
 - ``impossible_action``: the action id is not one that the character was ever seen in, per the set of
   (internal character, action id) pairs from training data (``seen_actions``). Ids >= 341 (character-
   specific) must have been seen for that very character; ids < 341 (common) must have been seen for some
@@ -32,8 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from meleewm.eval.metrics import ACTION, CHARACTER, PERCENT, POS_X, POS_Y, STOCKS, RawState, RolloutSet, to_jsonable
-from meleewm.melee import DEAD_STATES, FIRST_SPECIAL, RESPAWN_STATES, geometry, in_blast_zone, in_stage_body
+from meleewm.eval.metrics import (ACTION, AIRBORNE, CHARACTER, PERCENT, POS_X, POS_Y, STOCKS, RawState, RolloutSet,
+                                  to_jsonable)
+from meleewm.melee import (DEAD_STATES, FIRST_SPECIAL, RESPAWN_STATES, geometry, ground_edge, in_blast_zone,
+                           in_stage_body)
 
 CHECKS: tuple[str, ...] = (
     "nonfinite",
@@ -43,9 +47,11 @@ CHECKS: tuple[str, ...] = (
     "stocks_increase",
     "stocks_not_one_ko",
     "inside_stage_body",
+    "standing_past_edge",
     "impossible_action",
 )
 PERCENT_TOL = 0.01
+EDGE_TOL = 0.01   # a position put at the edge comes back from the encoding a hair past it
 TRUTH = "truth"
 
 
@@ -121,6 +127,20 @@ def check_state(
         checked += int(m.sum())
     out["outside_blast_zone"] = _result(count, checked)
     out["inside_stage_body"] = _result(in_body, checked)
+
+    # Standing on air: grounded past the main stage's edge, per stage with that fact.
+    count = checked = 0
+    if AIRBORNE in state:
+        grounded = np.asarray(state[AIRBORNE], np.float64) == 0
+        live = ~dead & ~(np.zeros_like(dead) if act_i is None else np.isin(act_i, list(RESPAWN_STATES)))
+        for s in np.unique(stage).tolist():
+            edge = ground_edge(s)
+            if edge is None:
+                continue
+            m = (stage == s)[:, None, None] & np.isfinite(x) & live & grounded
+            count += int((m & (np.abs(x) > edge + EDGE_TOL)).sum())
+            checked += int(m.sum())
+    out["standing_past_edge"] = _result(count, checked)
 
     if PERCENT in state:
         pc = np.asarray(state[PERCENT], np.float64)

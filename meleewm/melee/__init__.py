@@ -36,6 +36,7 @@ from meleewm.melee.stages import (
     StageGeometry,
     body_bounds,
     geometry,
+    ground_edge,
     in_blast_zone,
     in_stage_body,
     stage_name,
@@ -51,5 +52,5 @@ __all__ = [
     "FIRST_FRAME", "FPS", "FULL_SHIELD",
     "HALO_DESCENT_SPEED", "LEGAL_STAGES", "MAIN_GROUND", "RESPAWN_POINTS", "SPAWN_POINTS", "STAGE_NAMES",
     "SURFACE_HEIGHTS",
-    "StageGeometry", "body_bounds", "geometry", "in_blast_zone", "in_stage_body", "stage_name",
+    "StageGeometry", "body_bounds", "geometry", "ground_edge", "in_blast_zone", "in_stage_body", "stage_name",
 ]

@@ -180,6 +180,19 @@ def halo_start(stage_id: int) -> tuple[tuple[float, float], tuple[float, float]]
     rise = HALO_DESCENT_SPEED[stage_id] * (HALO_DESCENT_FRAMES - 1)
     return tuple((x, y + rise) for x, y in RESPAWN_POINTS[stage_id])
 
+# The main stage ends at its edges: a grounded character stands no nearer than EDGE_STOP to the ledge (1.5M grounded
+# frames of the shared games on these stages: all but 0.02 % of them; one that walks up to the edge stops 2.8-2.91
+# from it, its speed unchanged), or runs off it into the air. Yoshi's Story is left out: its side platforms and
+# Randall hold characters past its ledge x.
+EDGE_STOP = 2.75
+EDGE_STAGES = (FINAL_DESTINATION, BATTLEFIELD, DREAM_LAND, POKEMON_STADIUM, FOUNTAIN_OF_DREAMS)
+
+
+def ground_edge(stage_id: int) -> float | None:
+    """The farthest |x| at which a character stands on the main stage, or None for a stage without that fact."""
+    return _GEOMETRY[stage_id].ledge_x - EDGE_STOP if stage_id in EDGE_STAGES else None
+
+
 # The solid body of the main stage: between the ledges (less an inset, where ledge hangs and recoveries hug the
 # stage's tapered sides) and from a little below the surface (a character's position dips up to ~8 units below
 # it in some aerials and landings, since Melee collides by the ECB, not by the position) down to a depth.

@@ -24,7 +24,7 @@ from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
 from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, DEAD_STATES
 from meleewm.melee.characters import DOUBLE_JUMP_SPEEDS, GROUND_FRICTION, GROUND_JUMP_SPEEDS
 from meleewm.melee.game import AIRDODGE_DECAY, AIRDODGE_DECAY_FRAMES, AIRDODGE_SPEED, KNOCKBACK_DECAY
-from meleewm.melee.stages import BODY_TOLERANCE, body_bounds, geometry, halo_start
+from meleewm.melee.stages import BODY_TOLERANCE, body_bounds, geometry, ground_edge, halo_start
 
 # state_age is read only by models with an age embedding, and is always advanced by apply_state_age_rule in
 # next_inputs, so it stays exact in closed loop.
@@ -46,6 +46,13 @@ DOUBLE_JUMPS = (ACTION_IDS["JUMPING_ARIAL_FORWARD"], ACTION_IDS["JUMPING_ARIAL_B
 SLIDING = tuple(ACTION_IDS[name] for name in (
     "STANDING", "LANDING", "NAIR_LANDING", "FAIR_LANDING", "BAIR_LANDING", "UAIR_LANDING", "DAIR_LANDING",
     "SHIELD_START", "SHIELD", "TURNING", "GRAB", "CROUCH_START", "KNEE_BEND"))
+# Grounded actions that carry a character off the main stage's edge into the air, where the others stop at it (of the
+# shared games' frames that move a character at the edge outward: dashing 94 fall and 3 stop, landing from a wavedash 80
+# and 64; standing 36 and 1,352, the others fewer falls still)
+RUN_OFF = (ACTION_IDS["DASHING"], ACTION_IDS["RUNNING"], ACTION_IDS["LANDING_SPECIAL"])
+FALLING = ACTION_IDS["FALLING"]
+# A logit that no head's value reaches: a pick the game makes (model.stage_edge)
+FORCED_LOGIT = 30.0
 # The weightless switches that set a speed the game gives (by a game fact, where the model's pick says so)
 SPEED_RULES = ("knockback_decay", "jump_speed", "airdodge_speed", "ground_friction")
 # Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
@@ -144,6 +151,13 @@ class WorldModelConfig:
     # ground speed falls by the character's friction (GROUND_FRICTION), or twice it, whichever is nearer the model's
     # own value, and stops at 0 (90-100 % of such real frames). The model was 0.06-0.13 units off there, teacher-forced
     ground_friction: bool = False
+    # The main stage ends at its edges (``meleewm.melee.stages.ground_edge``): a grounded prediction past an edge is one
+    # the game never shows. Walking up to it (grounded before, by an action that stops there), the character stops at
+    # the edge; running, dashing or wavedashing, or landing there from the air, it is in the air instead: airborne, and
+    # FALLING where its pick was a ground action. The model stood characters on air past the edge on 3 % of rolled-out
+    # frames (real games: 0.08 %, DK carrying a character), dashing on and landing there. The picks it sets are forced
+    # logits, so the switch is for models that are not trained with it
+    stage_edge: bool = False
 
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
@@ -277,6 +291,10 @@ class WorldModel(nn.Module):
         if config.hit_launch:
             self.register_buffer("launch_columns", torch.tensor([spec.cont_index(f) for f in LAUNCH_FIELDS]),
                                  persistent=False)
+        if config.stage_edge:
+            self.register_buffer("ground_edge", ground_edge_table(spec), persistent=False)
+            self.register_buffer("run_off", action_table(spec, RUN_OFF), persistent=False)
+            self.falling_action = spec.cat_value_index("post_state", FALLING)
         if config.respawn_snap:
             self.register_buffer("halo_start", halo_start_table(spec), persistent=False)
             self.halo_action = spec.cat_value_index("post_state", ACTION_IDS["ON_HALO_DESCENT"])
@@ -426,8 +444,10 @@ class WorldModel(nn.Module):
             out["cont"] = free + self._motion(free, bin_logits, x.cont_mask)
         if self.config.hitlag_freeze:
             out["cont"] = self._hitlag_freeze(out["cont"], x)
+        if self.config.stage_edge:
+            self._stage_edge(out, x)
         if self.config.ground_snap:
-            out["cont"] = self._ground_snap(out["cont"], bin_logits, out["cat_logits"][self.ground_column], x)
+            out["cont"] = self._ground_snap(out["cont"], out["bin_logits"], out["cat_logits"][self.ground_column], x)
         if self.config.respawn_snap:
             out["cont"] = self._respawn_snap(out["cont"], pick, x)
         if self.spec.items:
@@ -637,6 +657,36 @@ class WorldModel(nn.Module):
             cont = cont.index_copy(-1, k, torch.where(hit.unsqueeze(-1), out["launch"].to(cont.dtype), cont[..., k]))
         return cont
 
+    def _stage_edge(self, out: dict[str, torch.Tensor], x: StepInput) -> None:
+        """``out`` (the heads' predictions) made to stand only on the main stage (see ``WorldModelConfig.stage_edge``):
+        the position of a grounded prediction past the edge is at the edge where the character walked up to it, and
+        otherwise the prediction is airborne (FALLING, where the pick was a ground action)."""
+        a = self.airborne_index
+        px = self._raw(out["cont"], "post_position_x")
+        stage = x.stage.long()
+        while stage.dim() < px.dim():
+            stage = stage.unsqueeze(-1)
+        edge = self.ground_edge[stage.expand_as(px)].to(px.dtype)
+        grounded = out["bin_logits"][..., a] <= 0
+        past = grounded & (px.abs() > edge) & (x.cont_mask[..., self.position_index[0]] > 0)
+        if not bool(past.any()):   # most frames: nobody is at an edge (a play tick's budget)
+            return
+        logits = out["cat_logits"][ACTION_COLUMN]
+        pick = logits.argmax(-1)
+        was_grounded = (x.state_bin[..., a] <= 0) & (x.bin_mask[..., a] > 0)
+        inside = self._raw(x.state_cont, "post_position_x").abs() <= edge
+        stop = past & was_grounded & inside & ~self.run_off[pick]
+        out["cont"] = self._put(out["cont"], "post_position_x", stop, torch.sign(px) * edge)
+        airborne = past & ~stop
+        out["bin_logits"] = out["bin_logits"].clone()
+        out["bin_logits"][..., a] = torch.where(airborne, FORCED_LOGIT, out["bin_logits"][..., a])
+        # a ground action (the input grounded, or a pick other than the air action going on) becomes a fall
+        falls = airborne & (was_grounded | (pick != x.state_cat[..., ACTION_COLUMN].long()))
+        falling = torch.full_like(logits, -FORCED_LOGIT)
+        falling[..., self.falling_action] = FORCED_LOGIT
+        out["cat_logits"] = list(out["cat_logits"])
+        out["cat_logits"][ACTION_COLUMN] = torch.where(falls.unsqueeze(-1), falling, logits)
+
     def _respawn_snap(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``cont`` with the position at the top of the respawn platform where the input frame is a death and ``pick``
         (the model's action) the first frame of ON_HALO_DESCENT, on a stage with respawn facts."""
@@ -711,6 +761,17 @@ def main_body_table(spec: EncodingSpec) -> torch.Tensor:
         if g is not None:
             half, _, bottom = body_bounds(stage_id)
             table[index] = torch.tensor([half, (g.main_y - y_mean) / y_std, (bottom - y_mean) / y_std])
+    return table
+
+
+def ground_edge_table(spec: EncodingSpec) -> torch.Tensor:
+    """``[n_stages]``: the farthest |x| (raw) at which a character stands on each stage's main stage
+    (:func:`meleewm.melee.stages.ground_edge`); infinite where the stage has no such fact."""
+    table = torch.full((spec.n_stages,), float("inf"))
+    for index, stage_id in enumerate(spec.stage_vocab, start=1):
+        edge = ground_edge(stage_id)
+        if edge is not None:
+            table[index] = edge
     return table
 
 

@@ -377,6 +377,22 @@ def test_plausibility_by_hand():
     assert all(v["count"] == 0 for v in out["truth"].values())
 
 
+def test_standing_past_the_stage_edge_by_hand():
+    """``standing_past_edge``: grounded farther out than the main stage's edge counts; in the air, at the edge, dead
+    or on Yoshi's Story (whose side platforms reach past its ledge) it does not."""
+    from meleewm.melee import ground_edge
+
+    edge = ground_edge(32)
+    s = zeros_state(1, 5, 2)   # Final Destination
+    s["post_position_x"][0, :, 0] = [edge - 1, edge, edge + 1, -edge - 1, edge + 1]
+    s["post_airborne"][0, 4, 0] = 1.0                       # past it, in the air
+    s["post_position_x"][0, :, 1] = edge + 5
+    s["post_state"][0, :, 1] = 0                            # DEAD_DOWN: not checked
+    r = check_state(s, np.array([32]))["standing_past_edge"]
+    assert (r["count"], r["checked"]) == (2, 4)
+    assert check_state(s, np.array([8]))["standing_past_edge"] == {"count": 0, "checked": 0, "rate": None}
+
+
 def test_seen_actions():
     chars = [np.array([[1, 1], [2, np.nan]]), np.array([7])]
     acts = [np.array([[14, 341], [14, 20]]), np.array([350])]

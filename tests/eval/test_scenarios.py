@@ -50,7 +50,7 @@ def test_idle_test_on_the_bundled_model(bundled):
         assert np.isin(state["post_state"], [ACTION_IDS["STANDING"]]).mean() >= 0.99
         if r is not None:
             for check in ("outside_blast_zone", "percent_decrease", "stocks_increase", "stocks_not_one_ko",
-                          "inside_stage_body"):
+                          "inside_stage_body", "standing_past_edge"):
                 assert checks[check]["count"] == 0, (check, checks[check])
             assert (state["post_stocks"] >= 0).all()
     report = idle_test(bundled, [("model", None), ("model_with_rules", rules)], frames=30,

@@ -799,3 +799,70 @@ def test_blast_inputs_see_a_crossing_one_frame_ahead():
     still = at({"post_position_x": 0.0, "post_position_y": 0.0})
     torch.testing.assert_close(model.blast_features(still)[0, 0], torch.full((3,), 3.0))
     assert not model.blast_features(at({"post_position_x": 0.0}, stage=0)).any()
+
+
+def test_the_main_stage_ends_at_its_edges(real, tiled):
+    """``stage_edge``: a grounded prediction past the main stage's edge (``ground_edge``) stops at the edge where the
+    character walked up to it; dashing off, or landing there from the air, it is airborne instead, FALLING where its
+    pick was a ground action. The games' own next frames pass through unchanged (grounded past the edge on none of
+    the legal stages but Yoshi's Story, whose side platforms reach past its ledge x)."""
+    from meleewm.data.starts import synthetic_inputs
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+    from meleewm.melee.actions import ACTION_IDS
+    from meleewm.melee.stages import FINAL_DESTINATION, YOSHIS_STORY, ground_edge
+
+    def forced(cat, size):
+        return 30.0 * F.one_hot(cat.long(), size).float()
+
+    spec, _ = real
+    model = make(spec, "mamba2", stage_edge=True)
+    x = StepInput.from_window(tiled)
+    sizes = [size for _, size in spec.cat_fields]
+    real_out = {"cont": tiled["next_cont"].clone(), "bin_logits": torch.where(tiled["next_bin"] > 0, 30.0, -30.0),
+                "cat_logits": [forced(tiled["next_cat"][..., i], n) for i, n in enumerate(sizes)]}
+    kept = {k: (list(v) if isinstance(v, list) else v.clone()) for k, v in real_out.items()}
+    with torch.no_grad():
+        model._stage_edge(real_out, x)
+    assert max(max_diff(real_out, kept).values()) == 0
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, stage_edge=True))
+    edge = ground_edge(FINAL_DESTINATION)
+    a, ix = spec.bin_index("airborne"), spec.cont_index("post_position_x")
+    sizes = [size for _, size in spec.cat_fields]
+    index = {name: spec.cat_value_index("post_state", ACTION_IDS[name])
+             for name in ("STANDING", "DASHING", "FAIR", "LANDING", "FALLING")}
+
+    def step(stage, airborne, before, action, pick, after):
+        """The switch on one prediction: player 0 from ``before`` (airborne or not, in ``action``) to ``after``,
+        grounded, by ``pick``; player 1 stands at the centre. Returns player 0's x, airborne logit and pick."""
+        x, _, _ = synthetic_inputs(spec, stage, (1, 2))
+        x = x.replace(state_bin=x.state_bin.clone(), state_cont=x.state_cont.clone(), state_cat=x.state_cat.clone())
+        x.state_bin[0, 0, a] = float(airborne)
+        x.state_cont[0, 0, ix] = spec.normalise("post_position_x", torch.tensor(before))
+        x.state_cat[0, 0, ACTION_COLUMN] = index[action]
+        cont = x.state_cont.clone()
+        cont[0, 0, ix] = spec.normalise("post_position_x", torch.tensor(after))
+        picks = x.state_cat.clone()
+        picks[0, 0, ACTION_COLUMN] = index[pick]
+        out = {"cont": cont, "bin_logits": torch.full(x.state_bin.shape, -30.0),
+               "cat_logits": [forced(picks[..., i], n) for i, n in enumerate(sizes)]}
+        model._stage_edge(out, x)
+        return (spec.denormalise("post_position_x", out["cont"][0, 0, ix]).item(), out["bin_logits"][0, 0, a].item(),
+                out["cat_logits"][ACTION_COLUMN][0, 0].argmax().item())
+
+    with torch.no_grad():
+        x_, air, pick = step(FINAL_DESTINATION, False, edge - 1, "STANDING", "STANDING", edge + 2)
+        assert (round(x_, 3), air < 0, pick) == (round(edge, 3), True, index["STANDING"])   # stops at the edge
+        x_, air, pick = step(FINAL_DESTINATION, False, -edge + 1, "STANDING", "STANDING", -edge - 2)
+        assert round(x_, 3) == round(-edge, 3)                                             # either side
+        x_, air, pick = step(FINAL_DESTINATION, False, edge - 1, "DASHING", "DASHING", edge + 2)
+        assert (round(x_, 3), air > 0, pick) == (round(edge + 2, 3), True, index["FALLING"])   # dashes off
+        x_, air, pick = step(FINAL_DESTINATION, True, edge + 5, "FAIR", "LANDING", edge + 4)
+        assert (air > 0, pick) == (True, index["FALLING"])                                 # no ground to land on
+        x_, air, pick = step(FINAL_DESTINATION, True, edge + 5, "FAIR", "FAIR", edge + 4)
+        assert (air > 0, pick) == (True, index["FAIR"])                                    # the aerial goes on
+        x_, air, pick = step(FINAL_DESTINATION, False, edge - 3, "STANDING", "STANDING", edge - 2)
+        assert (round(x_, 3), air < 0) == (round(edge - 2, 3), True)                        # inside: untouched
+        x_, air, pick = step(YOSHIS_STORY, False, 57.0, "STANDING", "STANDING", 58.0)
+        assert (round(x_, 3), air < 0) == (58.0, True)                                     # a side platform there
