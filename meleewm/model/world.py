@@ -350,10 +350,7 @@ class WorldModel(nn.Module):
         ``[*L, 2, 7 + 3 * 3]``, and ``[*L, 2, 1]``: 1 where the stage's geometry and the position are known."""
         iy = self.position_index[1]
         px, py = (x.state_cont[..., i] * self.cont_std[i] + self.cont_mean[i] for i in self.position_index)
-        stage = x.stage.long()
-        while stage.dim() < px.dim():
-            stage = stage.unsqueeze(-1)
-        g = self.stage_geometry[stage.expand_as(px)]
+        g = self.stage_geometry[self._stage_of(x, px)]
         return px, py, g, (g[..., 0] * x.cont_mask[..., iy].to(px.dtype)).unsqueeze(-1)
 
     def relative_features(self, x: StepInput) -> torch.Tensor:
@@ -493,10 +490,8 @@ class WorldModel(nn.Module):
         (argmax, as the gate) on a surface of one height."""
         a = self.airborne_index
         landing = (x.state_bin[..., a] > 0) & (x.bin_mask[..., a] > 0) & (bin_logits[..., a] <= 0)
-        stage = x.stage.long()
-        while stage.dim() < landing.dim():
-            stage = stage.unsqueeze(-1)
-        height = self.surface_y[stage.expand_as(landing), ground_logits.argmax(-1)].to(cont.dtype)
+        stage = self._stage_of(x, landing)
+        height = self.surface_y[stage, ground_logits.argmax(-1)].to(cont.dtype)
         iy = self.position_index[1]
         # within BODY_TOLERANCE of the surface the frame before (97 % of real landings): a pick of the wrong surface
         # (the platform last stood on, while landing on the stage under it) must not lift or drop a character
@@ -505,11 +500,19 @@ class WorldModel(nn.Module):
         y = torch.where(snap, height, cont[..., iy])
         if self.config.body_landing:
             ix = self.position_index[0]
-            half, surface, bottom = self.main_body[stage.expand_as(landing)].unbind(-1)
+            half, surface, bottom = self.main_body[stage].unbind(-1)
             px, py = x.state_cont[..., ix] * self.cont_std[ix] + self.cont_mean[ix], x.state_cont[..., iy]
             inside = (px.abs() < half) & (py < surface) & (py > bottom)
             y = torch.where(landing & inside, surface.to(cont.dtype), y)
         return cont.index_copy(-1, self.position_columns[1:], y.unsqueeze(-1))
+
+    @staticmethod
+    def _stage_of(x: StepInput, like: torch.Tensor) -> torch.Tensor:
+        """The stage index of ``x``'s game for every entry of ``like`` (``[*L, 2]``: one per player)."""
+        stage = x.stage.long()
+        while stage.dim() < like.dim():
+            stage = stage.unsqueeze(-1)
+        return stage.expand_as(like)
 
     def _columns(self, field: str | tuple[str, ...]) -> int | list[int]:
         """The continuous column of ``field``, or the columns of several (indexing a last axis)."""
@@ -663,10 +666,7 @@ class WorldModel(nn.Module):
         otherwise the prediction is airborne (FALLING, where the pick was a ground action)."""
         a = self.airborne_index
         px = self._raw(out["cont"], "post_position_x")
-        stage = x.stage.long()
-        while stage.dim() < px.dim():
-            stage = stage.unsqueeze(-1)
-        edge = self.ground_edge[stage.expand_as(px)].to(px.dtype)
+        edge = self.ground_edge[self._stage_of(x, px)].to(px.dtype)
         grounded = out["bin_logits"][..., a] <= 0
         past = grounded & (px.abs() > edge) & (x.cont_mask[..., self.position_index[0]] > 0)
         if not bool(past.any()):   # most frames: nobody is at an edge (a play tick's budget)
