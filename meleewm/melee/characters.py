@@ -118,6 +118,24 @@ GROUND_FRICTION: dict[int, float] = {
     25: 0.07, 26: 0.06,
 }
 
+# Fox's Fire Fox and Falco's Fire Bird (FIRE_AIR), by internal character: the travel's speed, the frames it holds it,
+# and how much it slows each frame after. Measured on the shared games (168 of Fox's, 628 of Falco's): every one starts
+# at that speed along the control stick (straight up with the stick at rest) and keeps its direction; the speed of
+# each frame is the schedule's on 82-100 % of frames (the rest meet the stage or another player).
+FIRE_TRAVEL: dict[int, tuple[float, int, float]] = {1: (3.8, 5, 0.1), 22: (4.2, 3, 0.17)}
+
+# Fox's and Falco's Illusion in the air (ILLUSION_AIR, then ILLUSION_AIR_END), by internal character: the dash's speed
+# along the facing after its first frame (which stands still). The end is the same for both: it starts at
+# ILLUSION_END_SPEED, slows by ILLUSION_END_SLOWDOWN a frame to a stop, and falls from its frame
+# ILLUSION_END_FALL_START on, ILLUSION_END_GRAVITY faster each frame (every one of the shared games' 106 and 474, to
+# 0.001 units, through frame 35 of the end).
+ILLUSION_SPEED: dict[int, float] = {1: 18.72, 22: 16.5}
+ILLUSION_END_SPEED = 1.93
+ILLUSION_END_SLOWDOWN = 0.07
+ILLUSION_END_FALL_START = 5
+ILLUSION_END_GRAVITY = 0.08
+ILLUSION_END_MEASURED_FRAMES = 35
+
 _BY_NAME_INTERNAL = {name: i for i, name in INTERNAL_NAMES.items()}
 _EXT_TO_INT: dict[int, int] = {
     ext: (POPO if ext == ICE_CLIMBERS else _BY_NAME_INTERNAL[name])

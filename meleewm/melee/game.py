@@ -11,3 +11,5 @@ KNOCKBACK_DECAY = 0.051
 AIRDODGE_SPEED = 2.79
 AIRDODGE_DECAY = 0.9
 AIRDODGE_DECAY_FRAMES = 28
+# Melee reads a control stick inside this radius as at rest
+STICK_DEADZONE = 0.2875

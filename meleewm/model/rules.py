@@ -33,6 +33,7 @@ from meleewm.melee.actions import (
     HALO_DESCENT_FRAMES,
     HALO_WAIT_MAX_FRAMES,
 )
+from meleewm.melee.game import STICK_DEADZONE
 from meleewm.melee.stages import HALO_DESCENT_SPEED, RESPAWN_POINTS, body_bounds, geometry
 
 # Phases of a player's death sequence (rule_phase); rule_age counts frames since the phase began (0 = first).
@@ -45,7 +46,6 @@ DEAD_TOP = ACTION_IDS["DEAD_FLY_STAR"]   # the top blast zone's KO in the shared
 HALO_DESCENT, HALO_WAIT = ACTION_IDS["ON_HALO_DESCENT"], ACTION_IDS["ON_HALO_WAIT"]
 FALLING = ACTION_IDS["FALLING"]   # a live character the model puts on the respawn platform falls instead
 NO_GROUND = 65535
-STICK_DEADZONE = 0.2875     # Melee reads a stick inside this radius as neutral
 TRIGGER_REST = 0.3
 VELOCITIES = ("post_velocities_self_x_air", "post_velocities_self_y", "post_velocities_knockback_x",
               "post_velocities_knockback_y", "post_velocities_self_x_ground")

@@ -22,8 +22,11 @@ from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
 from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, DEAD_STATES
-from meleewm.melee.characters import DOUBLE_JUMP_SPEEDS, GROUND_FRICTION, GROUND_JUMP_SPEEDS
-from meleewm.melee.game import AIRDODGE_DECAY, AIRDODGE_DECAY_FRAMES, AIRDODGE_SPEED, KNOCKBACK_DECAY
+from meleewm.melee.characters import (DOUBLE_JUMP_SPEEDS, FIRE_TRAVEL, GROUND_FRICTION, GROUND_JUMP_SPEEDS,
+                                      ILLUSION_END_FALL_START, ILLUSION_END_GRAVITY, ILLUSION_END_MEASURED_FRAMES,
+                                      ILLUSION_END_SLOWDOWN, ILLUSION_END_SPEED, ILLUSION_SPEED)
+from meleewm.melee.game import (AIRDODGE_DECAY, AIRDODGE_DECAY_FRAMES, AIRDODGE_SPEED, KNOCKBACK_DECAY,
+                                STICK_DEADZONE)
 from meleewm.melee.stages import BODY_TOLERANCE, body_bounds, geometry, ground_edge, halo_start
 
 # state_age is read only by models with an age embedding, and is always advanced by apply_state_age_rule in
@@ -54,7 +57,13 @@ FALLING = ACTION_IDS["FALLING"]
 # A logit that no head's value reaches: a pick the game makes (model.stage_edge)
 FORCED_LOGIT = 30.0
 # The weightless switches that set a speed the game gives (by a game fact, where the model's pick says so)
-SPEED_RULES = ("knockback_decay", "jump_speed", "airdodge_speed", "ground_friction")
+SPEED_RULES = ("knockback_decay", "jump_speed", "airdodge_speed", "ground_friction", "fire_travel",
+               "illusion_travel")
+# Fox's and Falco's up special in flight, and their side special in the air and its end (their shared special-action
+# ids: FIRE_AIR, ILLUSION_AIR, ILLUSION_AIR_END)
+FIRE_AIR, ILLUSION_AIR, ILLUSION_AIR_END = 356, 351, 352
+# The speeds an air move sets: x in the air, y
+AIR_SPEED_FIELDS = ("post_velocities_self_x_air", "post_velocities_self_y")
 # Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
 MOTION_FIELDS = ("post_velocities_self_x_air", "post_velocities_self_x_ground", "post_velocities_knockback_x",
                  "post_velocities_self_y", "post_velocities_knockback_y")
@@ -151,6 +160,16 @@ class WorldModelConfig:
     # ground speed falls by the character's friction (GROUND_FRICTION), or twice it, whichever is nearer the model's
     # own value, and stops at 0 (90-100 % of such real frames). The model was 0.06-0.13 units off there, teacher-forced
     ground_friction: bool = False
+    # Fox's Fire Fox and Falco's Fire Bird fly as in the game: where the model's pick is FIRE_AIR for one of them, the
+    # speed on entering it is the character's (FIRE_TRAVEL) along the control stick (straight up at rest); while it goes
+    # on, the input's direction at the schedule's speed for the frame's age. The model flew them at 0.1-0.7 units a frame
+    # where the game's is 3.8-4.2, so they hung off the stage and fell: the recovery of the two most played characters
+    fire_travel: bool = False
+    # Fox's and Falco's Illusion in the air moves as in the game: where the model's pick is ILLUSION_AIR for one of them,
+    # the dash's speed (ILLUSION_SPEED) along the facing, after a first frame standing still; ILLUSION_AIR_END starts at
+    # ILLUSION_END_SPEED, slows to a stop and falls by the game's schedule. The model's dash moved 0.01 units a frame
+    # (the game's: 16.5-18.7), so the move that crosses half a stage in three frames went nowhere
+    illusion_travel: bool = False
     # The main stage ends at its edges (``meleewm.melee.stages.ground_edge``): a grounded prediction past an edge is one
     # the game never shows. Walking up to it (grounded before, by an action that stops there), the character stops at
     # the edge; running, dashing or wavedashing, or landing there from the air, it is in the air instead: airborne, and
@@ -211,7 +230,6 @@ class WorldModel(nn.Module):
             width += 2 * N_BLAST_FEATURES
         if config.relative_inputs:
             width += 2 * N_RELATIVE_FEATURES
-            self.facing_index = spec.bin_index("facing")
         self.input_proj = nn.Linear(width, config.d_model)
         if config.body == "mamba2":
             self.body = Mamba2(Mamba2Config(d_model=config.d_model, n_layer=config.n_layer, d_state=config.d_state,
@@ -278,9 +296,16 @@ class WorldModel(nn.Module):
         self.cont_column = {f: spec.cont_index(f) for f in spec.cont_fields}
         self.speed_rules = any(getattr(config, name) for name in SPEED_RULES)
         self.character_column = spec.cat_index("post_character")
+        self.stick_index = [spec.ctrl_index("pre_joystick_x"), spec.ctrl_index("pre_joystick_y")]
+        self.facing_index = spec.bin_index("facing")
+        if config.fire_travel:
+            self.register_buffer("fire_travel_table", fire_travel_table(spec), persistent=False)
+            self.fire_action = spec.cat_value_index("post_state", FIRE_AIR)
+        if config.illusion_travel:
+            self.register_buffer("illusion_speed", character_table(spec, ILLUSION_SPEED), persistent=False)
+            self.illusion_actions = [spec.cat_value_index("post_state", a) for a in (ILLUSION_AIR, ILLUSION_AIR_END)]
         if config.airdodge_speed:
             self.airdodge_action = spec.cat_value_index("post_state", ACTION_IDS["AIRDODGE"])
-            self.stick_index = [spec.ctrl_index("pre_joystick_x"), spec.ctrl_index("pre_joystick_y")]
         if config.ground_friction:
             self.register_buffer("friction", character_table(spec, GROUND_FRICTION), persistent=False)
             self.register_buffer("sliding", action_table(spec, SLIDING), persistent=False)
@@ -565,6 +590,10 @@ class WorldModel(nn.Module):
             cont = self._airdodge_speed(cont, pick, x)
         if self.config.ground_friction:
             cont = self._ground_friction(cont, bin_logits, pick, x)
+        if self.config.fire_travel:
+            cont = self._fire_travel(cont, pick, x)
+        if self.config.illusion_travel:
+            cont = self._illusion_travel(cont, pick, x)
         return cont
 
     def _knockback_decay(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor,
@@ -611,12 +640,69 @@ class WorldModel(nn.Module):
         stick = x.ctrl[..., self.stick_index].to(cont.dtype)
         length = stick.norm(dim=-1, keepdim=True)
         start = torch.where(length > 0, AIRDODGE_SPEED * stick / length.clamp_min(1e-6), torch.zeros_like(stick))
-        fields = ("post_velocities_self_x_air", "post_velocities_self_y")
+        fields = AIR_SPEED_FIELDS
         early = (torch.nan_to_num(x.state_age.to(cont.dtype), nan=torch.inf) <= AIRDODGE_DECAY_FRAMES
                  if x.state_age is not None else torch.zeros_like(dodging))
         ruled = (enter | (dodging & early)) & (x.cont_mask[..., self.cont_column[fields[0]]] > 0)
         raw = torch.where(enter.unsqueeze(-1), start, AIRDODGE_DECAY * self._raw(x.state_cont, fields))
         return self._put(cont, fields, ruled.unsqueeze(-1), raw)
+
+    def _fire_travel(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``cont`` with Fire Fox's or Fire Bird's speeds (x in the air, y) where ``pick`` is FIRE_AIR for Fox or
+        Falco: on entering it, the character's speed along the frame's control stick (up, at rest); while it goes on,
+        the schedule's speed for the frame's age along the input's direction. Without the ages, entries only."""
+        travel = self.fire_travel_table[x.state_cat[..., self.character_column].long()]   # [*L, 2, 3]
+        flying = ((pick == self.fire_action) & (self.fire_action > 0) & torch.isfinite(travel[..., 0]) & (x.cat_mask[..., ACTION_COLUMN] > 0)
+                  & (x.cat_mask[..., self.character_column] > 0)
+                  & (x.cont_mask[..., self.cont_column[AIR_SPEED_FIELDS[0]]] > 0))
+        if not bool(flying.any()):   # most frames: nobody flies up (a play tick's budget)
+            return cont
+        start, hold, slowdown = travel.to(cont.dtype).unbind(-1)
+        enter = flying & (x.state_cat[..., ACTION_COLUMN].long() != self.fire_action)
+        stick = x.ctrl[..., self.stick_index].to(cont.dtype)
+        length = stick.norm(dim=-1, keepdim=True)
+        up = torch.tensor([0.0, 1.0], dtype=cont.dtype, device=cont.device).expand_as(stick)
+        aim = torch.where(length >= STICK_DEADZONE, stick / length.clamp_min(1e-6), up)
+        velocity = self._raw(x.state_cont, AIR_SPEED_FIELDS)
+        speed = velocity.norm(dim=-1, keepdim=True)
+        heading = velocity / speed.clamp_min(1e-6)
+        if x.state_age is None:
+            going, age = torch.zeros_like(flying), torch.zeros_like(start)
+        else:
+            age = torch.nan_to_num(x.state_age.to(cont.dtype), nan=-1.0) + 1       # the predicted frame's age
+            going = flying & ~enter & (age >= 1) & (speed.squeeze(-1) > 0)
+        scheduled = (start - slowdown * (age - (hold - 1)).clamp_min(0)).clamp_min(0)
+        raw = torch.where(enter.unsqueeze(-1), start.unsqueeze(-1) * aim, scheduled.unsqueeze(-1) * heading)
+        return self._put(cont, AIR_SPEED_FIELDS, (enter | going).unsqueeze(-1), raw)
+
+    def _illusion_travel(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``cont`` with the Illusion's speeds (x in the air, y) where ``pick`` is ILLUSION_AIR or ILLUSION_AIR_END for
+        Fox or Falco: the dash along the facing (still on its first frame), and the end's slowing and falling by the
+        schedule for the frame's age. Without the ages, entries only."""
+        dash_action, end_action = self.illusion_actions
+        dash_speed = self.illusion_speed[x.state_cat[..., self.character_column].long()].to(cont.dtype)
+        known = (torch.isfinite(dash_speed) & (x.cat_mask[..., ACTION_COLUMN] > 0) & (dash_action > 0)
+                 & (x.cat_mask[..., self.character_column] > 0) & (x.bin_mask[..., self.facing_index] > 0)
+                 & (x.cont_mask[..., self.cont_column[AIR_SPEED_FIELDS[0]]] > 0))
+        dash, end = known & (pick == dash_action), known & (pick == end_action)
+        if not bool((dash | end).any()):   # most frames: nobody dashes (a play tick's budget)
+            return cont
+        facing = torch.where(x.state_bin[..., self.facing_index] > 0, 1.0, -1.0).to(cont.dtype)
+        enter = pick != x.state_cat[..., ACTION_COLUMN].long()
+        if x.state_age is None:
+            age, aged = torch.zeros_like(dash_speed), enter
+        else:
+            going = torch.nan_to_num(x.state_age.to(cont.dtype), nan=-2.0) + 1   # the predicted frame's age
+            age = torch.where(enter, torch.zeros_like(going), going)
+            aged = enter | (going >= 1)
+        speed_x, speed_y = self._raw(x.state_cont, AIR_SPEED_FIELDS).unbind(-1)
+        dash_x = facing * torch.where(age >= 1, dash_speed, torch.zeros_like(dash_speed))
+        end_x = facing * torch.where(enter, torch.full_like(speed_x, ILLUSION_END_SPEED),
+                                     (facing * speed_x - ILLUSION_END_SLOWDOWN).clamp_min(0))
+        end_y = torch.where(age < ILLUSION_END_FALL_START, torch.zeros_like(speed_y), speed_y - ILLUSION_END_GRAVITY)
+        raw = torch.stack([torch.where(dash, dash_x, end_x), torch.where(dash, torch.zeros_like(end_y), end_y)], -1)
+        ruled = (dash | (end & (age <= ILLUSION_END_MEASURED_FRAMES))) & aged
+        return self._put(cont, AIR_SPEED_FIELDS, ruled.unsqueeze(-1), raw)
 
     def _ground_friction(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor,
                          x: StepInput) -> torch.Tensor:
@@ -799,6 +885,13 @@ def jump_speed_table(spec: EncodingSpec) -> torch.Tensor:
     NaN where the tables lack one)."""
     hops = [{char: speeds[k] for char, speeds in GROUND_JUMP_SPEEDS.items()} for k in (0, 1)]
     return torch.stack([character_table(spec, values) for values in (*hops, DOUBLE_JUMP_SPEEDS)], -1)
+
+
+def fire_travel_table(spec: EncodingSpec) -> torch.Tensor:
+    """``[post_character vocabulary, 3]``: Fire Fox's and Fire Bird's speed, the frames it holds it and its slowdown
+    a frame after (raw; NaN for every other character)."""
+    return torch.stack([character_table(spec, {char: travel[k] for char, travel in FIRE_TRAVEL.items()})
+                        for k in range(3)], -1)
 
 
 def action_table(spec: EncodingSpec, actions) -> torch.Tensor:

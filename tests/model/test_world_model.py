@@ -439,6 +439,61 @@ def test_an_airdodge_moves_as_in_the_game(recent_game):
     assert torch.equal(out[others], guess[others])
 
 
+def falco_air_speed_rule(recent_game, switch: str):
+    """A speed rule of Falco's moves on the 3.1x game, given the real next actions as the picks and air speeds off the
+    real ones by a unit everywhere: (spec, inputs, picks, Falco's entries, the entries the rule set, whether each is
+    the real speed to 0.001 units). Every entry the rule leaves keeps the guessed speeds."""
+    from meleewm.model.world import AIR_SPEED_FIELDS
+
+    spec, windows = recent_game
+    batch = default_collate([windows[i] for i in range(len(windows))])
+    model = make(spec, "mamba2", cont_gate=True, **{switch: True})
+    x, actions = real_picks(batch)
+    columns = [spec.cont_index(f) for f in AIR_SPEED_FIELDS]
+    guess = batch["next_cont"].clone()
+    guess[..., columns] += 1.0
+    with torch.no_grad():
+        out = getattr(model, f"_{switch}")(guess, actions, x)
+    ruled = (out != guess).any(-1)
+    others = torch.ones_like(guess, dtype=torch.bool)
+    for i in columns:
+        others[..., i] = ~ruled
+    assert torch.equal(out[others], guess[others])
+    real, got = (torch.stack([spec.denormalise(f, v[..., i]) for f, i in zip(AIR_SPEED_FIELDS, columns)], -1)
+                 for v in (batch["next_cont"], out))
+    falco = x.state_cat[..., spec.cat_index("post_character")] == spec.cat_value_index("post_character", 22)
+    return spec, x, actions, falco, ruled, ((got - real).abs() < 1e-3).all(-1), got
+
+
+def test_fire_fox_and_fire_bird_fly_as_in_the_game(recent_game):
+    """``fire_travel``: given the real next actions as the picks, Falco's Fire Birds of a real game start at the game's
+    speed along the frame's control stick and fly on at the schedule's speed for their age; the same action id of the
+    other character (Ice Climbers) and every other frame keep the model's speeds."""
+    from meleewm.model.world import FIRE_AIR
+
+    spec, x, actions, falco, ruled, right, _ = falco_air_speed_rule(recent_game, "fire_travel")
+    fire = actions == spec.cat_value_index("post_state", FIRE_AIR)
+    assert ruled.sum() >= 20 and not ruled[~(fire & falco)].any()
+    assert (fire & ~falco).any(), "the Ice Climbers use the same action id for another move"
+    entering = fire & falco & (x.state_cat[..., ACTION_COLUMN] != actions)
+    assert entering.any() and ruled[entering].all()
+    assert right[ruled].float().mean() > 0.8, right[ruled].float().mean()
+
+
+def test_an_illusion_dashes_and_ends_as_in_the_game(recent_game):
+    """``illusion_travel``: given the real next actions as the picks, Falco's Illusions in the air of a real game dash
+    at the game's speed along the facing (still on their first frame) and end by the game's slowing and falling; the
+    same action ids of the other character and every other frame keep the model's speeds."""
+    from meleewm.model.world import ILLUSION_AIR, ILLUSION_AIR_END
+
+    spec, x, actions, falco, ruled, right, got = falco_air_speed_rule(recent_game, "illusion_travel")
+    dash, end = (actions == spec.cat_value_index("post_state", a) for a in (ILLUSION_AIR, ILLUSION_AIR_END))
+    assert (ruled & dash).sum() >= 3 and (ruled & end).sum() >= 10
+    assert not ruled[~((dash | end) & falco)].any()
+    assert right[ruled].float().mean() > 0.95, right[ruled].float().mean()
+    assert (got[..., 0].abs()[ruled & dash] > 10).any()        # the dash itself, not only its still first frame
+
+
 def test_a_sliding_character_slows_by_its_friction(recent_game):
     """``ground_friction``: given the real next actions and airborne bits as the predictions, and the model's own ground
     speed a little off the real one, a real game's sliding frames (the same SLIDING action on the ground) get their
