@@ -187,6 +187,21 @@ def halo_start(stage_id: int) -> tuple[tuple[float, float], tuple[float, float]]
 EDGE_STOP = 2.75
 EDGE_STAGES = (FINAL_DESTINATION, BATTLEFIELD, DREAM_LAND, POKEMON_STADIUM, FOUNTAIN_OF_DREAMS)
 
+# Where a ledge can be caught from: the frame before every catch of the shared games on those stages (2,058) had the
+# character on the ledge's side, between these distances outward from the ledge (x) and below the main stage's surface
+# (y), padded by half a unit or more: (x low, x high, y low, y high)
+LEDGE_CATCH_BOX = (-4.0, 16.5, -23.0, -3.0)
+# The height of the ledge where it is not the main stage's y: Fountain of Dreams' raised sides, Dream Land's edges
+LEDGE_Y = {FOUNTAIN_OF_DREAMS: 0.6239, DREAM_LAND: 0.0089}
+
+
+def ledge_point(stage_id: int) -> tuple[float, float] | None:
+    """(|x|, y) of the stage's ledges (the right one; the left mirrors it), or None for a stage without that fact."""
+    if stage_id not in EDGE_STAGES:
+        return None
+    g = _GEOMETRY[stage_id]
+    return g.ledge_x, LEDGE_Y.get(stage_id, g.main_y)
+
 
 def ground_edge(stage_id: int) -> float | None:
     """The farthest |x| at which a character stands on the main stage, or None for a stage without that fact."""

@@ -21,13 +21,15 @@ from meleewm.data.encoding import CAT_FIELDS, EncodingSpec, apply_state_age_rule
 from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
-from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, DEAD_STATES
+from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, DEAD_STATES, LEDGE_STATES
 from meleewm.melee.characters import (DOUBLE_JUMP_SPEEDS, FIRE_TRAVEL, GROUND_FRICTION, GROUND_JUMP_SPEEDS,
                                       ILLUSION_END_FALL_START, ILLUSION_END_GRAVITY, ILLUSION_END_MEASURED_FRAMES,
-                                      ILLUSION_END_SLOWDOWN, ILLUSION_END_SPEED, ILLUSION_SPEED)
+                                      ILLUSION_END_SLOWDOWN, ILLUSION_END_SPEED, ILLUSION_SPEED,
+                                      LEDGE_CATCH_OFFSETS)
 from meleewm.melee.game import (AIRDODGE_DECAY, AIRDODGE_DECAY_FRAMES, AIRDODGE_SPEED, KNOCKBACK_DECAY,
                                 STICK_DEADZONE)
-from meleewm.melee.stages import BODY_TOLERANCE, body_bounds, geometry, ground_edge, halo_start
+from meleewm.melee.stages import (BODY_TOLERANCE, LEDGE_CATCH_BOX, body_bounds, geometry, ground_edge, halo_start,
+                                  ledge_point)
 
 # state_age is read only by models with an age embedding, and is always advanced by apply_state_age_rule in
 # next_inputs, so it stays exact in closed loop.
@@ -177,6 +179,12 @@ class WorldModelConfig:
     # frames (real games: 0.08 %, DK carrying a character), dashing on and landing there. The picks it sets are forced
     # logits, so the switch is for models that are not trained with it
     stage_edge: bool = False
+    # A ledge is caught where the game catches it: a pick that enters a ledge action is one only from where every real
+    # catch came (LEDGE_CATCH_BOX, on the ledge's side), and there the character is at its catch point (still, at
+    # LEDGE_CATCH_OFFSETS from the ledge); from anywhere else the model's next pick that is not a ledge action stands.
+    # The model caught the ledge 27 units from it (median) and hung on air there: it picks a catch when the real
+    # player does, wherever its own character is
+    ledge_catch: bool = False
 
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
@@ -316,6 +324,12 @@ class WorldModel(nn.Module):
         if config.hit_launch:
             self.register_buffer("launch_columns", torch.tensor([spec.cont_index(f) for f in LAUNCH_FIELDS]),
                                  persistent=False)
+        if config.ledge_catch:
+            self.register_buffer("ledge_point", ledge_point_table(spec), persistent=False)
+            self.register_buffer("catch_offset", torch.stack([character_table(
+                spec, {char: offset[k] for char, offset in LEDGE_CATCH_OFFSETS.items()}) for k in (0, 1)], -1),
+                persistent=False)
+            self.register_buffer("ledge_action", action_table(spec, LEDGE_STATES), persistent=False)
         if config.stage_edge:
             self.register_buffer("ground_edge", ground_edge_table(spec), persistent=False)
             self.register_buffer("run_off", action_table(spec, RUN_OFF), persistent=False)
@@ -466,6 +480,8 @@ class WorldModel(nn.Module):
             out["cont"] = free + self._motion(free, bin_logits, x.cont_mask)
         if self.config.hitlag_freeze:
             out["cont"] = self._hitlag_freeze(out["cont"], x)
+        if self.config.ledge_catch:
+            self._ledge_catch(out, x)
         if self.config.stage_edge:
             self._stage_edge(out, x)
         if self.config.ground_snap:
@@ -746,6 +762,33 @@ class WorldModel(nn.Module):
             cont = cont.index_copy(-1, k, torch.where(hit.unsqueeze(-1), out["launch"].to(cont.dtype), cont[..., k]))
         return cont
 
+    def _ledge_catch(self, out: dict[str, torch.Tensor], x: StepInput) -> None:
+        """``out`` (the heads' predictions) with ledge catches where the game makes them (see
+        ``WorldModelConfig.ledge_catch``): at the character's catch point, still, where the input frame is in the
+        catch box of the nearer ledge; elsewhere the pick is the model's best action that is not a ledge action."""
+        logits = out["cat_logits"][ACTION_COLUMN]
+        pick = logits.argmax(-1)
+        catch = (self.ledge_action[pick] & ~self.ledge_action[x.state_cat[..., ACTION_COLUMN].long()]
+                 & (x.cat_mask[..., ACTION_COLUMN] > 0))
+        if not bool(catch.any()):   # most frames: nobody catches a ledge (a play tick's budget)
+            return
+        px, py = self._raw(x.state_cont, POSITION_FIELDS).unbind(-1)
+        ledge_x, ledge_y = self.ledge_point[self._stage_of(x, px)].to(px.dtype).unbind(-1)
+        out_x, below = px.abs() - ledge_x, py - ledge_y
+        low_x, high_x, low_y, high_y = LEDGE_CATCH_BOX
+        known = (torch.isfinite(ledge_x) & (x.cont_mask[..., self.position_index[0]] > 0)
+                 & (x.cont_mask[..., self.position_index[1]] > 0))
+        near = (out_x > low_x) & (out_x < high_x) & (below > low_y) & (below < high_y)
+        offset = self.catch_offset[x.state_cat[..., self.character_column].long()].to(px.dtype)
+        snap = catch & known & near & torch.isfinite(offset[..., 0]) & (x.cat_mask[..., self.character_column] > 0)
+        place = torch.stack([torch.sign(px) * (ledge_x + offset[..., 0]), ledge_y + offset[..., 1]], -1)
+        cont = self._put(out["cont"], POSITION_FIELDS, snap.unsqueeze(-1), place)
+        out["cont"] = self._put_encoded(cont, MOTION_FIELDS, snap.unsqueeze(-1), self.cont_zero[self.velocity_index])
+        impossible = catch & known & ~near
+        out["cat_logits"] = list(out["cat_logits"])
+        out["cat_logits"][ACTION_COLUMN] = torch.where(impossible.unsqueeze(-1) & self.ledge_action,
+                                                       torch.full_like(logits, -FORCED_LOGIT), logits)
+
     def _stage_edge(self, out: dict[str, torch.Tensor], x: StepInput) -> None:
         """``out`` (the heads' predictions) made to stand only on the main stage (see ``WorldModelConfig.stage_edge``):
         the position of a grounded prediction past the edge is at the edge where the character walked up to it, and
@@ -847,6 +890,17 @@ def main_body_table(spec: EncodingSpec) -> torch.Tensor:
         if g is not None:
             half, _, bottom = body_bounds(stage_id)
             table[index] = torch.tensor([half, (g.main_y - y_mean) / y_std, (bottom - y_mean) / y_std])
+    return table
+
+
+def ledge_point_table(spec: EncodingSpec) -> torch.Tensor:
+    """``[n_stages, 2]``: each stage's ledge point, |x| and y (:func:`meleewm.melee.stages.ledge_point`); NaN where the
+    stage has no such fact."""
+    table = torch.full((spec.n_stages, 2), float("nan"))
+    for index, stage_id in enumerate(spec.stage_vocab, start=1):
+        point = ledge_point(stage_id)
+        if point is not None:
+            table[index] = torch.tensor(point)
     return table
 
 

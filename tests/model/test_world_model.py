@@ -494,6 +494,59 @@ def test_an_illusion_dashes_and_ends_as_in_the_game(recent_game):
     assert (got[..., 0].abs()[ruled & dash] > 10).any()        # the dash itself, not only its still first frame
 
 
+def test_a_ledge_is_caught_where_the_game_catches_it(real, tiled):
+    """``ledge_catch``: given the real next frames as the predictions (positions 5 units off), every ledge catch of
+    the real games is kept, at the real position (the catch point of its character, for the characters with one) and
+    still; a catch the model would make 40 units from the ledge gives way to its best action that is not a ledge
+    action."""
+    from meleewm.melee.actions import ACTION_IDS, LEDGE_STATES
+    from meleewm.melee.characters import LEDGE_CATCH_OFFSETS
+    from meleewm.model.world import MOTION_FIELDS, POSITION_FIELDS
+
+    spec, _ = real
+    batch = tiled
+    model = make(spec, "mamba2", cont_gate=True, ledge_catch=True)
+    x = StepInput.from_window(batch)
+    sizes = [size for _, size in spec.cat_fields]
+    positions = [spec.cont_index(f) for f in POSITION_FIELDS]
+    guess = batch["next_cont"].clone()
+    guess[..., positions] += 5.0 / torch.tensor([spec.cont_stats[f][1] for f in POSITION_FIELDS])
+    logits = [30.0 * F.one_hot(batch["next_cat"][..., i].long(), n).float() for i, n in enumerate(sizes)]
+    out = {"cont": guess, "cat_logits": list(logits)}
+    with torch.no_grad():
+        model._ledge_catch(out, x)
+    raw = torch.as_tensor(spec.decode_lut("post_state"))
+    ledge = torch.tensor(sorted(LEDGE_STATES))
+    catch = (torch.isin(raw[batch["next_cat"][..., ACTION_COLUMN].long()], ledge)
+             & ~torch.isin(raw[x.state_cat[..., ACTION_COLUMN].long()], ledge))
+    chars = torch.as_tensor(spec.decode_lut("post_character"))[x.state_cat[..., spec.cat_index("post_character")].long()]
+    placed = catch & torch.isin(chars, torch.tensor(sorted(LEDGE_CATCH_OFFSETS)))
+    assert placed.sum() >= 3, "the games hold ledge catches"
+    assert torch.equal(out["cat_logits"][ACTION_COLUMN], logits[ACTION_COLUMN])    # none of them impossible
+    moved = (out["cont"] != guess).any(-1)
+    assert moved[placed].all() and not moved[~placed].any()
+    error = torch.stack([(spec.denormalise(f, out["cont"][..., i]) - spec.denormalise(f, batch["next_cont"][..., i]))
+                         .abs() for f, i in zip(POSITION_FIELDS, positions)], -1)
+    assert (error[placed] < 0.01).all(-1).float().mean() > 0.9, error[placed]
+    still = torch.stack([spec.denormalise(f, out["cont"][..., spec.cont_index(f)]) for f in MOTION_FIELDS], -1)
+    assert (still[placed] == 0).all()
+
+    # the same catches from 40 units farther out: the model's second pick (here FALLING) stands
+    far = x.replace(state_cont=x.state_cont.clone())
+    ix = positions[0]
+    px = spec.denormalise("post_position_x", far.state_cont[..., ix])
+    far.state_cont[..., ix] = spec.normalise("post_position_x", px + 40.0 * torch.sign(px))
+    second = logits[ACTION_COLUMN] + 20.0 * F.one_hot(torch.tensor(spec.cat_value_index(
+        "post_state", ACTION_IDS["FALLING"])), sizes[ACTION_COLUMN]).float()
+    out = {"cont": guess, "cat_logits": [*logits[:ACTION_COLUMN], second, *logits[ACTION_COLUMN + 1:]]}
+    with torch.no_grad():
+        model._ledge_catch(out, far)
+    picks = out["cat_logits"][ACTION_COLUMN].argmax(-1)
+    assert (picks[catch] == spec.cat_value_index("post_state", ACTION_IDS["FALLING"])).all()
+    assert torch.equal(picks[~catch], second.argmax(-1)[~catch])
+    assert torch.equal(out["cont"], guess)
+
+
 def test_a_sliding_character_slows_by_its_friction(recent_game):
     """``ground_friction``: given the real next actions and airborne bits as the predictions, and the model's own ground
     speed a little off the real one, a real game's sliding frames (the same SLIDING action on the ground) get their
