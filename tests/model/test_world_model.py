@@ -574,6 +574,33 @@ def test_a_sliding_character_slows_by_its_friction(recent_game):
     assert torch.equal(moved[others], (guess + 1.0)[others])
 
 
+def test_air_friction_slows_a_drift_with_the_stick_at_rest(recent_game):
+    """``air_friction``: given the real next actions and airborne bits as the predictions and air speeds a unit off, a
+    real game's drifting frames with the stick at rest sideways get their real air speed on nearly all of them, never
+    past 0; every other entry is left alone."""
+    from meleewm.model.world import AIR_SPEED_FIELDS
+
+    spec, windows = recent_game
+    batch = default_collate([windows[i] for i in range(len(windows))])
+    model = make(spec, "mamba2", cont_gate=True, air_friction=True)
+    x, actions = real_picks(batch)
+    bin_logits = torch.where(batch["next_bin"] > 0.5, 30.0, -30.0)
+    field = AIR_SPEED_FIELDS[0]
+    i = spec.cont_index(field)
+    guess = batch["next_cont"].clone()
+    guess[..., i] += 1.0
+    with torch.no_grad():
+        out = model._air_friction(guess, bin_logits, actions, x)
+    ruled = (out != guess).any(-1)
+    assert ruled.sum() >= 200
+    real, got, before = (spec.denormalise(field, v[..., i]) for v in (batch["next_cont"], out, batch["state_cont"]))
+    assert ((got - real).abs() < 1e-3)[ruled].float().mean() > 0.85
+    assert (got[ruled] * before[ruled] >= 0).all()              # a drift stops at 0, never turns back
+    others = torch.ones_like(guess, dtype=torch.bool)
+    others[..., i] = ~ruled
+    assert torch.equal(out[others], guess[others])
+
+
 def test_state_age_is_exact_in_closed_loop(real, batch):
     """A rollout's state_age is the rule's, frame by frame, from the last real age of the warm-up: +1 while the
     predicted action stays, 0 when it changes; and the age model reads it (another age, another prediction)."""
