@@ -22,7 +22,7 @@ from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
 from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, DEAD_STATES, LEDGE_STATES
-from meleewm.melee.characters import (AIR_FRICTION, DOUBLE_JUMP_SPEEDS, FIRE_TRAVEL, GROUND_FRICTION, GROUND_JUMP_SPEEDS,
+from meleewm.melee.characters import (AIR_DRIFT, AIR_FRICTION, DOUBLE_JUMP_SPEEDS, FIRE_TRAVEL, GROUND_FRICTION, GROUND_JUMP_SPEEDS,
                                       ILLUSION_END_FALL_START, ILLUSION_END_GRAVITY, ILLUSION_END_MEASURED_FRAMES,
                                       ILLUSION_END_SLOWDOWN, ILLUSION_END_SPEED, ILLUSION_SPEED,
                                       LEDGE_CATCH_OFFSETS)
@@ -60,9 +60,9 @@ FALLING = ACTION_IDS["FALLING"]
 FORCED_LOGIT = 30.0
 # The weightless switches that set a speed the game gives (by a game fact, where the model's pick says so)
 SPEED_RULES = ("knockback_decay", "jump_speed", "airdodge_speed", "ground_friction", "fire_travel",
-               "illusion_travel", "air_friction")
+               "illusion_travel", "air_drift")
 # Actions in which a character drifts in the air by the control stick (and slows by its air friction at rest)
-AIR_DRIFT = tuple(ACTION_IDS[name] for name in (
+DRIFT_ACTIONS = tuple(ACTION_IDS[name] for name in (
     "FALLING", "JUMPING_FORWARD", "JUMPING_BACKWARD", "JUMPING_ARIAL_FORWARD", "JUMPING_ARIAL_BACKWARD",
     "NAIR", "FAIR", "BAIR", "UAIR", "DAIR"))
 # Fox's and Falco's up special in flight, and their side special in the air and its end (their shared special-action
@@ -176,10 +176,11 @@ class WorldModelConfig:
     # ILLUSION_END_SPEED, slows to a stop and falls by the game's schedule. The model's dash moved 0.01 units a frame
     # (the game's: 16.5-18.7), so the move that crosses half a stage in three frames went nowhere
     illusion_travel: bool = False
-    # A character drifting in the air with the control stick at rest sideways slows by its air friction (AIR_FRICTION):
-    # where the input and the model's pick are both AIR_DRIFT actions in the air (not a jump's first frame), the air
-    # speed is the input's less the friction, never past 0 (86-100 % of such real frames per character)
-    air_friction: bool = False
+    # A character drifts in the air as the game drifts it: where the input and the model's pick are both DRIFT_ACTIONS in
+    # the air (not a jump's first frame), the air speed with the stick at rest sideways is the input's less the air
+    # friction (AIR_FRICTION), never past 0 (86-100 % of such real frames per character); with the stick held, it moves
+    # toward the stick's target speed by the character's acceleration, or slows to it by the friction (AIR_DRIFT: 91-98 %)
+    air_drift: bool = False
     # The main stage ends at its edges (``meleewm.melee.stages.ground_edge``): a grounded prediction past an edge is one
     # the game never shows. Walking up to it (grounded before, by an action that stops there), the character stops at
     # the edge; running, dashing or wavedashing, or landing there from the air, it is in the air instead: airborne, and
@@ -317,9 +318,11 @@ class WorldModel(nn.Module):
         if config.fire_travel:
             self.register_buffer("fire_travel_table", fire_travel_table(spec), persistent=False)
             self.fire_action = spec.cat_value_index("post_state", FIRE_AIR)
-        if config.air_friction:
-            self.register_buffer("air_friction_table", character_table(spec, AIR_FRICTION), persistent=False)
-            self.register_buffer("air_drift", action_table(spec, AIR_DRIFT), persistent=False)
+        if config.air_drift:
+            self.register_buffer("air_friction", character_table(spec, AIR_FRICTION), persistent=False)
+            self.register_buffer("air_drift_table", torch.stack([character_table(
+                spec, {char: drift[k] for char, drift in AIR_DRIFT.items()}) for k in range(3)], -1), persistent=False)
+            self.register_buffer("drift_action", action_table(spec, DRIFT_ACTIONS), persistent=False)
             self.register_buffer("jump_start", action_table(spec, GROUND_JUMPS + DOUBLE_JUMPS), persistent=False)
         if config.illusion_travel:
             self.register_buffer("illusion_speed", character_table(spec, ILLUSION_SPEED), persistent=False)
@@ -622,8 +625,8 @@ class WorldModel(nn.Module):
             cont = self._fire_travel(cont, pick, x)
         if self.config.illusion_travel:
             cont = self._illusion_travel(cont, pick, x)
-        if self.config.air_friction:
-            cont = self._air_friction(cont, bin_logits, pick, x)
+        if self.config.air_drift:
+            cont = self._air_drift(cont, bin_logits, pick, x)
         return cont
 
     def _knockback_decay(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor,
@@ -705,22 +708,35 @@ class WorldModel(nn.Module):
         raw = torch.where(enter.unsqueeze(-1), start.unsqueeze(-1) * aim, scheduled.unsqueeze(-1) * heading)
         return self._put(cont, AIR_SPEED_FIELDS, (enter | going).unsqueeze(-1), raw)
 
-    def _air_friction(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
-                      ) -> torch.Tensor:
-        """``cont`` with the input's air speed slowed by the character's air friction (never past 0) where the input
-        and ``pick`` are AIR_DRIFT actions in the air, the pick starts no jump, and the stick is at rest sideways."""
+    def _air_drift(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
+                   ) -> torch.Tensor:
+        """``cont`` with the air speed the game's drift gives where the input and ``pick`` are DRIFT_ACTIONS in the air
+        and the pick starts no jump: the input's slowed by the air friction (never past 0) with the stick at rest
+        sideways; with it held, moved toward the stick's target speed (stopping there), or slowed to it when beyond."""
         field, a = AIR_SPEED_FIELDS[0], self.airborne_index
-        speed = self._raw(x.state_cont, field)
         previous = x.state_cat[..., ACTION_COLUMN].long()
-        drifting = (self.air_drift[pick] & self.air_drift[previous] & ~(self.jump_start[pick] & (pick != previous))
-                    & (x.ctrl[..., self.stick_index[0]].abs() < STICK_DEADZONE) & (speed != 0)
+        drifting = (self.drift_action[pick] & self.drift_action[previous]
+                    & ~(self.jump_start[pick] & (pick != previous))
                     & (bin_logits[..., a] > 0) & (x.state_bin[..., a] > 0) & (x.cat_mask[..., ACTION_COLUMN] > 0)
                     & (x.cat_mask[..., self.character_column] > 0) & (x.cont_mask[..., self.cont_column[field]] > 0))
-        if not bool(drifting.any()):
+        if not bool(drifting.any()):   # most frames: nobody drifts (a play tick's budget)
             return cont
-        friction = self.air_friction_table[x.state_cat[..., self.character_column].long()].to(speed.dtype)
+        speed = self._raw(x.state_cont, field)
+        char = x.state_cat[..., self.character_column].long()
+        friction = self.air_friction[char].to(speed.dtype)
+        accel, accel_sign, top = self.air_drift_table[char].to(speed.dtype).unbind(-1)
+        stick = x.ctrl[..., self.stick_index[0]].to(speed.dtype)
+        held = stick.abs() >= STICK_DEADZONE
+        direction = stick.sign()
+        target = stick * top
         slowed = (speed.abs() - friction).clamp_min(0) * speed.sign()
-        return self._put(cont, field, drifting & torch.isfinite(friction), slowed)
+        # beyond the target in the stick's direction: slowed by the friction, not past the target
+        beyond = direction * torch.maximum(direction * slowed, direction * target)
+        pushed = torch.minimum(direction * (speed + accel * stick + accel_sign * direction), direction * target) * direction
+        under = direction * speed < direction * target
+        drift = torch.where(held, torch.where(under, pushed, beyond), slowed)
+        known = torch.isfinite(friction) & (~held | torch.isfinite(top))
+        return self._put(cont, field, drifting & known, drift)
 
     def _illusion_travel(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``cont`` with the Illusion's speeds (x in the air, y) where ``pick`` is ILLUSION_AIR or ILLUSION_AIR_END for
