@@ -120,7 +120,7 @@ GROUND_FRICTION: dict[int, float] = {
 
 # Air friction by internal character: how much a character's air speed falls each frame, in jumps, falls and aerials,
 # with the control stick at rest sideways (inside the dead zone), until it is 0. Measured on the shared games: that
-# fall on 86-100 % of such frames per character (the rest: a jump's first frame, a speed already spent). Mario (82 %)
+# fall on 86-100 % of such frames per character (the rest: a jump's first frame, a speed already spent). Ness (82 %)
 # is left out.
 AIR_FRICTION: dict[int, float] = {
     0: 0.016, 1: 0.02, 2: 0.01, 3: 0.02, 4: 0.02, 5: 0.01, 6: 0.005, 7: 0.04, 9: 0.005, 10: 0.02, 12: 0.01, 13: 0.01,
@@ -131,7 +131,7 @@ AIR_FRICTION: dict[int, float] = {
 # Air drift with the control stick held sideways, by internal character: (a, b, top speed). The air speed moves toward
 # the stick's target (stick x times the top speed) by a * stick + b * its sign a frame, stopping at the target; a
 # speed beyond the target slows by the air friction, down to the target. Measured on the shared games: the rule gives
-# the next air speed to 0.001 units on 91-98 % of such frames per character (the others left out: Peach floats).
+# the next air speed to 0.001 units on 91-98 % of such frames per character (the others, under 90 %, left out).
 AIR_DRIFT: dict[int, tuple[float, float, float]] = {
     0: (0.025, 0.02, 0.86), 1: (0.06, 0.02, 0.83), 2: (0.04, 0.02, 1.12), 4: (0.04, 0.02, 0.78),
     7: (0.04, 0.02, 0.8), 9: (0.06, 0.01, 1.1), 10: (0.027, 0.02, 0.7), 13: (0.012, 0.02, 0.89),
