@@ -13,3 +13,5 @@ AIRDODGE_DECAY = 0.9
 AIRDODGE_DECAY_FRAMES = 28
 # Melee reads a control stick inside this radius as at rest
 STICK_DEADZONE = 0.2875
+# A falling character fast-falls when the control stick is pulled down past this
+FAST_FALL_STICK = -0.6625

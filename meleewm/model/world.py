@@ -22,12 +22,12 @@ from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
 from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, DEAD_STATES, LEDGE_STATES
-from meleewm.melee.characters import (AIR_DRIFT, AIR_FRICTION, DOUBLE_JUMP_SPEEDS, FIRE_TRAVEL, GROUND_FRICTION, GROUND_JUMP_SPEEDS,
-                                      ILLUSION_END_FALL_START, ILLUSION_END_GRAVITY, ILLUSION_END_MEASURED_FRAMES,
-                                      ILLUSION_END_SLOWDOWN, ILLUSION_END_SPEED, ILLUSION_SPEED,
-                                      LEDGE_CATCH_OFFSETS)
-from meleewm.melee.game import (AIRDODGE_DECAY, AIRDODGE_DECAY_FRAMES, AIRDODGE_SPEED, KNOCKBACK_DECAY,
-                                STICK_DEADZONE)
+from meleewm.melee.characters import (AIR_DRIFT, AIR_FALL, AIR_FRICTION, DOUBLE_JUMP_SPEEDS, FIRE_TRAVEL,
+                                      GROUND_FRICTION, GROUND_JUMP_SPEEDS, ILLUSION_END_FALL_START,
+                                      ILLUSION_END_GRAVITY, ILLUSION_END_MEASURED_FRAMES, ILLUSION_END_SLOWDOWN,
+                                      ILLUSION_END_SPEED, ILLUSION_SPEED, LEDGE_CATCH_OFFSETS)
+from meleewm.melee.game import (AIRDODGE_DECAY, AIRDODGE_DECAY_FRAMES, AIRDODGE_SPEED, FAST_FALL_STICK,
+                                KNOCKBACK_DECAY, STICK_DEADZONE)
 from meleewm.melee.stages import (BODY_TOLERANCE, LEDGE_CATCH_BOX, body_bounds, geometry, ground_edge, halo_start,
                                   ledge_point)
 
@@ -60,7 +60,7 @@ FALLING = ACTION_IDS["FALLING"]
 FORCED_LOGIT = 30.0
 # The weightless switches that set a speed the game gives (by a game fact, where the model's pick says so)
 SPEED_RULES = ("knockback_decay", "jump_speed", "airdodge_speed", "ground_friction", "fire_travel",
-               "illusion_travel", "air_drift")
+               "illusion_travel", "air_drift", "air_fall")
 # Actions in which a character drifts in the air by the control stick (and slows by its air friction at rest)
 DRIFT_ACTIONS = tuple(ACTION_IDS[name] for name in (
     "FALLING", "JUMPING_FORWARD", "JUMPING_BACKWARD", "JUMPING_ARIAL_FORWARD", "JUMPING_ARIAL_BACKWARD",
@@ -166,21 +166,27 @@ class WorldModelConfig:
     # ground speed falls by the character's friction (GROUND_FRICTION), or twice it, whichever is nearer the model's
     # own value, and stops at 0 (90-100 % of such real frames). The model was 0.06-0.13 units off there, teacher-forced
     ground_friction: bool = False
-    # Fox's Fire Fox and Falco's Fire Bird fly as in the game: where the model's pick is FIRE_AIR for one of them, the
-    # speed on entering it is the character's (FIRE_TRAVEL) along the control stick (straight up at rest); while it goes
-    # on, the input's direction at the schedule's speed for the frame's age. The model flew them at 0.1-0.7 units a frame
-    # where the game's is 3.8-4.2, so they hung off the stage and fell: the recovery of the two most played characters
+    # Fox's Fire Fox and Falco's Fire Bird fly as in the game: where the model's pick is FIRE_AIR for one of them,
+    # the speed on entering it is the character's (FIRE_TRAVEL) along the control stick (straight up at rest); while
+    # it goes on, the input's direction at the schedule's speed for the frame's age. The model flew them at 0.1-0.7
+    # units a frame where the game's is 3.8-4.2, so they hung off the stage and fell: the recovery of the two most
+    # played characters
     fire_travel: bool = False
-    # Fox's and Falco's Illusion in the air moves as in the game: where the model's pick is ILLUSION_AIR for one of them,
-    # the dash's speed (ILLUSION_SPEED) along the facing, after a first frame standing still; ILLUSION_AIR_END starts at
-    # ILLUSION_END_SPEED, slows to a stop and falls by the game's schedule. The model's dash moved 0.01 units a frame
-    # (the game's: 16.5-18.7), so the move that crosses half a stage in three frames went nowhere
+    # Fox's and Falco's Illusion in the air moves as in the game: where the model's pick is ILLUSION_AIR for one of
+    # them, the dash's speed (ILLUSION_SPEED) along the facing, after a first frame standing still; ILLUSION_AIR_END
+    # starts at ILLUSION_END_SPEED, slows to a stop and falls by the game's schedule. The model's dash moved 0.01 units
+    # a frame (the game's: 16.5-18.7), so the move that crosses half a stage in three frames went nowhere
     illusion_travel: bool = False
-    # A character drifts in the air as the game drifts it: where the input and the model's pick are both DRIFT_ACTIONS in
-    # the air (not a jump's first frame), the air speed with the stick at rest sideways is the input's less the air
-    # friction (AIR_FRICTION), never past 0 (86-100 % of such real frames per character); with the stick held, it moves
-    # toward the stick's target speed by the character's acceleration, or slows to it by the friction (AIR_DRIFT: 91-98 %)
+    # A character drifts in the air as the game drifts it: where the input and the model's pick are both DRIFT_ACTIONS
+    # in the air (not a jump's first frame), the air speed with the stick at rest sideways is the input's less the air
+    # friction (AIR_FRICTION), never past 0 (86-100 % of such real frames per character); with the stick held, it
+    # moves toward the stick's target speed by the character's acceleration, or slows to it by the friction
+    # (AIR_DRIFT: 91-98 %)
     air_drift: bool = False
+    # A character falls as the game drops it: in the same actions, out of hitlag, the fall speed grows by the
+    # character's gravity up to its top fall speed, and with the stick pulled down once falling it is the fast-fall
+    # speed, which holds (AIR_FALL: 93-99 % of such real frames per character)
+    air_fall: bool = False
     # The main stage ends at its edges (``meleewm.melee.stages.ground_edge``): a grounded prediction past an edge is one
     # the game never shows. Walking up to it (grounded before, by an action that stops there), the character stops at
     # the edge; running, dashing or wavedashing, or landing there from the air, it is in the air instead: airborne, and
@@ -316,12 +322,14 @@ class WorldModel(nn.Module):
         self.stick_index = [spec.ctrl_index("pre_joystick_x"), spec.ctrl_index("pre_joystick_y")]
         self.facing_index = spec.bin_index("facing")
         if config.fire_travel:
-            self.register_buffer("fire_travel_table", fire_travel_table(spec), persistent=False)
+            self.register_buffer("fire_travel_table", character_triples(spec, FIRE_TRAVEL), persistent=False)
             self.fire_action = spec.cat_value_index("post_state", FIRE_AIR)
         if config.air_drift:
             self.register_buffer("air_friction", character_table(spec, AIR_FRICTION), persistent=False)
-            self.register_buffer("air_drift_table", torch.stack([character_table(
-                spec, {char: drift[k] for char, drift in AIR_DRIFT.items()}) for k in range(3)], -1), persistent=False)
+            self.register_buffer("air_drift_table", character_triples(spec, AIR_DRIFT), persistent=False)
+        if config.air_fall:
+            self.register_buffer("air_fall_table", character_triples(spec, AIR_FALL), persistent=False)
+        if config.air_drift or config.air_fall:
             self.register_buffer("drift_action", action_table(spec, DRIFT_ACTIONS), persistent=False)
             self.register_buffer("jump_start", action_table(spec, GROUND_JUMPS + DOUBLE_JUMPS), persistent=False)
         if config.illusion_travel:
@@ -627,6 +635,8 @@ class WorldModel(nn.Module):
             cont = self._illusion_travel(cont, pick, x)
         if self.config.air_drift:
             cont = self._air_drift(cont, bin_logits, pick, x)
+        if self.config.air_fall:
+            cont = self._air_fall(cont, bin_logits, pick, x)
         return cont
 
     def _knockback_decay(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor,
@@ -685,7 +695,8 @@ class WorldModel(nn.Module):
         Falco: on entering it, the character's speed along the frame's control stick (up, at rest); while it goes on,
         the schedule's speed for the frame's age along the input's direction. Without the ages, entries only."""
         travel = self.fire_travel_table[x.state_cat[..., self.character_column].long()]   # [*L, 2, 3]
-        flying = ((pick == self.fire_action) & (self.fire_action > 0) & torch.isfinite(travel[..., 0]) & (x.cat_mask[..., ACTION_COLUMN] > 0)
+        flying = ((pick == self.fire_action) & (self.fire_action > 0) & torch.isfinite(travel[..., 0])
+                  & (x.cat_mask[..., ACTION_COLUMN] > 0)
                   & (x.cat_mask[..., self.character_column] > 0)
                   & (x.cont_mask[..., self.cont_column[AIR_SPEED_FIELDS[0]]] > 0))
         if not bool(flying.any()):   # most frames: nobody flies up (a play tick's budget)
@@ -708,17 +719,38 @@ class WorldModel(nn.Module):
         raw = torch.where(enter.unsqueeze(-1), start.unsqueeze(-1) * aim, scheduled.unsqueeze(-1) * heading)
         return self._put(cont, AIR_SPEED_FIELDS, (enter | going).unsqueeze(-1), raw)
 
+    def _in_the_air(self, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput, field: str) -> torch.Tensor:
+        """``[*L, 2]``: the input and ``pick`` are DRIFT_ACTIONS in the air, the pick starts no jump, and the input has
+        the character and ``field``."""
+        a, previous = self.airborne_index, x.state_cat[..., ACTION_COLUMN].long()
+        return (self.drift_action[pick] & self.drift_action[previous] & ~(self.jump_start[pick] & (pick != previous))
+                & (bin_logits[..., a] > 0) & (x.state_bin[..., a] > 0) & (x.cat_mask[..., ACTION_COLUMN] > 0)
+                & (x.cat_mask[..., self.character_column] > 0) & (x.cont_mask[..., self.cont_column[field]] > 0))
+
+    def _air_fall(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
+                  ) -> torch.Tensor:
+        """``cont`` with the fall speed the game gives where the input and ``pick`` are DRIFT_ACTIONS in the air, the
+        pick starts no jump and the prediction has no hitlag: the input's less the gravity, down to the top fall speed;
+        the fast-fall speed where the character already fast-falls, or falls with the stick pulled down."""
+        field = AIR_SPEED_FIELDS[1]
+        falling = self._in_the_air(bin_logits, pick, x, field) & ~self._in_hitlag(cont, x.cont_mask)
+        if not bool(falling.any()):   # most frames: nobody is in the air (a play tick's budget)
+            return cont
+        speed = self._raw(x.state_cont, field)
+        char = x.state_cat[..., self.character_column].long()
+        gravity, top, fast = self.air_fall_table[char].to(speed.dtype).unbind(-1)
+        pulled = (x.ctrl[..., self.stick_index[1]].to(speed.dtype) <= FAST_FALL_STICK) & (speed <= 0)
+        fast_falling = pulled | ((speed + fast).abs() < 1e-3)
+        fall = torch.where(fast_falling, -fast, torch.maximum(speed - gravity, -top))
+        return self._put(cont, field, falling & torch.isfinite(gravity), fall)
+
     def _air_drift(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
                    ) -> torch.Tensor:
         """``cont`` with the air speed the game's drift gives where the input and ``pick`` are DRIFT_ACTIONS in the air
         and the pick starts no jump: the input's slowed by the air friction (never past 0) with the stick at rest
         sideways; with it held, moved toward the stick's target speed (stopping there), or slowed to it when beyond."""
-        field, a = AIR_SPEED_FIELDS[0], self.airborne_index
-        previous = x.state_cat[..., ACTION_COLUMN].long()
-        drifting = (self.drift_action[pick] & self.drift_action[previous]
-                    & ~(self.jump_start[pick] & (pick != previous))
-                    & (bin_logits[..., a] > 0) & (x.state_bin[..., a] > 0) & (x.cat_mask[..., ACTION_COLUMN] > 0)
-                    & (x.cat_mask[..., self.character_column] > 0) & (x.cont_mask[..., self.cont_column[field]] > 0))
+        field = AIR_SPEED_FIELDS[0]
+        drifting = self._in_the_air(bin_logits, pick, x, field)
         if not bool(drifting.any()):   # most frames: nobody drifts (a play tick's budget)
             return cont
         speed = self._raw(x.state_cont, field)
@@ -732,7 +764,8 @@ class WorldModel(nn.Module):
         slowed = (speed.abs() - friction).clamp_min(0) * speed.sign()
         # beyond the target in the stick's direction: slowed by the friction, not past the target
         beyond = direction * torch.maximum(direction * slowed, direction * target)
-        pushed = torch.minimum(direction * (speed + accel * stick + accel_sign * direction), direction * target) * direction
+        step = accel * stick + accel_sign * direction
+        pushed = torch.minimum(direction * (speed + step), direction * target) * direction
         under = direction * speed < direction * target
         drift = torch.where(held, torch.where(under, pushed, beyond), slowed)
         known = torch.isfinite(friction) & (~held | torch.isfinite(top))
@@ -988,10 +1021,10 @@ def jump_speed_table(spec: EncodingSpec) -> torch.Tensor:
     return torch.stack([character_table(spec, values) for values in (*hops, DOUBLE_JUMP_SPEEDS)], -1)
 
 
-def fire_travel_table(spec: EncodingSpec) -> torch.Tensor:
-    """``[post_character vocabulary, 3]``: Fire Fox's and Fire Bird's speed, the frames it holds it and its slowdown
-    a frame after (raw; NaN for every other character)."""
-    return torch.stack([character_table(spec, {char: travel[k] for char, travel in FIRE_TRAVEL.items()})
+def character_triples(spec: EncodingSpec, values: dict[int, tuple[float, float, float]]) -> torch.Tensor:
+    """``[post_character vocabulary, 3]``: each internal character's three values in ``values`` (NaN where it has
+    none)."""
+    return torch.stack([character_table(spec, {char: triple[k] for char, triple in values.items()})
                         for k in range(3)], -1)
 
 

@@ -519,7 +519,8 @@ def test_a_ledge_is_caught_where_the_game_catches_it(real, tiled):
     ledge = torch.tensor(sorted(LEDGE_STATES))
     catch = (torch.isin(raw[batch["next_cat"][..., ACTION_COLUMN].long()], ledge)
              & ~torch.isin(raw[x.state_cat[..., ACTION_COLUMN].long()], ledge))
-    chars = torch.as_tensor(spec.decode_lut("post_character"))[x.state_cat[..., spec.cat_index("post_character")].long()]
+    character = x.state_cat[..., spec.cat_index("post_character")].long()
+    chars = torch.as_tensor(spec.decode_lut("post_character"))[character]
     placed = catch & torch.isin(chars, torch.tensor(sorted(LEDGE_CATCH_OFFSETS)))
     assert placed.sum() >= 3, "the games hold ledge catches"
     assert torch.equal(out["cat_logits"][ACTION_COLUMN], logits[ACTION_COLUMN])    # none of them impossible
@@ -574,6 +575,28 @@ def test_a_sliding_character_slows_by_its_friction(recent_game):
     assert torch.equal(moved[others], (guess + 1.0)[others])
 
 
+def air_speed_rule(recent_game, switch: str, field: str):
+    """An air speed rule on the 3.1x game, given the real next actions and airborne bits as the predictions and
+    ``field`` a unit off the real one everywhere: (inputs, the entries the rule set, the real next value, the rule's,
+    the input's). Every entry the rule leaves keeps the guessed values."""
+    spec, windows = recent_game
+    batch = default_collate([windows[i] for i in range(len(windows))])
+    model = make(spec, "mamba2", cont_gate=True, **{switch: True})
+    x, actions = real_picks(batch)
+    bin_logits = torch.where(batch["next_bin"] > 0.5, 30.0, -30.0)
+    i = spec.cont_index(field)
+    guess = batch["next_cont"].clone()
+    guess[..., i] += 1.0
+    with torch.no_grad():
+        out = getattr(model, f"_{switch}")(guess, bin_logits, actions, x)
+    ruled = (out != guess).any(-1)
+    others = torch.ones_like(guess, dtype=torch.bool)
+    others[..., i] = ~ruled
+    assert torch.equal(out[others], guess[others])
+    real, got, before = (spec.denormalise(field, v[..., i]) for v in (batch["next_cont"], out, batch["state_cont"]))
+    return x, ruled, real, got, before
+
+
 def test_a_character_drifts_in_the_air_as_in_the_game(recent_game):
     """``air_drift``: given the real next actions and airborne bits as the predictions and air speeds a unit off, a
     real game's drifting frames get their real air speed on nearly all of them, with the stick at rest (slowing, never
@@ -581,27 +604,27 @@ def test_a_character_drifts_in_the_air_as_in_the_game(recent_game):
     from meleewm.melee.game import STICK_DEADZONE
     from meleewm.model.world import AIR_SPEED_FIELDS
 
-    spec, windows = recent_game
-    batch = default_collate([windows[i] for i in range(len(windows))])
-    model = make(spec, "mamba2", cont_gate=True, air_drift=True)
-    x, actions = real_picks(batch)
-    bin_logits = torch.where(batch["next_bin"] > 0.5, 30.0, -30.0)
-    field = AIR_SPEED_FIELDS[0]
-    i = spec.cont_index(field)
-    guess = batch["next_cont"].clone()
-    guess[..., i] += 1.0
-    with torch.no_grad():
-        out = model._air_drift(guess, bin_logits, actions, x)
-    ruled = (out != guess).any(-1)
-    held = x.ctrl[..., spec.ctrl_index("pre_joystick_x")].abs() >= STICK_DEADZONE
+    x, ruled, real, got, before = air_speed_rule(recent_game, "air_drift", AIR_SPEED_FIELDS[0])
+    held = x.ctrl[..., recent_game[0].ctrl_index("pre_joystick_x")].abs() >= STICK_DEADZONE
     assert (ruled & held).sum() >= 200 and (ruled & ~held).sum() >= 200
-    real, got, before = (spec.denormalise(field, v[..., i]) for v in (batch["next_cont"], out, batch["state_cont"]))
     right = (got - real).abs() < 1e-3
     assert right[ruled & held].float().mean() > 0.85 and right[ruled & ~held].float().mean() > 0.85
     assert (got[ruled & ~held] * before[ruled & ~held] >= 0).all()     # at rest a drift stops at 0, never turns back
-    others = torch.ones_like(guess, dtype=torch.bool)
-    others[..., i] = ~ruled
-    assert torch.equal(out[others], guess[others])
+
+
+def test_a_character_falls_as_in_the_game(recent_game):
+    """``air_fall``: given the real next actions and airborne bits as the predictions and fall speeds a unit off, a
+    real game's frames in the air get their real fall speed on nearly all of them (gravity to the top fall speed, and
+    fast falls); every other entry is left alone."""
+    from meleewm.melee.characters import AIR_FALL
+    from meleewm.model.world import AIR_SPEED_FIELDS
+
+    _, ruled, real, got, _ = air_speed_rule(recent_game, "air_fall", AIR_SPEED_FIELDS[1])
+    right = (got - real).abs() < 1e-3
+    assert ruled.sum() >= 500 and right[ruled].float().mean() > 0.9
+    for speed in AIR_FALL[22][1:]:                               # Falco at his top fall speed, and fast-falling
+        at = ruled & ((real + speed).abs() < 1e-3)
+        assert at.sum() >= 20 and right[at].float().mean() > 0.9, (speed, at.sum(), right[at].float().mean())
 
 
 def test_state_age_is_exact_in_closed_loop(real, batch):
