@@ -65,6 +65,9 @@ SPEED_RULES = ("knockback_decay", "jump_speed", "airdodge_speed", "ground_fricti
 DRIFT_ACTIONS = tuple(ACTION_IDS[name] for name in (
     "FALLING", "JUMPING_FORWARD", "JUMPING_BACKWARD", "JUMPING_ARIAL_FORWARD", "JUMPING_ARIAL_BACKWARD",
     "NAIR", "FAIR", "BAIR", "UAIR", "DAIR"))
+# Falls in hitstun: the damage actions and a tumble, which fall by the character's gravity as DRIFT_ACTIONS do
+# (99.3-100 % of such frames of the shared games out of hitlag; a tumble 93 %, since it may fast-fall)
+HITSTUN_FALLS = (*sorted(DAMAGE_STATES), ACTION_IDS["TUMBLING"])
 # Fox's and Falco's up special in flight, and their side special in the air and its end (their shared special-action
 # ids: FIRE_AIR, ILLUSION_AIR, ILLUSION_AIR_END)
 FIRE_AIR, ILLUSION_AIR, ILLUSION_AIR_END = 356, 351, 352
@@ -310,7 +313,7 @@ class WorldModel(nn.Module):
             self.register_buffer("main_body", main_body_table(spec), persistent=False)
         # Which action vocabulary indices are deaths (DEAD_*): respawns, for respawn_snap and the loss's weight
         self.register_buffer("dead_action", action_table(spec, DEAD_STATES), persistent=False)
-        if config.hit_percent or config.knockback_decay:   # ... and which are hits taken (DAMAGE_*)
+        if config.hit_percent or config.knockback_decay or config.air_fall:   # ... and which are hits taken (DAMAGE_*)
             self.register_buffer("damage_action", action_table(spec, DAMAGE_STATES), persistent=False)
         if config.hit_percent:
             self.percent_index = spec.cont_index("post_percent")
@@ -329,6 +332,8 @@ class WorldModel(nn.Module):
             self.register_buffer("air_drift_table", character_triples(spec, AIR_DRIFT), persistent=False)
         if config.air_fall:
             self.register_buffer("air_fall_table", character_triples(spec, AIR_FALL), persistent=False)
+        if config.air_fall:   # hitstun falls as well (no fast fall but in a tumble)
+            self.register_buffer("fall_action", action_table(spec, DRIFT_ACTIONS + HITSTUN_FALLS), persistent=False)
         if config.air_drift or config.air_fall:
             self.register_buffer("drift_action", action_table(spec, DRIFT_ACTIONS), persistent=False)
             self.register_buffer("jump_start", action_table(spec, GROUND_JUMPS + DOUBLE_JUMPS), persistent=False)
@@ -719,28 +724,31 @@ class WorldModel(nn.Module):
         raw = torch.where(enter.unsqueeze(-1), start.unsqueeze(-1) * aim, scheduled.unsqueeze(-1) * heading)
         return self._put(cont, AIR_SPEED_FIELDS, (enter | going).unsqueeze(-1), raw)
 
-    def _in_the_air(self, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput, field: str) -> torch.Tensor:
-        """``[*L, 2]``: the input and ``pick`` are DRIFT_ACTIONS in the air, the pick starts no jump, and the input has
-        the character and ``field``."""
+    def _in_the_air(self, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput, field: str,
+                    actions: torch.Tensor) -> torch.Tensor:
+        """``[*L, 2]``: the input and ``pick`` are ``actions`` (an action table) in the air, the pick starts no jump,
+        and the input has the character and ``field``."""
         a, previous = self.airborne_index, x.state_cat[..., ACTION_COLUMN].long()
-        return (self.drift_action[pick] & self.drift_action[previous] & ~(self.jump_start[pick] & (pick != previous))
+        return (actions[pick] & actions[previous] & ~(self.jump_start[pick] & (pick != previous))
                 & (bin_logits[..., a] > 0) & (x.state_bin[..., a] > 0) & (x.cat_mask[..., ACTION_COLUMN] > 0)
                 & (x.cat_mask[..., self.character_column] > 0) & (x.cont_mask[..., self.cont_column[field]] > 0))
 
     def _air_fall(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
                   ) -> torch.Tensor:
-        """``cont`` with the fall speed the game gives where the input and ``pick`` are DRIFT_ACTIONS in the air, the
-        pick starts no jump and the prediction has no hitlag: the input's less the gravity, down to the top fall speed;
-        the fast-fall speed where the character already fast-falls, or falls with the stick pulled down."""
+        """``cont`` with the fall speed the game gives where the input and ``pick`` are DRIFT_ACTIONS or hitstun falls
+        in the air, the pick starts no jump and takes no new hit, and the prediction has no hitlag: the input's less
+        the gravity, down to the top fall speed; out of hitstun (but in a tumble), the fast-fall speed where the
+        character already fast-falls, or falls with the stick pulled down."""
         field = AIR_SPEED_FIELDS[1]
-        falling = self._in_the_air(bin_logits, pick, x, field) & ~self._in_hitlag(cont, x.cont_mask)
+        falling = (self._in_the_air(bin_logits, pick, x, field, self.fall_action) & ~self._new_hit(pick, x)
+                   & ~self._in_hitlag(cont, x.cont_mask))
         if not bool(falling.any()):   # most frames: nobody is in the air (a play tick's budget)
             return cont
         speed = self._raw(x.state_cont, field)
         char = x.state_cat[..., self.character_column].long()
         gravity, top, fast = self.air_fall_table[char].to(speed.dtype).unbind(-1)
         pulled = (x.ctrl[..., self.stick_index[1]].to(speed.dtype) <= FAST_FALL_STICK) & (speed <= 0)
-        fast_falling = pulled | ((speed + fast).abs() < 1e-3)
+        fast_falling = (pulled | ((speed + fast).abs() < 1e-3)) & ~self.damage_action[pick]
         fall = torch.where(fast_falling, -fast, torch.maximum(speed - gravity, -top))
         return self._put(cont, field, falling & torch.isfinite(gravity), fall)
 
@@ -750,7 +758,7 @@ class WorldModel(nn.Module):
         and the pick starts no jump: the input's slowed by the air friction (never past 0) with the stick at rest
         sideways; with it held, moved toward the stick's target speed (stopping there), or slowed to it when beyond."""
         field = AIR_SPEED_FIELDS[0]
-        drifting = self._in_the_air(bin_logits, pick, x, field)
+        drifting = self._in_the_air(bin_logits, pick, x, field, self.drift_action)
         if not bool(drifting.any()):   # most frames: nobody drifts (a play tick's budget)
             return cont
         speed = self._raw(x.state_cont, field)

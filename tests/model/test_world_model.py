@@ -614,14 +614,19 @@ def test_a_character_drifts_in_the_air_as_in_the_game(recent_game):
 
 def test_a_character_falls_as_in_the_game(recent_game):
     """``air_fall``: given the real next actions and airborne bits as the predictions and fall speeds a unit off, a
-    real game's frames in the air get their real fall speed on nearly all of them (gravity to the top fall speed, and
-    fast falls); every other entry is left alone."""
+    real game's frames in the air get their real fall speed on nearly all of them (gravity to the top fall speed, fast
+    falls, and falls in hitstun); every other entry is left alone."""
+    from meleewm.melee.actions import DAMAGE_STATES
     from meleewm.melee.characters import AIR_FALL
     from meleewm.model.world import AIR_SPEED_FIELDS
 
-    _, ruled, real, got, _ = air_speed_rule(recent_game, "air_fall", AIR_SPEED_FIELDS[1])
+    x, ruled, real, got, _ = air_speed_rule(recent_game, "air_fall", AIR_SPEED_FIELDS[1])
     right = (got - real).abs() < 1e-3
     assert ruled.sum() >= 500 and right[ruled].float().mean() > 0.9
+    spec = recent_game[0]
+    hitstun = torch.isin(torch.as_tensor(spec.decode_lut("post_state"))[x.state_cat[..., ACTION_COLUMN].long()],
+                         torch.tensor(sorted(DAMAGE_STATES)))
+    assert (ruled & hitstun).sum() >= 100 and right[ruled & hitstun].float().mean() > 0.95   # launched, falling
     for speed in AIR_FALL[22][1:]:                               # Falco at his top fall speed, and fast-falling
         at = ruled & ((real + speed).abs() < 1e-3)
         assert at.sum() >= 20 and right[at].float().mean() > 0.9, (speed, at.sum(), right[at].float().mean())
