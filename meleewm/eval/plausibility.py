@@ -132,7 +132,7 @@ def check_state(
     count = checked = 0
     if AIRBORNE in state:
         grounded = np.asarray(state[AIRBORNE], np.float64) == 0
-        live = ~dead & ~(np.zeros_like(dead) if act_i is None else np.isin(act_i, list(RESPAWN_STATES)))
+        live = ~dead if act_i is None else ~np.isin(act_i, list(DEAD_STATES | RESPAWN_STATES))
         for s in np.unique(stage).tolist():
             edge = ground_edge(s)
             if edge is None:

@@ -205,7 +205,8 @@ def ledge_point(stage_id: int) -> tuple[float, float] | None:
 
 def ground_edge(stage_id: int) -> float | None:
     """The farthest |x| at which a character stands on the main stage, or None for a stage without that fact."""
-    return _GEOMETRY[stage_id].ledge_x - EDGE_STOP if stage_id in EDGE_STAGES else None
+    point = ledge_point(stage_id)
+    return None if point is None else point[0] - EDGE_STOP
 
 
 # The solid body of the main stage: between the ledges (less an inset, where ledge hangs and recoveries hug the

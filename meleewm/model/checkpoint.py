@@ -195,7 +195,8 @@ def resolve_model(path: str | Path | None = None) -> Path:
 # Options that add no weights, and the checkpoint section each lives in: an exported model may switch them on (or
 # off) as it is: rules of motion, and which items the encoding keeps.
 WEIGHTLESS_SWITCHES = {"ground_motion": "model", "item_motion": "model", "ground_snap": "model",
-                       "body_landing": "model", "respawn_snap": "model", "hitlag_freeze": "model", "stage_edge": "model", "ledge_catch": "model",
+                       "body_landing": "model", "respawn_snap": "model", "hitlag_freeze": "model",
+                       "stage_edge": "model", "ledge_catch": "model",
                        **{name: "model" for name in SPEED_RULES}, "player_items_only": "encoding"}
 
 

@@ -320,19 +320,19 @@ class WorldModel(nn.Module):
             self.register_buffer("percent_column", torch.tensor([self.percent_index]), persistent=False)
         # Continuous columns by field name, and the input frame's internal character: what the rules of motion read
         self.cont_column = {f: spec.cont_index(f) for f in spec.cont_fields}
-        self.speed_rules = any(getattr(config, name) for name in SPEED_RULES)
+        # the speed rules switched on, in SPEED_RULES order: each is the method ``_<name>(cont, bin_logits, pick, x)``
+        self.speed_rules = tuple(name for name in SPEED_RULES if getattr(config, name))
         self.character_column = spec.cat_index("post_character")
         self.stick_index = [spec.ctrl_index("pre_joystick_x"), spec.ctrl_index("pre_joystick_y")]
         self.facing_index = spec.bin_index("facing")
         if config.fire_travel:
-            self.register_buffer("fire_travel_table", character_triples(spec, FIRE_TRAVEL), persistent=False)
+            self.register_buffer("fire_travel_table", character_columns(spec, FIRE_TRAVEL), persistent=False)
             self.fire_action = spec.cat_value_index("post_state", FIRE_AIR)
         if config.air_drift:
             self.register_buffer("air_friction", character_table(spec, AIR_FRICTION), persistent=False)
-            self.register_buffer("air_drift_table", character_triples(spec, AIR_DRIFT), persistent=False)
-        if config.air_fall:
-            self.register_buffer("air_fall_table", character_triples(spec, AIR_FALL), persistent=False)
+            self.register_buffer("air_drift_table", character_columns(spec, AIR_DRIFT), persistent=False)
         if config.air_fall:   # hitstun falls as well (no fast fall but in a tumble)
+            self.register_buffer("air_fall_table", character_columns(spec, AIR_FALL), persistent=False)
             self.register_buffer("fall_action", action_table(spec, DRIFT_ACTIONS + HITSTUN_FALLS), persistent=False)
         if config.air_drift or config.air_fall:
             self.register_buffer("drift_action", action_table(spec, DRIFT_ACTIONS), persistent=False)
@@ -353,13 +353,13 @@ class WorldModel(nn.Module):
             self.register_buffer("launch_columns", torch.tensor([spec.cont_index(f) for f in LAUNCH_FIELDS]),
                                  persistent=False)
         if config.ledge_catch:
-            self.register_buffer("ledge_point", ledge_point_table(spec), persistent=False)
-            self.register_buffer("catch_offset", torch.stack([character_table(
-                spec, {char: offset[k] for char, offset in LEDGE_CATCH_OFFSETS.items()}) for k in (0, 1)], -1),
-                persistent=False)
+            # each stage's ledge point, |x| and y; NaN where the stage has no such fact
+            self.register_buffer("ledge_point", stage_table(spec, ledge_point, float("nan"), (2,)), persistent=False)
+            self.register_buffer("catch_offset", character_columns(spec, LEDGE_CATCH_OFFSETS), persistent=False)
             self.register_buffer("ledge_action", action_table(spec, LEDGE_STATES), persistent=False)
         if config.stage_edge:
-            self.register_buffer("ground_edge", ground_edge_table(spec), persistent=False)
+            # the farthest |x| a character stands at on each main stage; anywhere where the stage has no such fact
+            self.register_buffer("ground_edge", stage_table(spec, ground_edge, float("inf")), persistent=False)
             self.register_buffer("run_off", action_table(spec, RUN_OFF), persistent=False)
             self.falling_action = spec.cat_value_index("post_state", FALLING)
         if config.respawn_snap:
@@ -492,8 +492,8 @@ class WorldModel(nn.Module):
                 return torch.where(choice == GATE_ZERO, self.cont_zero.to(values.dtype),
                                    torch.where(choice == GATE_SAME, base.to(values.dtype), values))
             velocities = gated(free)
-            if self.speed_rules:
-                velocities = self._speed_rules(velocities, bin_logits, pick, x)
+            for name in self.speed_rules:
+                velocities = getattr(self, f"_{name}")(velocities, bin_logits, pick, x)
             moved = free + self._motion(velocities, bin_logits, x.cont_mask)
             cont = gated(moved)
             if self.speed_rules:   # the output's speeds are the ones that moved the character
@@ -509,9 +509,9 @@ class WorldModel(nn.Module):
         if self.config.hitlag_freeze:
             out["cont"] = self._hitlag_freeze(out["cont"], x)
         if self.config.ledge_catch:
-            self._ledge_catch(out, x)
+            pick = self._ledge_catch(out, pick, x)
         if self.config.stage_edge:
-            self._stage_edge(out, x)
+            pick = self._stage_edge(out, pick, x)
         if self.config.ground_snap:
             out["cont"] = self._ground_snap(out["cont"], out["bin_logits"], out["cat_logits"][self.ground_column], x)
         if self.config.respawn_snap:
@@ -622,27 +622,12 @@ class WorldModel(nn.Module):
             return cont
         return self._put_encoded(cont, POSITION_FIELDS, frozen.unsqueeze(-1), x.state_cont[..., self.position_index])
 
-    def _speed_rules(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
-                     ) -> torch.Tensor:
-        """``cont`` (the gated prediction) with the speeds of the SPEED_RULES switched on; ``pick`` is the model's
-        action."""
-        if self.config.knockback_decay:
-            cont = self._knockback_decay(cont, bin_logits, pick, x)
-        if self.config.jump_speed:
-            cont = self._jump_speed(cont, pick, x)
-        if self.config.airdodge_speed:
-            cont = self._airdodge_speed(cont, pick, x)
-        if self.config.ground_friction:
-            cont = self._ground_friction(cont, bin_logits, pick, x)
-        if self.config.fire_travel:
-            cont = self._fire_travel(cont, pick, x)
-        if self.config.illusion_travel:
-            cont = self._illusion_travel(cont, pick, x)
-        if self.config.air_drift:
-            cont = self._air_drift(cont, bin_logits, pick, x)
-        if self.config.air_fall:
-            cont = self._air_fall(cont, bin_logits, pick, x)
-        return cont
+    def _stick_direction(self, x: StepInput, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """The control stick of ``x``'s frame as a unit vector ``[*L, 2, 2]`` (0 at rest) and its length
+        ``[*L, 2, 1]``."""
+        stick = x.ctrl[..., self.stick_index].to(dtype)
+        length = stick.norm(dim=-1, keepdim=True)
+        return stick / length.clamp_min(1e-6), length
 
     def _knockback_decay(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor,
                          x: StepInput) -> torch.Tensor:
@@ -658,7 +643,8 @@ class WorldModel(nn.Module):
                   & ~self._new_hit(pick, x) & (speed > 0) & known)
         return self._put(cont, KNOCKBACK_FIELDS, flying.unsqueeze(-1), knockback * left.unsqueeze(-1))
 
-    def _jump_speed(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+    def _jump_speed(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
+                    ) -> torch.Tensor:
         """``cont`` with the game's first vertical speed of a jump where ``pick`` enters one from another action: a
         ground jump's short- or full-hop speed, the nearer to the model's own, or the double jump's; for characters in
         the jump tables (the input frame's internal character)."""
@@ -676,7 +662,8 @@ class WorldModel(nn.Module):
                  & (x.cont_mask[..., self.cont_column["post_velocities_self_y"]] > 0))
         return self._put(cont, "post_velocities_self_y", start, speed)
 
-    def _airdodge_speed(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+    def _airdodge_speed(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
+                        ) -> torch.Tensor:
         """``cont`` with an airdodge's speeds (x in the air, y) where ``pick`` is one: on entering it, AIRDODGE_SPEED
         along the frame's control stick (0 at rest); while it goes on, the input's speed times AIRDODGE_DECAY up to an
         input age of AIRDODGE_DECAY_FRAMES (Slippi counts an airdodge's ages from 1; a rollout, from 0: one frame more
@@ -685,9 +672,8 @@ class WorldModel(nn.Module):
         if not bool(dodging.any()):   # most frames: nobody airdodges (a play tick's budget)
             return cont
         enter = dodging & (x.state_cat[..., ACTION_COLUMN].long() != self.airdodge_action)
-        stick = x.ctrl[..., self.stick_index].to(cont.dtype)
-        length = stick.norm(dim=-1, keepdim=True)
-        start = torch.where(length > 0, AIRDODGE_SPEED * stick / length.clamp_min(1e-6), torch.zeros_like(stick))
+        aim, length = self._stick_direction(x, cont.dtype)
+        start = torch.where(length > 0, AIRDODGE_SPEED * aim, torch.zeros_like(aim))
         fields = AIR_SPEED_FIELDS
         early = (torch.nan_to_num(x.state_age.to(cont.dtype), nan=torch.inf) <= AIRDODGE_DECAY_FRAMES
                  if x.state_age is not None else torch.zeros_like(dodging))
@@ -695,7 +681,8 @@ class WorldModel(nn.Module):
         raw = torch.where(enter.unsqueeze(-1), start, AIRDODGE_DECAY * self._raw(x.state_cont, fields))
         return self._put(cont, fields, ruled.unsqueeze(-1), raw)
 
-    def _fire_travel(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+    def _fire_travel(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
+                     ) -> torch.Tensor:
         """``cont`` with Fire Fox's or Fire Bird's speeds (x in the air, y) where ``pick`` is FIRE_AIR for Fox or
         Falco: on entering it, the character's speed along the frame's control stick (up, at rest); while it goes on,
         the schedule's speed for the frame's age along the input's direction. Without the ages, entries only."""
@@ -708,10 +695,9 @@ class WorldModel(nn.Module):
             return cont
         start, hold, slowdown = travel.to(cont.dtype).unbind(-1)
         enter = flying & (x.state_cat[..., ACTION_COLUMN].long() != self.fire_action)
-        stick = x.ctrl[..., self.stick_index].to(cont.dtype)
-        length = stick.norm(dim=-1, keepdim=True)
-        up = torch.tensor([0.0, 1.0], dtype=cont.dtype, device=cont.device).expand_as(stick)
-        aim = torch.where(length >= STICK_DEADZONE, stick / length.clamp_min(1e-6), up)
+        aim, length = self._stick_direction(x, cont.dtype)
+        up = torch.tensor([0.0, 1.0], dtype=cont.dtype, device=cont.device).expand_as(aim)
+        aim = torch.where(length >= STICK_DEADZONE, aim, up)
         velocity = self._raw(x.state_cont, AIR_SPEED_FIELDS)
         speed = velocity.norm(dim=-1, keepdim=True)
         heading = velocity / speed.clamp_min(1e-6)
@@ -779,7 +765,8 @@ class WorldModel(nn.Module):
         known = torch.isfinite(friction) & (~held | torch.isfinite(top))
         return self._put(cont, field, drifting & known, drift)
 
-    def _illusion_travel(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+    def _illusion_travel(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
+                         ) -> torch.Tensor:
         """``cont`` with the Illusion's speeds (x in the air, y) where ``pick`` is ILLUSION_AIR or ILLUSION_AIR_END for
         Fox or Falco: the dash along the facing (still on its first frame), and the end's slowing and falling by the
         schedule for the frame's age. Without the ages, entries only."""
@@ -850,16 +837,15 @@ class WorldModel(nn.Module):
             cont = cont.index_copy(-1, k, torch.where(hit.unsqueeze(-1), out["launch"].to(cont.dtype), cont[..., k]))
         return cont
 
-    def _ledge_catch(self, out: dict[str, torch.Tensor], x: StepInput) -> None:
-        """``out`` (the heads' predictions) with ledge catches where the game makes them (see
+    def _ledge_catch(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``out`` (the heads' predictions; ``pick`` their action) with ledge catches where the game makes them (see
         ``WorldModelConfig.ledge_catch``): at the character's catch point, still, where the input frame is in the
-        catch box of the nearer ledge; elsewhere the pick is the model's best action that is not a ledge action."""
-        logits = out["cat_logits"][ACTION_COLUMN]
-        pick = logits.argmax(-1)
+        catch box of the nearer ledge; elsewhere the pick is the model's best action that is not a ledge action.
+        Returns the action picked now."""
         catch = (self.ledge_action[pick] & ~self.ledge_action[x.state_cat[..., ACTION_COLUMN].long()]
                  & (x.cat_mask[..., ACTION_COLUMN] > 0))
         if not bool(catch.any()):   # most frames: nobody catches a ledge (a play tick's budget)
-            return
+            return pick
         px, py = self._raw(x.state_cont, POSITION_FIELDS).unbind(-1)
         ledge_x, ledge_y = self.ledge_point[self._stage_of(x, px)].to(px.dtype).unbind(-1)
         out_x, below = px.abs() - ledge_x, py - ledge_y
@@ -873,23 +859,25 @@ class WorldModel(nn.Module):
         cont = self._put(out["cont"], POSITION_FIELDS, snap.unsqueeze(-1), place)
         out["cont"] = self._put_encoded(cont, MOTION_FIELDS, snap.unsqueeze(-1), self.cont_zero[self.velocity_index])
         impossible = catch & known & ~near
+        logits = out["cat_logits"][ACTION_COLUMN]
         out["cat_logits"] = list(out["cat_logits"])
         out["cat_logits"][ACTION_COLUMN] = torch.where(impossible.unsqueeze(-1) & self.ledge_action,
                                                        torch.full_like(logits, -FORCED_LOGIT), logits)
+        return out["cat_logits"][ACTION_COLUMN].argmax(-1)
 
-    def _stage_edge(self, out: dict[str, torch.Tensor], x: StepInput) -> None:
-        """``out`` (the heads' predictions) made to stand only on the main stage (see ``WorldModelConfig.stage_edge``):
-        the position of a grounded prediction past the edge is at the edge where the character walked up to it, and
-        otherwise the prediction is airborne (FALLING, where the pick was a ground action)."""
+    def _stage_edge(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``out`` (the heads' predictions; ``pick`` their action) made to stand only on the main stage (see
+        ``WorldModelConfig.stage_edge``): the position of a grounded prediction past the edge is at the edge where the
+        character walked up to it, and otherwise the prediction is airborne (FALLING, where the pick was a ground
+        action). Returns the action picked now."""
         a = self.airborne_index
         px = self._raw(out["cont"], "post_position_x")
         edge = self.ground_edge[self._stage_of(x, px)].to(px.dtype)
         grounded = out["bin_logits"][..., a] <= 0
         past = grounded & (px.abs() > edge) & (x.cont_mask[..., self.position_index[0]] > 0)
         if not bool(past.any()):   # most frames: nobody is at an edge (a play tick's budget)
-            return
+            return pick
         logits = out["cat_logits"][ACTION_COLUMN]
-        pick = logits.argmax(-1)
         was_grounded = (x.state_bin[..., a] <= 0) & (x.bin_mask[..., a] > 0)
         inside = self._raw(x.state_cont, "post_position_x").abs() <= edge
         stop = past & was_grounded & inside & ~self.run_off[pick]
@@ -903,6 +891,7 @@ class WorldModel(nn.Module):
         falling[..., self.falling_action] = FORCED_LOGIT
         out["cat_logits"] = list(out["cat_logits"])
         out["cat_logits"][ACTION_COLUMN] = torch.where(falls.unsqueeze(-1), falling, logits)
+        return torch.where(falls, self.falling_action, pick)
 
     def _respawn_snap(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``cont`` with the position at the top of the respawn platform where the input frame is a death and ``pick``
@@ -981,25 +970,13 @@ def main_body_table(spec: EncodingSpec) -> torch.Tensor:
     return table
 
 
-def ledge_point_table(spec: EncodingSpec) -> torch.Tensor:
-    """``[n_stages, 2]``: each stage's ledge point, |x| and y (:func:`meleewm.melee.stages.ledge_point`); NaN where the
-    stage has no such fact."""
-    table = torch.full((spec.n_stages, 2), float("nan"))
+def stage_table(spec: EncodingSpec, fact, empty: float, width: tuple[int, ...] = ()) -> torch.Tensor:
+    """``[n_stages, *width]``: ``fact(stage id)`` (raw) per stage index; ``empty`` where it is None."""
+    table = torch.full((spec.n_stages, *width), empty)
     for index, stage_id in enumerate(spec.stage_vocab, start=1):
-        point = ledge_point(stage_id)
-        if point is not None:
-            table[index] = torch.tensor(point)
-    return table
-
-
-def ground_edge_table(spec: EncodingSpec) -> torch.Tensor:
-    """``[n_stages]``: the farthest |x| (raw) at which a character stands on each stage's main stage
-    (:func:`meleewm.melee.stages.ground_edge`); infinite where the stage has no such fact."""
-    table = torch.full((spec.n_stages,), float("inf"))
-    for index, stage_id in enumerate(spec.stage_vocab, start=1):
-        edge = ground_edge(stage_id)
-        if edge is not None:
-            table[index] = edge
+        value = fact(stage_id)
+        if value is not None:
+            table[index] = torch.tensor(value)
     return table
 
 
@@ -1022,18 +999,18 @@ def character_table(spec: EncodingSpec, values: dict[int, float]) -> torch.Tenso
                          for index, char in enumerate(lut)])
 
 
+def character_columns(spec: EncodingSpec, values: dict[int, tuple[float, ...]]) -> torch.Tensor:
+    """``[post_character vocabulary, n]``: each internal character's n values in ``values`` (NaN where it has none)."""
+    width = len(next(iter(values.values())))
+    return torch.stack([character_table(spec, {char: row[k] for char, row in values.items()})
+                        for k in range(width)], -1)
+
+
 def jump_speed_table(spec: EncodingSpec) -> torch.Tensor:
     """``[post_character vocabulary, 3]``: each internal character's short-hop, full-hop and double-jump speeds (raw;
     NaN where the tables lack one)."""
-    hops = [{char: speeds[k] for char, speeds in GROUND_JUMP_SPEEDS.items()} for k in (0, 1)]
-    return torch.stack([character_table(spec, values) for values in (*hops, DOUBLE_JUMP_SPEEDS)], -1)
-
-
-def character_triples(spec: EncodingSpec, values: dict[int, tuple[float, float, float]]) -> torch.Tensor:
-    """``[post_character vocabulary, 3]``: each internal character's three values in ``values`` (NaN where it has
-    none)."""
-    return torch.stack([character_table(spec, {char: triple[k] for char, triple in values.items()})
-                        for k in range(3)], -1)
+    return torch.cat([character_columns(spec, GROUND_JUMP_SPEEDS),
+                      character_table(spec, DOUBLE_JUMP_SPEEDS).unsqueeze(-1)], -1)
 
 
 def action_table(spec: EncodingSpec, actions) -> torch.Tensor:

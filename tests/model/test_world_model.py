@@ -390,7 +390,7 @@ def test_a_jump_starts_at_the_games_speed(recent_game):
     guess = batch["next_cont"].clone()
     guess[..., i] += 0.2 / spec.cont_stats["post_velocities_self_y"][1]     # 0.2 units above the real speed
     with torch.no_grad():
-        out = model._jump_speed(guess, actions, x)
+        out = model._jump_speed(guess, None, actions, x)   # reads no airborne bit
     before = x.state_cat[..., ACTION_COLUMN].long()
     table = torch.isfinite(model.jump_speeds[x.state_cat[..., spec.cat_index("post_character")].long()])
     ground = model.ground_jump[actions] & ~model.ground_jump[before] & table[..., 0]
@@ -407,71 +407,59 @@ def test_a_jump_starts_at_the_games_speed(recent_game):
         WorldModelConfig(jump_speed=True)
 
 
-def test_an_airdodge_moves_as_in_the_game(recent_game):
-    """``airdodge_speed``: given the real next actions as the picks, every airdodge of a real game starts at the real
-    speed along the frame's control stick and slows as the game slows it; the model's speeds stand elsewhere."""
-    from meleewm.melee.actions import ACTION_IDS
-
-    spec, windows = recent_game
-    batch = default_collate([windows[i] for i in range(len(windows))])
-    model = make(spec, "mamba2", cont_gate=True, airdodge_speed=True)
-    x, actions = real_picks(batch)
-    columns = [spec.cont_index("post_velocities_self_x_air"), spec.cont_index("post_velocities_self_y")]
-    guess = batch["next_cont"].clone()
-    guess[..., columns] += 1.0                                   # speeds off the real ones everywhere
-    with torch.no_grad():
-        out = model._airdodge_speed(guess, actions, x)
-    dodge = spec.cat_value_index("post_state", ACTION_IDS["AIRDODGE"])
-    ruled = (out != guess).any(-1)
-    in_dodge = actions == dodge
-    assert ruled.sum() >= 50 and not ruled[~in_dodge].any()
-    entering = in_dodge & (x.state_cat[..., ACTION_COLUMN] != dodge)
-    assert ruled[entering].all()
-    real = torch.stack([spec.denormalise(f, batch["next_cont"][..., i]) for f, i in
-                        zip(("post_velocities_self_x_air", "post_velocities_self_y"), columns)], -1)
-    got = torch.stack([spec.denormalise(f, out[..., i]) for f, i in
-                       zip(("post_velocities_self_x_air", "post_velocities_self_y"), columns)], -1)
-    right = ((got - real).abs() < 1e-3).all(-1)
-    assert right[ruled].float().mean() > 0.95
-    others = torch.ones_like(guess, dtype=torch.bool)
-    for i in columns:
-        others[..., i] = ~ruled
-    assert torch.equal(out[others], guess[others])
-
-
-def falco_air_speed_rule(recent_game, switch: str):
-    """A speed rule of Falco's moves on the 3.1x game, given the real next actions as the picks and air speeds off the
-    real ones by a unit everywhere: (spec, inputs, picks, Falco's entries, the entries the rule set, whether each is
-    the real speed to 0.001 units). Every entry the rule leaves keeps the guessed speeds."""
-    from meleewm.model.world import AIR_SPEED_FIELDS
-
+def speed_rule_on_real_game(recent_game, switch: str, fields: tuple[str, ...]):
+    """A speed rule on the 3.1x game, given the real next actions and airborne bits as the predictions and ``fields``
+    a unit off the real values everywhere: (spec, inputs, picks, the entries the rule set, then the real next values,
+    the rule's and the input's, raw ``[..., len(fields)]``). Every entry the rule leaves keeps the guessed values."""
     spec, windows = recent_game
     batch = default_collate([windows[i] for i in range(len(windows))])
     model = make(spec, "mamba2", cont_gate=True, **{switch: True})
     x, actions = real_picks(batch)
-    columns = [spec.cont_index(f) for f in AIR_SPEED_FIELDS]
+    bin_logits = torch.where(batch["next_bin"] > 0.5, 30.0, -30.0)
+    columns = [spec.cont_index(f) for f in fields]
     guess = batch["next_cont"].clone()
     guess[..., columns] += 1.0
     with torch.no_grad():
-        out = getattr(model, f"_{switch}")(guess, actions, x)
+        out = getattr(model, f"_{switch}")(guess, bin_logits, actions, x)
     ruled = (out != guess).any(-1)
     others = torch.ones_like(guess, dtype=torch.bool)
     for i in columns:
         others[..., i] = ~ruled
     assert torch.equal(out[others], guess[others])
-    real, got = (torch.stack([spec.denormalise(f, v[..., i]) for f, i in zip(AIR_SPEED_FIELDS, columns)], -1)
-                 for v in (batch["next_cont"], out))
-    falco = x.state_cat[..., spec.cat_index("post_character")] == spec.cat_value_index("post_character", 22)
-    return spec, x, actions, falco, ruled, ((got - real).abs() < 1e-3).all(-1), got
+    real, got, before = (torch.stack([spec.denormalise(f, v[..., i]) for f, i in zip(fields, columns)], -1)
+                         for v in (batch["next_cont"], out, batch["state_cont"]))
+    return spec, x, actions, ruled, real, got, before
+
+
+def is_falco(spec, x: StepInput) -> torch.Tensor:
+    """``[..., 2]``: the input frame's character is Falco (internal 22)."""
+    return x.state_cat[..., spec.cat_index("post_character")] == spec.cat_value_index("post_character", 22)
+
+
+def test_an_airdodge_moves_as_in_the_game(recent_game):
+    """``airdodge_speed``: given the real next actions as the picks, every airdodge of a real game starts at the real
+    speed along the frame's control stick and slows as the game slows it; the model's speeds stand elsewhere."""
+    from meleewm.melee.actions import ACTION_IDS
+    from meleewm.model.world import AIR_SPEED_FIELDS
+
+    spec, x, actions, ruled, real, got, _ = speed_rule_on_real_game(recent_game, "airdodge_speed", AIR_SPEED_FIELDS)
+    dodge = spec.cat_value_index("post_state", ACTION_IDS["AIRDODGE"])
+    in_dodge = actions == dodge
+    assert ruled.sum() >= 50 and not ruled[~in_dodge].any()
+    entering = in_dodge & (x.state_cat[..., ACTION_COLUMN] != dodge)
+    assert ruled[entering].all()
+    right = ((got - real).abs() < 1e-3).all(-1)
+    assert right[ruled].float().mean() > 0.95
 
 
 def test_fire_fox_and_fire_bird_fly_as_in_the_game(recent_game):
     """``fire_travel``: given the real next actions as the picks, Falco's Fire Birds of a real game start at the game's
     speed along the frame's control stick and fly on at the schedule's speed for their age; the same action id of the
     other character (Ice Climbers) and every other frame keep the model's speeds."""
-    from meleewm.model.world import FIRE_AIR
+    from meleewm.model.world import AIR_SPEED_FIELDS, FIRE_AIR
 
-    spec, x, actions, falco, ruled, right, _ = falco_air_speed_rule(recent_game, "fire_travel")
+    spec, x, actions, ruled, real, got, _ = speed_rule_on_real_game(recent_game, "fire_travel", AIR_SPEED_FIELDS)
+    falco, right = is_falco(spec, x), ((got - real).abs() < 1e-3).all(-1)
     fire = actions == spec.cat_value_index("post_state", FIRE_AIR)
     assert ruled.sum() >= 20 and not ruled[~(fire & falco)].any()
     assert (fire & ~falco).any(), "the Ice Climbers use the same action id for another move"
@@ -484,9 +472,10 @@ def test_an_illusion_dashes_and_ends_as_in_the_game(recent_game):
     """``illusion_travel``: given the real next actions as the picks, Falco's Illusions in the air of a real game dash
     at the game's speed along the facing (still on their first frame) and end by the game's slowing and falling; the
     same action ids of the other character and every other frame keep the model's speeds."""
-    from meleewm.model.world import ILLUSION_AIR, ILLUSION_AIR_END
+    from meleewm.model.world import AIR_SPEED_FIELDS, ILLUSION_AIR, ILLUSION_AIR_END
 
-    spec, x, actions, falco, ruled, right, got = falco_air_speed_rule(recent_game, "illusion_travel")
+    spec, x, actions, ruled, real, got, _ = speed_rule_on_real_game(recent_game, "illusion_travel", AIR_SPEED_FIELDS)
+    falco, right = is_falco(spec, x), ((got - real).abs() < 1e-3).all(-1)
     dash, end = (actions == spec.cat_value_index("post_state", a) for a in (ILLUSION_AIR, ILLUSION_AIR_END))
     assert (ruled & dash).sum() >= 3 and (ruled & end).sum() >= 10
     assert not ruled[~((dash | end) & falco)].any()
@@ -514,7 +503,7 @@ def test_a_ledge_is_caught_where_the_game_catches_it(real, tiled):
     logits = [30.0 * F.one_hot(batch["next_cat"][..., i].long(), n).float() for i, n in enumerate(sizes)]
     out = {"cont": guess, "cat_logits": list(logits)}
     with torch.no_grad():
-        model._ledge_catch(out, x)
+        model._ledge_catch(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
     raw = torch.as_tensor(spec.decode_lut("post_state"))
     ledge = torch.tensor(sorted(LEDGE_STATES))
     catch = (torch.isin(raw[batch["next_cat"][..., ACTION_COLUMN].long()], ledge)
@@ -541,8 +530,8 @@ def test_a_ledge_is_caught_where_the_game_catches_it(real, tiled):
         "post_state", ACTION_IDS["FALLING"])), sizes[ACTION_COLUMN]).float()
     out = {"cont": guess, "cat_logits": [*logits[:ACTION_COLUMN], second, *logits[ACTION_COLUMN + 1:]]}
     with torch.no_grad():
-        model._ledge_catch(out, far)
-    picks = out["cat_logits"][ACTION_COLUMN].argmax(-1)
+        picks = model._ledge_catch(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), far)
+    assert torch.equal(picks, out["cat_logits"][ACTION_COLUMN].argmax(-1))   # the pick it returns is the decode's
     assert (picks[catch] == spec.cat_value_index("post_state", ACTION_IDS["FALLING"])).all()
     assert torch.equal(picks[~catch], second.argmax(-1)[~catch])
     assert torch.equal(out["cont"], guess)
@@ -575,28 +564,6 @@ def test_a_sliding_character_slows_by_its_friction(recent_game):
     assert torch.equal(moved[others], (guess + 1.0)[others])
 
 
-def air_speed_rule(recent_game, switch: str, field: str):
-    """An air speed rule on the 3.1x game, given the real next actions and airborne bits as the predictions and
-    ``field`` a unit off the real one everywhere: (inputs, the entries the rule set, the real next value, the rule's,
-    the input's). Every entry the rule leaves keeps the guessed values."""
-    spec, windows = recent_game
-    batch = default_collate([windows[i] for i in range(len(windows))])
-    model = make(spec, "mamba2", cont_gate=True, **{switch: True})
-    x, actions = real_picks(batch)
-    bin_logits = torch.where(batch["next_bin"] > 0.5, 30.0, -30.0)
-    i = spec.cont_index(field)
-    guess = batch["next_cont"].clone()
-    guess[..., i] += 1.0
-    with torch.no_grad():
-        out = getattr(model, f"_{switch}")(guess, bin_logits, actions, x)
-    ruled = (out != guess).any(-1)
-    others = torch.ones_like(guess, dtype=torch.bool)
-    others[..., i] = ~ruled
-    assert torch.equal(out[others], guess[others])
-    real, got, before = (spec.denormalise(field, v[..., i]) for v in (batch["next_cont"], out, batch["state_cont"]))
-    return x, ruled, real, got, before
-
-
 def test_a_character_drifts_in_the_air_as_in_the_game(recent_game):
     """``air_drift``: given the real next actions and airborne bits as the predictions and air speeds a unit off, a
     real game's drifting frames get their real air speed on nearly all of them, with the stick at rest (slowing, never
@@ -604,8 +571,9 @@ def test_a_character_drifts_in_the_air_as_in_the_game(recent_game):
     from meleewm.melee.game import STICK_DEADZONE
     from meleewm.model.world import AIR_SPEED_FIELDS
 
-    x, ruled, real, got, before = air_speed_rule(recent_game, "air_drift", AIR_SPEED_FIELDS[0])
-    held = x.ctrl[..., recent_game[0].ctrl_index("pre_joystick_x")].abs() >= STICK_DEADZONE
+    spec, x, _, ruled, real, got, before = speed_rule_on_real_game(recent_game, "air_drift", AIR_SPEED_FIELDS[:1])
+    real, got, before = real[..., 0], got[..., 0], before[..., 0]
+    held = x.ctrl[..., spec.ctrl_index("pre_joystick_x")].abs() >= STICK_DEADZONE
     assert (ruled & held).sum() >= 200 and (ruled & ~held).sum() >= 200
     right = (got - real).abs() < 1e-3
     assert right[ruled & held].float().mean() > 0.85 and right[ruled & ~held].float().mean() > 0.85
@@ -620,10 +588,10 @@ def test_a_character_falls_as_in_the_game(recent_game):
     from meleewm.melee.characters import AIR_FALL
     from meleewm.model.world import AIR_SPEED_FIELDS
 
-    x, ruled, real, got, _ = air_speed_rule(recent_game, "air_fall", AIR_SPEED_FIELDS[1])
+    spec, x, _, ruled, real, got, _ = speed_rule_on_real_game(recent_game, "air_fall", AIR_SPEED_FIELDS[1:])
+    real, got = real[..., 0], got[..., 0]
     right = (got - real).abs() < 1e-3
     assert ruled.sum() >= 500 and right[ruled].float().mean() > 0.9
-    spec = recent_game[0]
     hitstun = torch.isin(torch.as_tensor(spec.decode_lut("post_state"))[x.state_cat[..., ACTION_COLUMN].long()],
                          torch.tensor(sorted(DAMAGE_STATES)))
     assert (ruled & hitstun).sum() >= 100 and right[ruled & hitstun].float().mean() > 0.95   # launched, falling
@@ -988,7 +956,7 @@ def test_the_main_stage_ends_at_its_edges(real, tiled):
                 "cat_logits": [forced(tiled["next_cat"][..., i], n) for i, n in enumerate(sizes)]}
     kept = {k: (list(v) if isinstance(v, list) else v.clone()) for k, v in real_out.items()}
     with torch.no_grad():
-        model._stage_edge(real_out, x)
+        model._stage_edge(real_out, real_out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
     assert max(max_diff(real_out, kept).values()) == 0
 
     spec = load_model(DEFAULT_MODEL).model.spec
@@ -1013,7 +981,8 @@ def test_the_main_stage_ends_at_its_edges(real, tiled):
         picks[0, 0, ACTION_COLUMN] = index[pick]
         out = {"cont": cont, "bin_logits": torch.full(x.state_bin.shape, -30.0),
                "cat_logits": [forced(picks[..., i], n) for i, n in enumerate(sizes)]}
-        model._stage_edge(out, x)
+        picked = model._stage_edge(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+        assert torch.equal(picked, out["cat_logits"][ACTION_COLUMN].argmax(-1))   # the pick it returns is the decode's
         return (spec.denormalise("post_position_x", out["cont"][0, 0, ix]).item(), out["bin_logits"][0, 0, a].item(),
                 out["cat_logits"][ACTION_COLUMN][0, 0].argmax().item())
 
