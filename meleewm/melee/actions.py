@@ -160,6 +160,9 @@ RESPAWN_STATES = frozenset({0x00C, 0x00D})  # ON_HALO_DESCENT, ON_HALO_WAIT
 DAMAGE_STATES = frozenset(range(0x04B, 0x05C))  # 75..91: DAMAGE_* (hitstun animations)
 SHIELD_STATES = frozenset(range(0x0B2, 0x0B7))  # 178..182: SHIELD_START..SHIELD_REFLECT
 LEDGE_STATES = frozenset(range(0x0FC, 0x108))  # 252..263: EDGE_CATCHING..EDGE_JUMP_2_QUICK
+# The actions in which the game catches a ledge for everyone (``meleewm.melee.characters.LEDGE_GRAB_BOXES``): jumps,
+# falls, special falls, a tumble and sliding off an edge. Aerial attacks, airdodges and hitstun never catch one.
+LEDGE_GRAB_ACTIONS = frozenset(range(0x019, 0x027)) | {0x0FB}  # 25..38: JUMPING_FORWARD..TUMBLING; SLIDING_OFF_EDGE
 
 # The death sequence, as every KO with a stock left in the shared replays shows it (1,023 of them): the stock
 # count drops on the first DEAD_* frame; the character stays where it crossed the blast zone, with velocities 0

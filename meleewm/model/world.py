@@ -21,11 +21,12 @@ from meleewm.data.encoding import CAT_FIELDS, EncodingSpec, apply_state_age_rule
 from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
-from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, DEAD_STATES, LEDGE_STATES
+from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, DEAD_STATES, LEDGE_GRAB_ACTIONS, LEDGE_STATES
 from meleewm.melee.characters import (AIR_DRIFT, AIR_FALL, AIR_FRICTION, DOUBLE_JUMP_SPEEDS, FIRE_TRAVEL,
                                       GROUND_FRICTION, GROUND_JUMP_SPEEDS, ILLUSION_END_FALL_START,
                                       ILLUSION_END_GRAVITY, ILLUSION_END_MEASURED_FRAMES, ILLUSION_END_SLOWDOWN,
-                                      ILLUSION_END_SPEED, ILLUSION_SPEED, LEDGE_CATCH_OFFSETS)
+                                      ILLUSION_END_SPEED, ILLUSION_SPEED, LEDGE_CATCH_OFFSETS,
+                                      LEDGE_GRAB_BOXES, LEDGE_GRAB_SPECIALS)
 from meleewm.melee.game import (AIRDODGE_DECAY, AIRDODGE_DECAY_FRAMES, AIRDODGE_SPEED, FAST_FALL_STICK,
                                 KNOCKBACK_DECAY, STICK_DEADZONE)
 from meleewm.melee.stages import (BODY_TOLERANCE, LEDGE_CATCH_BOX, body_bounds, geometry, ground_edge, halo_start,
@@ -56,6 +57,8 @@ SLIDING = tuple(ACTION_IDS[name] for name in (
 # and 64; standing 36 and 1,352, the others fewer falls still)
 RUN_OFF = (ACTION_IDS["DASHING"], ACTION_IDS["RUNNING"], ACTION_IDS["LANDING_SPECIAL"])
 FALLING = ACTION_IDS["FALLING"]
+# The falls an air action ends in (FALLING..SPECIAL_FALL_BACK): a pick that goes on falling, for ledge_grab
+FALLS = tuple(range(FALLING, ACTION_IDS["SPECIAL_FALL_BACK"] + 1))
 # A logit that no head's value reaches: a pick the game makes (model.stage_edge)
 FORCED_LOGIT = 30.0
 # The weightless switches that set a speed the game gives (by a game fact, where the model's pick says so)
@@ -194,8 +197,10 @@ class WorldModelConfig:
     # the game never shows. Walking up to it (grounded before, by an action that stops there), the character stops at
     # the edge; running, dashing or wavedashing, or landing there from the air, it is in the air instead: airborne, and
     # FALLING where its pick was a ground action. The model stood characters on air past the edge on 3 % of rolled-out
-    # frames (real games: 0.08 %, DK carrying a character), dashing on and landing there. The picks it sets are forced
-    # logits, so the switch is for models that are not trained with it
+    # frames (real games: 0.08 %, DK carrying a character), dashing on and landing there. Nor is anyone grounded who
+    # starts the frame past the edge, but on the ledge: such a prediction is airborne before the speed rules move it, so
+    # the character falls (the model's own bit kept 2 % of its FALLING characters grounded there, still in the air).
+    # The picks it sets are forced logits, so the switch is for models that are not trained with it
     stage_edge: bool = False
     # A ledge is caught where the game catches it: a pick that enters a ledge action is one only from where every real
     # catch came (LEDGE_CATCH_BOX, on the ledge's side), and there the character is at its catch point (still, at
@@ -203,13 +208,21 @@ class WorldModelConfig:
     # The model caught the ledge 27 units from it (median) and hung on air there: it picks a catch when the real
     # player does, wherever its own character is
     ledge_catch: bool = False
-
+    # With ledge_catch: the game catches a ledge by itself. Where the input is an action that catches one (jumps,
+    # falls, a tumble; Fox's and Falco's recoveries: LEDGE_GRAB_ACTIONS, LEDGE_GRAB_SPECIALS) and the pick goes on with
+    # it or falls, a character that falls into its catch box (LEDGE_GRAB_BOXES, by the predicted position) this frame,
+    # facing the ledge, catches it, unless the stick is held down or the other player holds that ledge (96.6 % of such
+    # frames of held-out real games catch). The model caught the ledge 23 times in 300 rollouts where the real games
+    # catch it 217 times: characters fell past it to their death
+    ledge_grab: bool = False
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
             raise ValueError(f"model.body must be 'mamba2' or 'mlp', not {self.body!r}")
         if self.age_embed_dim < 0 or self.age_max < 1:
             raise ValueError(f"model.age_embed_dim must be >= 0 and model.age_max >= 1, got {self.age_embed_dim}, "
                              f"{self.age_max}")
+        if self.ledge_grab and not self.ledge_catch:
+            raise ValueError("model.ledge_grab makes a catch that ledge_catch places: it needs model.ledge_catch")
         if self.body_landing and not self.ground_snap:
             raise ValueError("model.body_landing places a landing of ground_snap: it needs model.ground_snap")
         if self.hit_percent and not self.cont_gate:
@@ -352,11 +365,18 @@ class WorldModel(nn.Module):
         if config.hit_launch:
             self.register_buffer("launch_columns", torch.tensor([spec.cont_index(f) for f in LAUNCH_FIELDS]),
                                  persistent=False)
+        if config.ledge_catch or config.stage_edge:
+            self.register_buffer("ledge_action", action_table(spec, LEDGE_STATES), persistent=False)
         if config.ledge_catch:
             # each stage's ledge point, |x| and y; NaN where the stage has no such fact
             self.register_buffer("ledge_point", stage_table(spec, ledge_point, float("nan"), (2,)), persistent=False)
             self.register_buffer("catch_offset", character_columns(spec, LEDGE_CATCH_OFFSETS), persistent=False)
-            self.register_buffer("ledge_action", action_table(spec, LEDGE_STATES), persistent=False)
+        if config.ledge_grab:
+            self.register_buffer("grab_box", character_columns(spec, LEDGE_GRAB_BOXES), persistent=False)
+            self.register_buffer("grab_action", character_action_table(spec, LEDGE_GRAB_ACTIONS, LEDGE_GRAB_SPECIALS),
+                                 persistent=False)
+            self.register_buffer("falls", action_table(spec, FALLS), persistent=False)
+            self.catching_action = spec.cat_value_index("post_state", ACTION_IDS["EDGE_CATCHING"])
         if config.stage_edge:
             # the farthest |x| a character stands at on each main stage; anywhere where the stage has no such fact
             self.register_buffer("ground_edge", stage_table(spec, ground_edge, float("inf")), persistent=False)
@@ -484,6 +504,8 @@ class WorldModel(nn.Module):
         free = base + delta
         out = {"bin_logits": bin_logits, "cat_logits": [head(h).view(*lead, 2, -1) for head in self.cat_heads]}
         pick = out["cat_logits"][ACTION_COLUMN].argmax(-1)   # the model's action, as next_inputs takes it greedily
+        if self.config.stage_edge:   # before the speed rules, which move only characters in the air
+            bin_logits = out["bin_logits"] = self._off_the_stage(bin_logits, x)
         if self.config.cont_gate:
             gate_logits = self.gate_head(h).view(*lead, 2, -1, 3)
             choice = gate_logits.argmax(-1)
@@ -842,6 +864,14 @@ class WorldModel(nn.Module):
         ``WorldModelConfig.ledge_catch``): at the character's catch point, still, where the input frame is in the
         catch box of the nearer ledge; elsewhere the pick is the model's best action that is not a ledge action.
         Returns the action picked now."""
+        grab = self._ledge_grab(out, pick, x) if self.config.ledge_grab else torch.zeros_like(pick, dtype=torch.bool)
+        if bool(grab.any()):
+            catching = torch.full_like(out["cat_logits"][ACTION_COLUMN], -FORCED_LOGIT)
+            catching[..., self.catching_action] = FORCED_LOGIT
+            out["cat_logits"] = list(out["cat_logits"])
+            out["cat_logits"][ACTION_COLUMN] = torch.where(grab.unsqueeze(-1), catching,
+                                                           out["cat_logits"][ACTION_COLUMN])
+            pick = torch.where(grab, self.catching_action, pick)
         catch = (self.ledge_action[pick] & ~self.ledge_action[x.state_cat[..., ACTION_COLUMN].long()]
                  & (x.cat_mask[..., ACTION_COLUMN] > 0))
         if not bool(catch.any()):   # most frames: nobody catches a ledge (a play tick's budget)
@@ -852,7 +882,7 @@ class WorldModel(nn.Module):
         low_x, high_x, low_y, high_y = LEDGE_CATCH_BOX
         known = (torch.isfinite(ledge_x) & (x.cont_mask[..., self.position_index[0]] > 0)
                  & (x.cont_mask[..., self.position_index[1]] > 0))
-        near = (out_x > low_x) & (out_x < high_x) & (below > low_y) & (below < high_y)
+        near = (out_x > low_x) & (out_x < high_x) & (below > low_y) & (below < high_y) | grab
         offset = self.catch_offset[x.state_cat[..., self.character_column].long()].to(px.dtype)
         snap = catch & known & near & torch.isfinite(offset[..., 0]) & (x.cat_mask[..., self.character_column] > 0)
         place = torch.stack([torch.sign(px) * (ledge_x + offset[..., 0]), ledge_y + offset[..., 1]], -1)
@@ -864,6 +894,51 @@ class WorldModel(nn.Module):
         out["cat_logits"][ACTION_COLUMN] = torch.where(impossible.unsqueeze(-1) & self.ledge_action,
                                                        torch.full_like(logits, -FORCED_LOGIT), logits)
         return out["cat_logits"][ACTION_COLUMN].argmax(-1)
+
+    def _ledge_grab(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``[*L, 2]``: the game catches the nearer ledge for the prediction in ``out`` (see
+        ``WorldModelConfig.ledge_grab``): the input is an action that catches one and ``pick`` goes on with it or
+        falls; the predicted position is in the character's catch box and the input's was not (or it was rising);
+        it falls, faces the ledge, does not hold the stick down, and the other player is not on that ledge."""
+        before = x.state_cat[..., ACTION_COLUMN].long()
+        char = x.state_cat[..., self.character_column].long()
+        able = (self.grab_action[char, before] & ((pick == before) | self.falls[pick] | self.ledge_action[pick])
+                & (x.cat_mask[..., ACTION_COLUMN] > 0) & (x.cat_mask[..., self.character_column] > 0))
+        if not bool(able.any()):   # most frames: nobody is falling (a play tick's budget)
+            return able
+        px, py = self._raw(out["cont"], POSITION_FIELDS).unbind(-1)
+        ledge_x, ledge_y = self.ledge_point[self._stage_of(x, px)].to(px.dtype).unbind(-1)
+        low_x, high_x, low_y, high_y = self.grab_box[char].to(px.dtype).unbind(-1)
+
+        def in_box(position_x: torch.Tensor, position_y: torch.Tensor) -> torch.Tensor:
+            out_x, below = position_x.abs() - ledge_x, position_y - ledge_y
+            return (out_x >= low_x) & (out_x <= high_x) & (below >= low_y) & (below <= high_y)
+
+        qx, qy = self._raw(x.state_cont, POSITION_FIELDS).unbind(-1)
+        fall_fields = ("post_velocities_self_y", "post_velocities_knockback_y")
+        rose = ((self._raw(x.state_cont, fall_fields).sum(-1) >= 0)   # games before Slippi 3.5 record no speeds
+                & (x.cont_mask[..., [self.cont_column[f] for f in fall_fields]] > 0).all(-1))
+        facing = torch.where(x.state_bin[..., self.facing_index] > 0, 1.0, -1.0).to(px.dtype)
+        held_down = x.ctrl[..., self.stick_index[1]].to(px.dtype) <= FAST_FALL_STICK
+        taken = (self.ledge_action[before.flip(-1)] & (x.cat_mask[..., ACTION_COLUMN].flip(-1) > 0)
+                 & (torch.sign(qx.flip(-1)) == torch.sign(px)))
+        known = (x.cont_mask[..., self.position_index] > 0).all(-1) & (x.bin_mask[..., self.facing_index] > 0)
+        return (able & known & in_box(px, py) & (~in_box(qx, qy) | rose) & (py < qy) & (facing * torch.sign(px) < 0)
+                & ~held_down & ~taken)
+
+    def _off_the_stage(self, bin_logits: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``bin_logits`` airborne where the input frame is past the main stage's edge and not on the ledge: no ground
+        is there (see ``WorldModelConfig.stage_edge``)."""
+        px = self._raw(x.state_cont, "post_position_x")
+        off = ((px.abs() > self.ground_edge[self._stage_of(x, px)].to(px.dtype))
+               & (x.cont_mask[..., self.position_index[0]] > 0)
+               & ~(self.ledge_action[x.state_cat[..., ACTION_COLUMN].long()] & (x.cat_mask[..., ACTION_COLUMN] > 0)))
+        if not bool(off.any()):   # most frames: everyone is on the stage (a play tick's budget)
+            return bin_logits
+        a = self.airborne_index
+        bin_logits = bin_logits.clone()
+        bin_logits[..., a] = torch.where(off, FORCED_LOGIT, bin_logits[..., a])
+        return bin_logits
 
     def _stage_edge(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``out`` (the heads' predictions; ``pick`` their action) made to stand only on the main stage (see
@@ -1020,6 +1095,15 @@ def action_table(spec: EncodingSpec, actions) -> torch.Tensor:
     table[[spec.cat_value_index("post_state", a) for a in sorted(actions)]] = True
     table[0] = False
     return table
+
+
+def character_action_table(spec: EncodingSpec, actions, by_character: dict[int, tuple[int, ...]]) -> torch.Tensor:
+    """``[post_character vocabulary, action vocabulary]``: True at ``actions`` (raw ids) for every character, and at
+    each internal character's own ``by_character`` actions (special-action ids mean other moves for others)."""
+    common = action_table(spec, actions)
+    lut = spec.decode_lut("post_character")
+    return torch.stack([common | action_table(spec, by_character.get(int(char), ())) if index
+                        else torch.zeros_like(common) for index, char in enumerate(lut)])
 
 
 def gate_classes(next_cont: torch.Tensor, prev_cont: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:

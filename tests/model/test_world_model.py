@@ -1001,3 +1001,137 @@ def test_the_main_stage_ends_at_its_edges(real, tiled):
         assert (round(x_, 3), air < 0) == (round(edge - 2, 3), True)                        # inside: untouched
         x_, air, pick = step(YOSHIS_STORY, False, 57.0, "STANDING", "STANDING", 58.0)
         assert (round(x_, 3), air < 0) == (58.0, True)                                     # a side platform there
+
+
+def ledge_state(spec, **players):
+    """Step inputs (batch 1, no time axis, controllers at rest) of a Final Destination game between Falco and Marth,
+    from the raw columns ``players`` gives, each ``column=(player 0's value, player 1's)``; the rest a standing
+    start."""
+    import numpy as np
+
+    from meleewm.data.starts import synthetic_columns
+    from meleewm.melee.characters import internal_to_external
+    from meleewm.melee.stages import FINAL_DESTINATION
+
+    values, age = synthetic_columns(FINAL_DESTINATION, (internal_to_external(22), internal_to_external(18)),
+                                    "standing")
+    for column, pair in players.items():
+        values[column] = np.asarray(pair, values[column].dtype)
+    stage_index, char_index = spec.encode_constants(FINAL_DESTINATION, values["post_character"])
+    start = StepInput.from_encoded({**spec.encode_state_columns(values), "state_age": age + 5}, stage_index,
+                                   char_index)
+    return StepInput.zeros(spec).replace(**start.tensors())
+
+
+def test_the_game_catches_a_ledge_for_a_falling_character(real, tiled):
+    """``ledge_grab``: Falco falling into his catch box below the ledge catches it, at his catch point and still,
+    whatever the model picked; not facing away from it, with the stick held down, with Marth already on that ledge,
+    from inside the box falling already, or starting a double jump. On the real games, given their next frames as
+    the predictions, the frames where it catches are real catches."""
+    from meleewm.melee.actions import ACTION_IDS, LEDGE_STATES
+    from meleewm.melee.characters import LEDGE_CATCH_OFFSETS
+    from meleewm.melee.stages import FINAL_DESTINATION, ledge_point
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+
+    spec, _ = real
+    model = make(spec, "mamba2", ledge_catch=True, ledge_grab=True)
+    x = StepInput.from_window(tiled)
+    sizes = [size for _, size in spec.cat_fields]
+    logits = [30.0 * F.one_hot(tiled["next_cat"][..., i].long(), n).float() for i, n in enumerate(sizes)]
+    out = {"cont": tiled["next_cont"].clone(), "cat_logits": logits}
+    with torch.no_grad():
+        grabbed = model._ledge_grab(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+    raw = torch.as_tensor(spec.decode_lut("post_state"))
+    ledge = torch.tensor(sorted(LEDGE_STATES))
+    catch = (raw[tiled["next_cat"][..., ACTION_COLUMN].long()] == ACTION_IDS["EDGE_CATCHING"]) & ~torch.isin(
+        raw[x.state_cat[..., ACTION_COLUMN].long()], ledge)
+    assert grabbed.sum() >= 5, (grabbed.sum(), catch.sum())
+    assert (grabbed & catch).sum() >= 0.85 * grabbed.sum(), ((grabbed & catch).sum(), grabbed.sum())
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, ledge_catch=True,
+                                              ledge_grab=True))
+    ledge_x, ledge_y = ledge_point(FINAL_DESTINATION)
+    sizes = [size for _, size in spec.cat_fields]
+    index = {name: spec.cat_value_index("post_state", ACTION_IDS[name])
+             for name in ("FALLING", "EDGE_CATCHING", "EDGE_HANGING", "JUMPING_ARIAL_FORWARD")}
+    fields = ("post_position_x", "post_position_y", "post_velocities_self_y")
+
+    def falls(before_y=-6.0, facing=-1.0, stick_y=0.0, marth=("STANDING", 0.0), pick="FALLING"):
+        """Falco from 3 units out past the right ledge and ``before_y`` below it, FALLING at 3 a frame, to 3 lower;
+        Marth in ``marth`` (action, x). Returns Falco's (x, y, fall speed) and pick after the switch."""
+        x = ledge_state(spec, post_position_x=(ledge_x + 3.0, marth[1]),
+                        post_position_y=(ledge_y + before_y, 0.0),
+                        post_state=(ACTION_IDS["FALLING"], ACTION_IDS[marth[0]]), post_direction=(facing, -1.0),
+                        post_airborne=(1, 0), post_velocities_self_y=(-3.0, 0.0))
+        x = x.replace(ctrl=torch.zeros(1, 2, spec.n_ctrl))
+        x.ctrl[0, 0, spec.ctrl_index("pre_joystick_y")] = stick_y
+        cont = x.state_cont.clone()
+        for f, v in zip(fields, (ledge_x + 3.0, ledge_y + before_y - 3.0, -3.17)):
+            cont[0, 0, spec.cont_index(f)] = spec.normalise(f, torch.tensor(v))
+        picks = x.state_cat.clone()
+        picks[0, 0, ACTION_COLUMN] = index[pick]
+        out = {"cont": cont, "cat_logits": [30.0 * F.one_hot(picks[..., i].long(), n).float()
+                                            for i, n in enumerate(sizes)]}
+        with torch.no_grad():
+            picked = model._ledge_catch(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+        assert torch.equal(picked, out["cat_logits"][ACTION_COLUMN].argmax(-1))   # the pick it returns is the decode's
+        return [round(spec.denormalise(f, out["cont"][0, 0, spec.cont_index(f)]).item(), 3) for f in fields], \
+            picked[0, 0].item()
+
+    catch_x, catch_y = LEDGE_CATCH_OFFSETS[22]
+    caught = [round(ledge_x + catch_x, 3), round(ledge_y + catch_y, 3), 0.0]
+    assert falls() == (caught, index["EDGE_CATCHING"])
+    assert falls(marth=("EDGE_HANGING", -ledge_x - 3.0)) == (caught, index["EDGE_CATCHING"])   # the other ledge
+    missed = ([round(ledge_x + 3.0, 3), round(ledge_y - 9.0, 3), -3.17], index["FALLING"])
+    assert falls(facing=1.0) == missed                                          # facing away from the stage
+    assert falls(stick_y=-1.0) == missed                                        # the stick held down
+    assert falls(marth=("EDGE_HANGING", ledge_x + 3.0)) == missed               # Marth holds that ledge
+    assert falls(pick="JUMPING_ARIAL_FORWARD")[1] == index["JUMPING_ARIAL_FORWARD"]   # a double jump instead
+    assert falls(before_y=-10.0)[1] == index["FALLING"]                         # in the box already, falling
+    with pytest.raises(ValueError, match="ledge_catch"):
+        WorldModelConfig(ledge_grab=True)
+
+
+def test_nobody_stands_past_the_stage_edge_before_the_speed_rules(real):
+    """``stage_edge`` with ``air_fall``: a FALLING character past the main stage's edge that the model's own bit calls
+    grounded falls by its gravity (before, it hung still in the air); one on the stage, or on the ledge (getting up
+    onto the stage from it), keeps the model's bit."""
+    from meleewm.melee.actions import ACTION_IDS
+    from meleewm.melee.stages import FINAL_DESTINATION, ledge_point
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, cont_gate=True,
+                                              air_fall=True, stage_edge=True, ground_motion=True)).eval()
+    a = spec.bin_index("airborne")
+    with torch.no_grad():
+        model.bin_head.weight.zero_()
+        model.bin_head.bias.fill_(-5.0)                     # the model's bit: grounded, everywhere
+        head = model.cat_heads[ACTION_COLUMN]
+        head.weight.zero_()
+        head.bias.zero_()
+    ledge_x, _ = ledge_point(FINAL_DESTINATION)
+
+    def state(x_position, action):
+        x = ledge_state(spec, post_position_x=(x_position, 0.0), post_position_y=(-20.0, 0.0),
+                        post_state=(ACTION_IDS[action], ACTION_IDS["STANDING"]), post_airborne=(1, 0),
+                        post_velocities_self_y=(-1.0, 0.0))
+        return x.replace(ctrl=torch.zeros(1, 2, spec.n_ctrl))
+
+    def step(x_position, action):
+        x = state(x_position, action)
+        with torch.no_grad():
+            head.bias.zero_()
+            head.bias.view(2, -1)[:, spec.cat_value_index("post_state", ACTION_IDS[action])] = 10.0   # goes on
+            out = model.heads(torch.zeros(1, 32), x)
+        y, speed = (spec.denormalise(f, out["cont"][0, 0, spec.cont_index(f)]).item()
+                    for f in ("post_position_y", "post_velocities_self_y"))
+        return round(y, 3), round(speed, 3), out["bin_logits"][0, 0, a].item() > 0
+
+    gravity = 0.17                                          # Falco's (AIR_FALL)
+    assert step(ledge_x + 20.0, "FALLING") == (round(-20.0 - 1.0 - gravity, 3), round(-1.0 - gravity, 3), True)
+    assert step(ledge_x - 20.0, "FALLING")[2] is False                       # over the stage: the model's bit
+    grounded = torch.full((1, 2, spec.n_bin), -5.0)
+    hanging = state(ledge_x + 3.0, "EDGE_HANGING")                             # on the ledge: the model's bit
+    assert torch.equal(model._off_the_stage(grounded, hanging), grounded)
