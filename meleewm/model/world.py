@@ -215,6 +215,7 @@ class WorldModelConfig:
     # frames of held-out real games catch). The model caught the ledge 23 times in 300 rollouts where the real games
     # catch it 217 times: characters fell past it to their death
     ledge_grab: bool = False
+
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
             raise ValueError(f"model.body must be 'mamba2' or 'mlp', not {self.body!r}")
