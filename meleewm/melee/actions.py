@@ -140,6 +140,10 @@ SPECIAL_ACTION_NAMES: dict[int, dict[int, str]] = {
     char: {start + i: n for i, n in enumerate(names.split())}
     for char, (start, names) in _SPECIAL_BLOCKS.items()
 }
+# The same, by name: a character's special-action id (Fox and Falco share theirs)
+SPECIAL_ACTION_IDS: dict[int, dict[str, int]] = {
+    char: {n: i for i, n in names.items()} for char, names in SPECIAL_ACTION_NAMES.items()
+}
 
 
 def action_name(action_id: int, internal_char: int | None = None) -> str:

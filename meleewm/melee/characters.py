@@ -15,6 +15,8 @@ internal id can change between the two.
 
 from __future__ import annotations
 
+from meleewm.melee.actions import SPECIAL_ACTION_IDS
+
 EXTERNAL_NAMES: dict[int, str] = {
     0: "Captain Falcon",
     1: "Donkey Kong",
@@ -190,7 +192,10 @@ LEDGE_GRAB_BOXES: dict[int, tuple[float, float, float, float]] = {
 # Besides ``meleewm.melee.actions.LEDGE_GRAB_ACTIONS``, the specials that catch a ledge so, by internal character:
 # Fox's and Falco's Illusion end, Fire Fox / Fire Bird in flight and its fall (ILLUSION_AIR_END, FIRE_AIR, FIRE_FALL;
 # their FIRE_HOLD_AIR catches on a third of such frames only, left out)
-LEDGE_GRAB_SPECIALS: dict[int, tuple[int, ...]] = {1: (352, 356, 358), 22: (352, 356, 358)}
+LEDGE_GRAB_SPECIALS: dict[int, tuple[int, ...]] = {
+    char: tuple(SPECIAL_ACTION_IDS[char][name] for name in ("ILLUSION_AIR_END", "FIRE_AIR", "FIRE_FALL"))
+    for char in (1, 22)
+}
 
 _BY_NAME_INTERNAL = {name: i for i, name in INTERNAL_NAMES.items()}
 _EXT_TO_INT: dict[int, int] = {

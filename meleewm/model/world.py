@@ -21,7 +21,8 @@ from meleewm.data.encoding import CAT_FIELDS, EncodingSpec, apply_state_age_rule
 from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
-from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES, DEAD_STATES, LEDGE_GRAB_ACTIONS, LEDGE_STATES
+from meleewm.melee.actions import (ACTION_IDS, DAMAGE_STATES, DEAD_STATES, LEDGE_GRAB_ACTIONS, LEDGE_STATES,
+                                   SPECIAL_ACTION_IDS)
 from meleewm.melee.characters import (AIR_DRIFT, AIR_FALL, AIR_FRICTION, DOUBLE_JUMP_SPEEDS, FIRE_TRAVEL,
                                       GROUND_FRICTION, GROUND_JUMP_SPEEDS, ILLUSION_END_FALL_START,
                                       ILLUSION_END_GRAVITY, ILLUSION_END_MEASURED_FRAMES, ILLUSION_END_SLOWDOWN,
@@ -71,9 +72,10 @@ DRIFT_ACTIONS = tuple(ACTION_IDS[name] for name in (
 # Falls in hitstun: the damage actions and a tumble, which fall by the character's gravity as DRIFT_ACTIONS do
 # (99.3-100 % of such frames of the shared games out of hitlag; a tumble 93 %, since it may fast-fall)
 HITSTUN_FALLS = (*sorted(DAMAGE_STATES), ACTION_IDS["TUMBLING"])
-# Fox's and Falco's up special in flight, and their side special in the air and its end (their shared special-action
-# ids: FIRE_AIR, ILLUSION_AIR, ILLUSION_AIR_END)
-FIRE_AIR, ILLUSION_AIR, ILLUSION_AIR_END = 356, 351, 352
+# Fox's and Falco's up special in flight, and their side special in the air and its end (special-action ids the two
+# share; Fox's internal id is 1)
+FIRE_AIR, ILLUSION_AIR, ILLUSION_AIR_END = (SPECIAL_ACTION_IDS[1][name]
+                                            for name in ("FIRE_AIR", "ILLUSION_AIR", "ILLUSION_AIR_END"))
 # The speeds an air move sets: x in the air, y
 AIR_SPEED_FIELDS = ("post_velocities_self_x_air", "post_velocities_self_y")
 # Velocity fields that move a character: x air speed, x ground speed, x knockback, y speed, y knockback.
@@ -446,8 +448,8 @@ class WorldModel(nn.Module):
         its facing (positive: in front of it) and y (positive: above it), in units of 10, clipped to -4..4; zero
         where either position or the facing is unknown."""
         ix, iy = self.position_index
-        px, py = (x.state_cont[..., i] * self.cont_std[i] + self.cont_mean[i] for i in self.position_index)
-        facing = torch.where(x.state_bin[..., self.facing_index] > 0, 1.0, -1.0).to(px.dtype)
+        px, py = self._raw(x.state_cont, POSITION_FIELDS).unbind(-1)
+        facing = self._facing(x, px.dtype)
         known = (x.cont_mask[..., ix] > 0) & (x.cont_mask[..., iy] > 0)
         known = known & known.flip(-1) & (x.bin_mask[..., self.facing_index] > 0)
         ahead, above = (px.flip(-1) - px) * facing, py.flip(-1) - py
@@ -652,6 +654,28 @@ class WorldModel(nn.Module):
         length = stick.norm(dim=-1, keepdim=True)
         return stick / length.clamp_min(1e-6), length
 
+    def _facing(self, x: StepInput, dtype: torch.dtype) -> torch.Tensor:
+        """``[*L, 2]``: +1 where ``x``'s frame faces right, -1 where it faces left."""
+        return torch.where(x.state_bin[..., self.facing_index] > 0, 1.0, -1.0).to(dtype)
+
+    def _force_airborne(self, bin_logits: torch.Tensor, where: torch.Tensor) -> torch.Tensor:
+        """``bin_logits`` with the airborne bit forced on (FORCED_LOGIT) where ``where`` holds: a fact of the game."""
+        a = self.airborne_index
+        bin_logits = bin_logits.clone()
+        bin_logits[..., a] = torch.where(where, FORCED_LOGIT, bin_logits[..., a])
+        return bin_logits
+
+    def _force_pick(self, out: dict[str, torch.Tensor], pick: torch.Tensor, where: torch.Tensor, action: int
+                    ) -> torch.Tensor:
+        """The action head's logits in ``out`` forced to ``action`` (a vocabulary index) where ``where`` holds, as the
+        decode reads any pick; returns ``pick`` with it."""
+        logits = out["cat_logits"][ACTION_COLUMN]
+        forced = torch.full_like(logits, -FORCED_LOGIT)
+        forced[..., action] = FORCED_LOGIT
+        out["cat_logits"] = list(out["cat_logits"])
+        out["cat_logits"][ACTION_COLUMN] = torch.where(where.unsqueeze(-1), forced, logits)
+        return torch.where(where, action, pick)
+
     def _knockback_decay(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor,
                          x: StepInput) -> torch.Tensor:
         """``cont`` with the knockback of the input frame, spent by KNOCKBACK_DECAY along its direction, where the
@@ -661,7 +685,7 @@ class WorldModel(nn.Module):
         if not bool((speed > 0).any()):   # most frames: nobody is flying (a play tick's budget)
             return cont
         left = (1 - KNOCKBACK_DECAY / speed.clamp_min(KNOCKBACK_DECAY)).clamp_min(0)
-        known = x.cont_mask[..., [self.cont_column[f] for f in (KNOCKBACK_FIELDS[0], "post_hitlag")]].all(-1)
+        known = x.cont_mask[..., self._columns((KNOCKBACK_FIELDS[0], "post_hitlag"))].all(-1)
         flying = ((bin_logits[..., self.airborne_index] > 0) & ~self._in_hitlag(cont, x.cont_mask)
                   & ~self._new_hit(pick, x) & (speed > 0) & known)
         return self._put(cont, KNOCKBACK_FIELDS, flying.unsqueeze(-1), knockback * left.unsqueeze(-1))
@@ -801,7 +825,7 @@ class WorldModel(nn.Module):
         dash, end = known & (pick == dash_action), known & (pick == end_action)
         if not bool((dash | end).any()):   # most frames: nobody dashes (a play tick's budget)
             return cont
-        facing = torch.where(x.state_bin[..., self.facing_index] > 0, 1.0, -1.0).to(cont.dtype)
+        facing = self._facing(x, cont.dtype)
         enter = pick != x.state_cat[..., ACTION_COLUMN].long()
         if x.state_age is None:
             age, aged = torch.zeros_like(dash_speed), enter
@@ -867,12 +891,7 @@ class WorldModel(nn.Module):
         Returns the action picked now."""
         grab = self._ledge_grab(out, pick, x) if self.config.ledge_grab else torch.zeros_like(pick, dtype=torch.bool)
         if bool(grab.any()):
-            catching = torch.full_like(out["cat_logits"][ACTION_COLUMN], -FORCED_LOGIT)
-            catching[..., self.catching_action] = FORCED_LOGIT
-            out["cat_logits"] = list(out["cat_logits"])
-            out["cat_logits"][ACTION_COLUMN] = torch.where(grab.unsqueeze(-1), catching,
-                                                           out["cat_logits"][ACTION_COLUMN])
-            pick = torch.where(grab, self.catching_action, pick)
+            pick = self._force_pick(out, pick, grab, self.catching_action)
         catch = (self.ledge_action[pick] & ~self.ledge_action[x.state_cat[..., ACTION_COLUMN].long()]
                  & (x.cat_mask[..., ACTION_COLUMN] > 0))
         if not bool(catch.any()):   # most frames: nobody catches a ledge (a play tick's budget)
@@ -905,7 +924,7 @@ class WorldModel(nn.Module):
         char = x.state_cat[..., self.character_column].long()
         able = (self.grab_action[char, before] & ((pick == before) | self.falls[pick] | self.ledge_action[pick])
                 & (x.cat_mask[..., ACTION_COLUMN] > 0) & (x.cat_mask[..., self.character_column] > 0))
-        if not bool(able.any()):   # most frames: nobody is falling (a play tick's budget)
+        if not bool(able.any()):   # on the ground, nobody catches a ledge
             return able
         px, py = self._raw(out["cont"], POSITION_FIELDS).unbind(-1)
         ledge_x, ledge_y = self.ledge_point[self._stage_of(x, px)].to(px.dtype).unbind(-1)
@@ -915,17 +934,18 @@ class WorldModel(nn.Module):
             out_x, below = position_x.abs() - ledge_x, position_y - ledge_y
             return (out_x >= low_x) & (out_x <= high_x) & (below >= low_y) & (below <= high_y)
 
+        reaching = able & in_box(px, py) & (x.cont_mask[..., self.position_index] > 0).all(-1)
+        if not bool(reaching.any()):   # most frames: nobody in the air is at a ledge (a play tick's budget)
+            return reaching
         qx, qy = self._raw(x.state_cont, POSITION_FIELDS).unbind(-1)
         fall_fields = ("post_velocities_self_y", "post_velocities_knockback_y")
         rose = ((self._raw(x.state_cont, fall_fields).sum(-1) >= 0)   # games before Slippi 3.5 record no speeds
-                & (x.cont_mask[..., [self.cont_column[f] for f in fall_fields]] > 0).all(-1))
-        facing = torch.where(x.state_bin[..., self.facing_index] > 0, 1.0, -1.0).to(px.dtype)
+                & (x.cont_mask[..., self._columns(fall_fields)] > 0).all(-1))
+        facing_ledge = (self._facing(x, px.dtype) * torch.sign(px) < 0) & (x.bin_mask[..., self.facing_index] > 0)
         held_down = x.ctrl[..., self.stick_index[1]].to(px.dtype) <= FAST_FALL_STICK
         taken = (self.ledge_action[before.flip(-1)] & (x.cat_mask[..., ACTION_COLUMN].flip(-1) > 0)
                  & (torch.sign(qx.flip(-1)) == torch.sign(px)))
-        known = (x.cont_mask[..., self.position_index] > 0).all(-1) & (x.bin_mask[..., self.facing_index] > 0)
-        return (able & known & in_box(px, py) & (~in_box(qx, qy) | rose) & (py < qy) & (facing * torch.sign(px) < 0)
-                & ~held_down & ~taken)
+        return reaching & (~in_box(qx, qy) | rose) & (py < qy) & facing_ledge & ~held_down & ~taken
 
     def _off_the_stage(self, bin_logits: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``bin_logits`` airborne where the input frame is past the main stage's edge and not on the ledge: no ground
@@ -936,10 +956,7 @@ class WorldModel(nn.Module):
                & ~(self.ledge_action[x.state_cat[..., ACTION_COLUMN].long()] & (x.cat_mask[..., ACTION_COLUMN] > 0)))
         if not bool(off.any()):   # most frames: everyone is on the stage (a play tick's budget)
             return bin_logits
-        a = self.airborne_index
-        bin_logits = bin_logits.clone()
-        bin_logits[..., a] = torch.where(off, FORCED_LOGIT, bin_logits[..., a])
-        return bin_logits
+        return self._force_airborne(bin_logits, off)
 
     def _stage_edge(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``out`` (the heads' predictions; ``pick`` their action) made to stand only on the main stage (see
@@ -953,21 +970,15 @@ class WorldModel(nn.Module):
         past = grounded & (px.abs() > edge) & (x.cont_mask[..., self.position_index[0]] > 0)
         if not bool(past.any()):   # most frames: nobody is at an edge (a play tick's budget)
             return pick
-        logits = out["cat_logits"][ACTION_COLUMN]
         was_grounded = (x.state_bin[..., a] <= 0) & (x.bin_mask[..., a] > 0)
         inside = self._raw(x.state_cont, "post_position_x").abs() <= edge
         stop = past & was_grounded & inside & ~self.run_off[pick]
         out["cont"] = self._put(out["cont"], "post_position_x", stop, torch.sign(px) * edge)
         airborne = past & ~stop
-        out["bin_logits"] = out["bin_logits"].clone()
-        out["bin_logits"][..., a] = torch.where(airborne, FORCED_LOGIT, out["bin_logits"][..., a])
+        out["bin_logits"] = self._force_airborne(out["bin_logits"], airborne)
         # a ground action (the input grounded, or a pick other than the air action going on) becomes a fall
         falls = airborne & (was_grounded | (pick != x.state_cat[..., ACTION_COLUMN].long()))
-        falling = torch.full_like(logits, -FORCED_LOGIT)
-        falling[..., self.falling_action] = FORCED_LOGIT
-        out["cat_logits"] = list(out["cat_logits"])
-        out["cat_logits"][ACTION_COLUMN] = torch.where(falls.unsqueeze(-1), falling, logits)
-        return torch.where(falls, self.falling_action, pick)
+        return self._force_pick(out, pick, falls, self.falling_action)
 
     def _respawn_snap(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``cont`` with the position at the top of the respawn platform where the input frame is a death and ``pick``

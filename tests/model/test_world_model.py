@@ -1025,9 +1025,9 @@ def ledge_state(spec, **players):
 
 def test_the_game_catches_a_ledge_for_a_falling_character(real, tiled):
     """``ledge_grab``: Falco falling into his catch box below the ledge catches it, at his catch point and still,
-    whatever the model picked; not facing away from it, with the stick held down, with Marth already on that ledge,
-    from inside the box falling already, or starting a double jump. On the real games, given their next frames as
-    the predictions, the frames where it catches are real catches."""
+    whatever the model picked, and so does one that rose in the box and now falls; not facing away from it, with the
+    stick held down, with Marth already on that ledge, from inside the box falling already, or starting a double jump.
+    On the real games, given their next frames as the predictions, the frames where it catches are real catches."""
     from meleewm.melee.actions import ACTION_IDS, LEDGE_STATES
     from meleewm.melee.characters import LEDGE_CATCH_OFFSETS
     from meleewm.melee.stages import FINAL_DESTINATION, ledge_point
@@ -1057,13 +1057,14 @@ def test_the_game_catches_a_ledge_for_a_falling_character(real, tiled):
              for name in ("FALLING", "EDGE_CATCHING", "EDGE_HANGING", "JUMPING_ARIAL_FORWARD")}
     fields = ("post_position_x", "post_position_y", "post_velocities_self_y")
 
-    def falls(before_y=-6.0, facing=-1.0, stick_y=0.0, marth=("STANDING", 0.0), pick="FALLING"):
-        """Falco from 3 units out past the right ledge and ``before_y`` below it, FALLING at 3 a frame, to 3 lower;
-        Marth in ``marth`` (action, x). Returns Falco's (x, y, fall speed) and pick after the switch."""
+    def falls(before_y=-6.0, facing=-1.0, stick_y=0.0, marth=("STANDING", 0.0), pick="FALLING", rose=False):
+        """Falco from 3 units out past the right ledge and ``before_y`` below it, FALLING at 3 a frame (rising at 1
+        where ``rose``), to 3 lower; Marth in ``marth`` (action, x). Returns Falco's (x, y, fall speed) and pick after
+        the switch."""
         x = ledge_state(spec, post_position_x=(ledge_x + 3.0, marth[1]),
                         post_position_y=(ledge_y + before_y, 0.0),
                         post_state=(ACTION_IDS["FALLING"], ACTION_IDS[marth[0]]), post_direction=(facing, -1.0),
-                        post_airborne=(1, 0), post_velocities_self_y=(-3.0, 0.0))
+                        post_airborne=(1, 0), post_velocities_self_y=(1.0 if rose else -3.0, 0.0))
         x = x.replace(ctrl=torch.zeros(1, 2, spec.n_ctrl))
         x.ctrl[0, 0, spec.ctrl_index("pre_joystick_y")] = stick_y
         cont = x.state_cont.clone()
@@ -1089,6 +1090,7 @@ def test_the_game_catches_a_ledge_for_a_falling_character(real, tiled):
     assert falls(marth=("EDGE_HANGING", ledge_x + 3.0)) == missed               # Marth holds that ledge
     assert falls(pick="JUMPING_ARIAL_FORWARD")[1] == index["JUMPING_ARIAL_FORWARD"]   # a double jump instead
     assert falls(before_y=-10.0)[1] == index["FALLING"]                         # in the box already, falling
+    assert falls(before_y=-10.0, rose=True) == (caught, index["EDGE_CATCHING"])  # in it, rising: the fall catches
     with pytest.raises(ValueError, match="ledge_catch"):
         WorldModelConfig(ledge_grab=True)
 
