@@ -15,3 +15,6 @@ AIRDODGE_DECAY_FRAMES = 28
 STICK_DEADZONE = 0.2875
 # A falling character fast-falls when the control stick is pulled down past this
 FAST_FALL_STICK = -0.6625
+# A hit is taken within this distance of the other player or an item (a projectile, a turnip), at the frame before:
+# of the shared games' 16,147 damage actions entered, 19 (0.12 %) had neither that near (50 at 40 units, 218 at 30)
+HIT_REACH = 50.0

@@ -196,7 +196,7 @@ def resolve_model(path: str | Path | None = None) -> Path:
 # off) as it is: rules of motion, and which items the encoding keeps.
 WEIGHTLESS_SWITCHES = {"ground_motion": "model", "item_motion": "model", "ground_snap": "model",
                        "body_landing": "model", "respawn_snap": "model", "hitlag_freeze": "model",
-                       "stage_edge": "model", "ledge_catch": "model", "ledge_grab": "model",
+                       "stage_edge": "model", "ledge_catch": "model", "ledge_grab": "model", "hit_reach": "model",
                        **{name: "model" for name in SPEED_RULES}, "player_items_only": "encoding"}
 
 

@@ -51,11 +51,23 @@ def warm_start(model: WorldModel, warmup: StepInput, *, rules: GameRules | None 
     way; the first frame obeys the rules like every later one."""
     pred, state = model(warmup, return_state=True)
     last = warmup.last()
+    if last.state_age is not None:
+        last = last.replace(state_age=handoff_age(warmup))
     if rules is not None:
         phase, age = rules.initial_state(warmup)
         last = last.replace(rule_phase=phase, rule_age=age)
     first, counts = _next_frame(model, last_step(pred), last, rules, temperature, generator)
     return first, state, counts
+
+
+def handoff_age(warmup: StepInput) -> torch.Tensor:
+    """The warm-up's last ages, ``[B, 2]``, where Slippi records none (-1: deaths, shields) the frames its action has
+    lasted in the warm-up (0 on its first): closed loop counts on from there, and ``model.respawn_snap`` reads a
+    death's count."""
+    actions = warmup.state_cat[..., ACTION_COLUMN]
+    lasted = (actions == actions[:, -1:]).flip(1).long().cumprod(1).sum(1) - 1
+    recorded = warmup.state_age[:, -1]
+    return torch.where(recorded < 0, lasted.to(recorded.dtype), recorded)
 
 
 @torch.no_grad()

@@ -28,13 +28,13 @@ from meleewm.data.encoding import STICK_FIELDS, TRIGGER_FIELDS, EncodingSpec
 from meleewm.data.step import StepInput
 from meleewm.melee.actions import (
     ACTION_IDS,
-    DEAD_FRAMES,
     DEAD_STATES,
     HALO_DESCENT_FRAMES,
     HALO_WAIT_MAX_FRAMES,
 )
 from meleewm.melee.game import STICK_DEADZONE
 from meleewm.melee.stages import HALO_DESCENT_SPEED, RESPAWN_POINTS, body_bounds, geometry
+from meleewm.model.world import dead_frames_table
 
 # Phases of a player's death sequence (rule_phase); rule_age counts frames since the phase began (0 = first).
 LIVE, DEAD, DESCENT, WAIT, OUT = 0, 1, 2, 3, 4
@@ -79,10 +79,7 @@ class GameRules:
             if v >= 0:
                 self.stocks_index[v] = spec.cat_value_index("post_stocks", v)
         self.dead_ids = torch.tensor(sorted(DEAD_STATES))
-        self.dead_frames = torch.zeros(len(self.action_raw), dtype=torch.long)
-        for index, raw in enumerate(self.action_raw.tolist()):
-            if raw in DEAD_STATES:
-                self.dead_frames[index] = DEAD_FRAMES.get(raw, 60)
+        self.dead_frames = dead_frames_table(spec)
         self.action_index = {a: spec.cat_value_index("post_state", a)
                              for a in (DEAD_DOWN, DEAD_LEFT, DEAD_RIGHT, DEAD_TOP, HALO_DESCENT, HALO_WAIT, FALLING)}
         raw_actions = self.action_raw.tolist()

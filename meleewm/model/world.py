@@ -21,15 +21,15 @@ from meleewm.data.encoding import CAT_FIELDS, EncodingSpec, apply_state_age_rule
 from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
-from meleewm.melee.actions import (ACTION_IDS, DAMAGE_STATES, DEAD_STATES, LEDGE_GRAB_ACTIONS, LEDGE_STATES,
-                                   SPECIAL_ACTION_IDS)
+from meleewm.melee.actions import (ACTION_IDS, DAMAGE_STATES, DEAD_FRAMES, DEAD_STATES, LEDGE_GRAB_ACTIONS,
+                                   LEDGE_STATES, SPECIAL_ACTION_IDS)
 from meleewm.melee.characters import (AIR_DRIFT, AIR_FALL, AIR_FRICTION, DOUBLE_JUMP_SPEEDS, FIRE_TRAVEL,
                                       GROUND_FRICTION, GROUND_JUMP_SPEEDS, ILLUSION_END_FALL_START,
                                       ILLUSION_END_GRAVITY, ILLUSION_END_MEASURED_FRAMES, ILLUSION_END_SLOWDOWN,
                                       ILLUSION_END_SPEED, ILLUSION_SPEED, LEDGE_CATCH_OFFSETS,
                                       LEDGE_GRAB_BOXES, LEDGE_GRAB_SPECIALS)
 from meleewm.melee.game import (AIRDODGE_DECAY, AIRDODGE_DECAY_FRAMES, AIRDODGE_SPEED, FAST_FALL_STICK,
-                                KNOCKBACK_DECAY, STICK_DEADZONE)
+                                HIT_REACH, KNOCKBACK_DECAY, STICK_DEADZONE)
 from meleewm.melee.stages import (BODY_TOLERANCE, LEDGE_CATCH_BOX, body_bounds, geometry, ground_edge, halo_start,
                                   ledge_point)
 
@@ -134,10 +134,12 @@ class WorldModelConfig:
     # only be onto its surface, whatever the surface pick and however far under it: landing late, the model had put
     # characters 10 to 34 units under the stage, where they walked on for hundreds of frames
     body_landing: bool = False
-    # A respawn (a DEAD_* input frame, ON_HALO_DESCENT by the model's pick) appears where the game puts it: at the top
-    # of the stage's respawn platform. The model learns when (from the ages of a death it reads with
-    # data.age_by_rule); the jump of ~250 units from the blast zone it did not learn, and its characters descended
-    # from below the bottom blast zone
+    # A respawn comes when and where the game brings it: a death lasts its DEAD_FRAMES (by the closed loop's count of
+    # its frames; 60 for a KO off a blast zone, on 1,023 of the shared games' KOs), so no other pick is one before
+    # then, and a respawn (a DEAD_* input frame, ON_HALO_DESCENT by the model's pick) appears at the top of the stage's
+    # respawn platform. Slippi records a death's age as -1 throughout, so the model cannot tell how long it has been
+    # dead: its deaths lasted 1 to 193 frames, and respawns flickered back into deaths at the blast zone (65 % of its
+    # frames alive past one); the ~250-unit jump to the platform it did not learn either
     respawn_snap: bool = False
     # A hit the model picks (its action enters a DAMAGE_* state: 91 % of real hit frames, and a damage action entered
     # raises the percent on 99.6 %) raises the percent by a damage head's value, learnt on real hit frames alone.
@@ -217,6 +219,12 @@ class WorldModelConfig:
     # frames of held-out real games catch). The model caught the ledge 23 times in 300 rollouts where the real games
     # catch it 217 times: characters fell past it to their death
     ledge_grab: bool = False
+    # A hit is taken within reach: where the model's pick enters a damage action (a new hit) and neither the other
+    # player nor an item (a projectile, a turnip) was within HIT_REACH of the character in the input frame, the pick is
+    # the model's best other action (of the shared games' 16,147 damage actions entered, 19 had nothing that near).
+    # From 60 frames before real hits the model took 24 hits that never came, launching and damaging characters
+    # nobody touched
+    hit_reach: bool = False
 
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
@@ -329,7 +337,10 @@ class WorldModel(nn.Module):
             self.register_buffer("main_body", main_body_table(spec), persistent=False)
         # Which action vocabulary indices are deaths (DEAD_*): respawns, for respawn_snap and the loss's weight
         self.register_buffer("dead_action", action_table(spec, DEAD_STATES), persistent=False)
-        if config.hit_percent or config.knockback_decay or config.air_fall:   # ... and which are hits taken (DAMAGE_*)
+        if config.hit_reach and not spec.items:
+            raise ValueError("model.hit_reach counts projectiles in reach: it needs an encoding with items")
+        # ... and which are hits taken (DAMAGE_*)
+        if config.hit_percent or config.knockback_decay or config.air_fall or config.hit_reach:
             self.register_buffer("damage_action", action_table(spec, DAMAGE_STATES), persistent=False)
         if config.hit_percent:
             self.percent_index = spec.cont_index("post_percent")
@@ -388,6 +399,7 @@ class WorldModel(nn.Module):
         if config.respawn_snap:
             self.register_buffer("halo_start", halo_start_table(spec), persistent=False)
             self.halo_action = spec.cat_value_index("post_state", ACTION_IDS["ON_HALO_DESCENT"])
+            self.register_buffer("dead_frames", dead_frames_table(spec), persistent=False)
         if spec.items:
             for name, values in zip(("item_mean", "item_std"), spec.item_scale()):
                 self.register_buffer(name, torch.tensor(values, dtype=torch.float32), persistent=False)
@@ -507,6 +519,10 @@ class WorldModel(nn.Module):
         free = base + delta
         out = {"bin_logits": bin_logits, "cat_logits": [head(h).view(*lead, 2, -1) for head in self.cat_heads]}
         pick = out["cat_logits"][ACTION_COLUMN].argmax(-1)   # the model's action, as next_inputs takes it greedily
+        if self.config.hit_reach:   # before the rules that read a hit
+            pick = self._hit_reach(out, pick, x)
+        if self.config.respawn_snap:
+            pick = self._death_hold(out, pick, x)
         if self.config.stage_edge:   # before the speed rules, which move only characters in the air
             bin_logits = out["bin_logits"] = self._off_the_stage(bin_logits, x)
         if self.config.cont_gate:
@@ -665,13 +681,13 @@ class WorldModel(nn.Module):
         bin_logits[..., a] = torch.where(where, FORCED_LOGIT, bin_logits[..., a])
         return bin_logits
 
-    def _force_pick(self, out: dict[str, torch.Tensor], pick: torch.Tensor, where: torch.Tensor, action: int
-                    ) -> torch.Tensor:
-        """The action head's logits in ``out`` forced to ``action`` (a vocabulary index) where ``where`` holds, as the
-        decode reads any pick; returns ``pick`` with it."""
+    def _force_pick(self, out: dict[str, torch.Tensor], pick: torch.Tensor, where: torch.Tensor,
+                    action: int | torch.Tensor) -> torch.Tensor:
+        """The action head's logits in ``out`` forced to ``action`` (a vocabulary index, or one per entry of ``pick``)
+        where ``where`` holds, as the decode reads any pick; returns ``pick`` with it."""
         logits = out["cat_logits"][ACTION_COLUMN]
-        forced = torch.full_like(logits, -FORCED_LOGIT)
-        forced[..., action] = FORCED_LOGIT
+        action = torch.as_tensor(action, device=pick.device).expand_as(pick)
+        forced = torch.full_like(logits, -FORCED_LOGIT).scatter(-1, action.unsqueeze(-1), FORCED_LOGIT)
         out["cat_logits"] = list(out["cat_logits"])
         out["cat_logits"][ACTION_COLUMN] = torch.where(where.unsqueeze(-1), forced, logits)
         return torch.where(where, action, pick)
@@ -908,10 +924,32 @@ class WorldModel(nn.Module):
         place = torch.stack([torch.sign(px) * (ledge_x + offset[..., 0]), ledge_y + offset[..., 1]], -1)
         cont = self._put(out["cont"], POSITION_FIELDS, snap.unsqueeze(-1), place)
         out["cont"] = self._put_encoded(cont, MOTION_FIELDS, snap.unsqueeze(-1), self.cont_zero[self.velocity_index])
-        impossible = catch & known & ~near
+        return self._forbid_picks(out, catch & known & ~near, self.ledge_action)
+
+    def _hit_reach(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``out`` (the heads' predictions; ``pick`` their action) with no hit taken out of reach (see
+        ``WorldModelConfig.hit_reach``): where ``pick`` enters a damage action and neither the other player nor an item
+        was within HIT_REACH of the character in the input frame, the pick is the model's best other action. Returns
+        the action picked now."""
+        hit = self._new_hit(pick, x)
+        if not bool(hit.any()):   # most frames: nobody is hit (a play tick's budget)
+            return pick
+        position = self._raw(x.state_cont, POSITION_FIELDS)                      # [*L, 2, 2]
+        known = (x.cont_mask[..., self.position_index] > 0).all(-1)
+        reach = ((position - position.flip(-2)).norm(dim=-1) <= HIT_REACH) | ~known | ~known.flip(-1)
+        p = self.item_position_index
+        items = x.state_item_cont[..., p] * self.item_std[p] + self.item_mean[p]  # [*L, S, 2]
+        to_items = (position.unsqueeze(-2) - items.unsqueeze(-3).to(position.dtype)).norm(dim=-1)   # [*L, 2, S]
+        reach = reach | ((to_items <= HIT_REACH) & (x.state_item_present.unsqueeze(-2) > 0)).any(-1)
+        return self._forbid_picks(out, hit & ~reach, self.damage_action)
+
+    def _forbid_picks(self, out: dict[str, torch.Tensor], where: torch.Tensor, actions: torch.Tensor
+                      ) -> torch.Tensor:
+        """The action head's logits in ``out`` with ``actions`` (a vocabulary mask) ruled out where ``where`` holds, as
+        the decode reads any pick; returns the action picked now."""
         logits = out["cat_logits"][ACTION_COLUMN]
         out["cat_logits"] = list(out["cat_logits"])
-        out["cat_logits"][ACTION_COLUMN] = torch.where(impossible.unsqueeze(-1) & self.ledge_action,
+        out["cat_logits"][ACTION_COLUMN] = torch.where(where.unsqueeze(-1) & actions,
                                                        torch.full_like(logits, -FORCED_LOGIT), logits)
         return out["cat_logits"][ACTION_COLUMN].argmax(-1)
 
@@ -979,6 +1017,17 @@ class WorldModel(nn.Module):
         # a ground action (the input grounded, or a pick other than the air action going on) becomes a fall
         falls = airborne & (was_grounded | (pick != x.state_cat[..., ACTION_COLUMN].long()))
         return self._force_pick(out, pick, falls, self.falling_action)
+
+    def _death_hold(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``out`` (the heads' predictions; ``pick`` their action) with a death going on where the input frame is one
+        that has not lasted its DEAD_FRAMES yet (see ``WorldModelConfig.respawn_snap``). Returns the action picked
+        now."""
+        before = x.state_cat[..., ACTION_COLUMN].long()
+        early = (self.dead_action[before] & (x.cat_mask[..., ACTION_COLUMN] > 0) & (pick != before)
+                 & (x.state_age >= 0) & (x.state_age < self.dead_frames[before] - 1))   # counted from 0; Slippi: -1
+        if not bool(early.any()):   # most frames: nobody is dead
+            return pick
+        return self._force_pick(out, pick, early, before)
 
     def _respawn_snap(self, cont: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``cont`` with the position at the top of the respawn platform where the input frame is a death and ``pick``
@@ -1065,6 +1114,13 @@ def stage_table(spec: EncodingSpec, fact, empty: float, width: tuple[int, ...] =
         if value is not None:
             table[index] = torch.tensor(value)
     return table
+
+
+def dead_frames_table(spec: EncodingSpec) -> torch.Tensor:
+    """``[action vocabulary]``: how many frames each death action lasts (DEAD_FRAMES; 60 where the table has none of
+    a DEAD_* action), 0 for every other action."""
+    return torch.tensor([DEAD_FRAMES.get(int(action), 60) if action in DEAD_STATES and index else 0
+                         for index, action in enumerate(spec.decode_lut("post_state"))])
 
 
 def halo_start_table(spec: EncodingSpec) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate
 
-from meleewm.model.rollout import rollout
+from meleewm.model.rollout import handoff_age, rollout
 from meleewm.data.encoding import apply_state_age_rule
 from meleewm.data.step import StepInput
 from meleewm.model.world import (ACTION_COLUMN, GATE_FREE, GATE_SAME, GATE_ZERO, WorldModel, WorldModelConfig,
@@ -233,7 +233,7 @@ def test_window_layout(real):
 
 @pytest.fixture(scope="module")
 def recent_game(replays, manifest, tmp_path_factory):
-    """(spec, WindowDataset) of one real Slippi 3.1x game: one that records velocities."""
+    """(spec, WindowDataset) of one real Slippi 3.1x game: one that records velocities, and items (Falco's lasers)."""
     from meleewm.data.cache import build_cache
     from meleewm.data.encoding import EncodingSpec
     from meleewm.data.windows import WindowDataset
@@ -246,7 +246,7 @@ def recent_game(replays, manifest, tmp_path_factory):
     ingest(extract_members(replays / "games-1.zip", [name], root / "in"), root / "ds")
     dataset = Dataset(root / "ds")
     ids = dataset.games.column("game_id").to_pylist()
-    spec = EncodingSpec.fit(dataset, ids)
+    spec = EncodingSpec.fit(dataset, ids, items=True)
     return spec, WindowDataset(build_cache(dataset, spec, ids, progress=False), T, random_phase=False)
 
 
@@ -601,8 +601,9 @@ def test_a_character_falls_as_in_the_game(recent_game):
 
 
 def test_state_age_is_exact_in_closed_loop(real, batch):
-    """A rollout's state_age is the rule's, frame by frame, from the last real age of the warm-up: +1 while the
-    predicted action stays, 0 when it changes; and the age model reads it (another age, another prediction)."""
+    """A rollout's state_age is the rule's, frame by frame, from the last real age of the warm-up (counted along the
+    warm-up where Slippi records none): +1 while the predicted action stays, 0 when it changes; and the age model
+    reads it (another age, another prediction)."""
     spec, _ = real
     model = make(spec, "mamba2_age_gate", seed=4)
     x = StepInput.from_window(batch)
@@ -610,7 +611,7 @@ def test_state_age_is_exact_in_closed_loop(real, batch):
     warm = at(x, slice(0, W))
     out = rollout(model, warm, x.ctrl[:, W:W + H - 1])
     actions = torch.cat([warm.state_cat[:, -1:, :, ACTION_COLUMN], out["state_cat"][..., ACTION_COLUMN]], 1)
-    age = warm.state_age[:, -1]
+    age = handoff_age(warm)
     assert not torch.isnan(age).any()
     changed = 0
     for h in range(H):
@@ -621,8 +622,23 @@ def test_state_age_is_exact_in_closed_loop(real, batch):
     with torch.no_grad():
         older = model(replace(x, state_age=x.state_age + 7))["cat_logits"][0]
         assert not torch.allclose(older, model(x)["cat_logits"][0])
-    assert torch.equal(apply_state_age_rule(actions[:, 0], warm.state_age[:, -1], actions[:, 1]),
+    assert torch.equal(apply_state_age_rule(actions[:, 0], handoff_age(warm), actions[:, 1]),
                        out["state_age"][:, 0])
+
+
+def test_a_handoff_counts_the_ages_slippi_does_not_record(real, batch):
+    """Where the warm-up's last recorded age is -1 (Slippi keeps no count of deaths and shields), closed loop counts
+    on from the frames the action has lasted in the warm-up (0 on its first); recorded ages and unknown ones stay."""
+    x = StepInput.from_window(batch)
+    warm = at(x, slice(0, 6))
+    actions = torch.tensor([[3, 3, 5, 5, 5, 5], [3, 3, 3, 3, 3, 3], [5, 3, 5, 5, 3, 3]])
+    cat = warm.state_cat.clone()
+    cat[..., 0, ACTION_COLUMN] = actions
+    recorded = torch.tensor([[-1.0, 7.0], [-1.0, float("nan")], [-1.0, 2.0]])
+    age = warm.state_age.clone()
+    age[:, -1] = recorded
+    counted = handoff_age(warm.replace(state_cat=cat, state_age=age))
+    torch.testing.assert_close(counted, torch.tensor([[3.0, 7.0], [5.0, float("nan")], [1.0, 2.0]]), equal_nan=True)
 
 
 def test_gate_classes_on_hand_built_values():
@@ -746,6 +762,65 @@ def test_a_respawn_appears_on_top_of_the_respawn_platform(real, tiled):
         error = (spec.denormalise(name, snapped[..., i]) - spec.denormalise(name, batch["next_cont"][..., i])).abs()
         assert error[respawn].max() < 0.01, error[respawn]   # the descent speeds are read off to 4 digits
     assert torch.equal(snapped[~respawn], off[~respawn])
+
+
+def test_a_death_lasts_as_long_as_the_games(real):
+    """``respawn_snap``: a death goes on until it has lasted its DEAD_FRAMES, whatever the model picks; then the
+    model's respawn appears on the platform. On the real games, with each death's frames counted as closed loop counts
+    them (Slippi records -1), every real respawn comes on time: none is held, and counted 10 frames short, all are."""
+    from meleewm.data.encoding import frames_in_action
+    from meleewm.melee.actions import ACTION_IDS
+    from meleewm.melee.stages import FINAL_DESTINATION, halo_start
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+
+    spec, windows = real
+    model = make(spec, "mamba2", respawn_snap=True)
+    raw = torch.as_tensor(spec.decode_lut("post_state"))
+    respawns = 0
+    for game in windows.games:
+        batch = default_collate([windows.sample_at(game, 0, windows.cache.lengths[game] - 1)])
+        x, actions = real_picks(batch)
+        before = x.state_cat[..., ACTION_COLUMN].long()
+        counted = torch.as_tensor(frames_in_action(raw[before[0]].numpy(), x.cat_mask[0, ..., ACTION_COLUMN] > 0))
+        respawn = model.dead_action[before] & (raw[actions] == ACTION_IDS["ON_HALO_DESCENT"])
+        respawns += int(respawn.sum())
+        sizes = [size for _, size in spec.cat_fields]
+        picks = {}
+        for short in (0, 10):
+            out = {"cat_logits": [30.0 * F.one_hot(batch["next_cat"][..., i].long(), n).float()
+                                  for i, n in enumerate(sizes)]}
+            with torch.no_grad():
+                picks[short] = model._death_hold(out, actions, x.replace(state_age=counted.unsqueeze(0) - short))
+        assert torch.equal(picks[0], actions)                                    # on time: nothing held
+        held = picks[10] != actions
+        assert held[respawn].all() and torch.equal(picks[10][held], before[held])   # early: all held, in the death
+    assert respawns >= 3, "the games' KOs give respawns"
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, respawn_snap=True))
+    sizes = [size for _, size in spec.cat_fields]
+    index = {name: spec.cat_value_index("post_state", ACTION_IDS[name]) for name in ("DEAD_DOWN", "ON_HALO_DESCENT")}
+
+    def respawn(age):
+        """Falco DEAD_DOWN under the stage, ``age`` frames into his death; the model picks his respawn. Returns his
+        pick and position after the switches."""
+        x = final_destination_state(spec, post_position_x=(10.0, 0.0), post_position_y=(-150.0, 0.0),
+                                    post_state=(ACTION_IDS["DEAD_DOWN"], ACTION_IDS["STANDING"]))
+        x = x.replace(state_age=torch.tensor([[float(age), 5.0]]))
+        logits = [torch.zeros(1, 2, n) for n in sizes]
+        logits[ACTION_COLUMN][0, 0, index["ON_HALO_DESCENT"]] = 10.0
+        out = {"cat_logits": logits, "cont": x.state_cont.clone()}
+        with torch.no_grad():
+            pick = model._death_hold(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+            assert torch.equal(pick, out["cat_logits"][ACTION_COLUMN].argmax(-1))   # the pick is the decode's
+            cont = model._respawn_snap(out["cont"], pick, x)
+        return pick[0, 0].item(), [round(spec.denormalise(f, cont[0, 0, spec.cont_index(f)]).item(), 2)
+                                   for f in ("post_position_x", "post_position_y")]
+
+    platform = [round(v, 2) for v in halo_start(FINAL_DESTINATION)[0]]
+    assert respawn(10) == (index["DEAD_DOWN"], [10.0, -150.0])       # 10 frames into a 60-frame death: still dead
+    assert respawn(58) == (index["DEAD_DOWN"], [10.0, -150.0])
+    assert respawn(59) == (index["ON_HALO_DESCENT"], platform)      # its 60th frame over: on the platform
 
 
 def test_a_hit_the_model_picks_takes_its_damage_and_launch(real, tiled):
@@ -1003,7 +1078,7 @@ def test_the_main_stage_ends_at_its_edges(real, tiled):
         assert (round(x_, 3), air < 0) == (58.0, True)                                     # a side platform there
 
 
-def ledge_state(spec, **players):
+def final_destination_state(spec, **players):
     """Step inputs (batch 1, no time axis, controllers at rest) of a Final Destination game between Falco and Marth,
     from the raw columns ``players`` gives, each ``column=(player 0's value, player 1's)``; the rest a standing
     start."""
@@ -1061,7 +1136,7 @@ def test_the_game_catches_a_ledge_for_a_falling_character(real, tiled):
         """Falco from 3 units out past the right ledge and ``before_y`` below it, FALLING at 3 a frame (rising at 1
         where ``rose``), to 3 lower; Marth in ``marth`` (action, x). Returns Falco's (x, y, fall speed) and pick after
         the switch."""
-        x = ledge_state(spec, post_position_x=(ledge_x + 3.0, marth[1]),
+        x = final_destination_state(spec, post_position_x=(ledge_x + 3.0, marth[1]),
                         post_position_y=(ledge_y + before_y, 0.0),
                         post_state=(ACTION_IDS["FALLING"], ACTION_IDS[marth[0]]), post_direction=(facing, -1.0),
                         post_airborne=(1, 0), post_velocities_self_y=(1.0 if rose else -3.0, 0.0))
@@ -1116,7 +1191,7 @@ def test_nobody_stands_past_the_stage_edge_before_the_speed_rules(real):
     ledge_x, _ = ledge_point(FINAL_DESTINATION)
 
     def state(x_position, action):
-        x = ledge_state(spec, post_position_x=(x_position, 0.0), post_position_y=(-20.0, 0.0),
+        x = final_destination_state(spec, post_position_x=(x_position, 0.0), post_position_y=(-20.0, 0.0),
                         post_state=(ACTION_IDS[action], ACTION_IDS["STANDING"]), post_airborne=(1, 0),
                         post_velocities_self_y=(-1.0, 0.0))
         return x.replace(ctrl=torch.zeros(1, 2, spec.n_ctrl))
@@ -1137,3 +1212,61 @@ def test_nobody_stands_past_the_stage_edge_before_the_speed_rules(real):
     grounded = torch.full((1, 2, spec.n_bin), -5.0)
     hanging = state(ledge_x + 3.0, "EDGE_HANGING")                             # on the ledge: the model's bit
     assert torch.equal(model._off_the_stage(grounded, hanging), grounded)
+
+
+def test_a_hit_is_taken_only_within_reach(recent_game):
+    """``hit_reach``: Falco's pick of a damage action stands with Marth 30 units from him, or a projectile 20 units
+    from him with Marth 80 away; with nothing within reach it is the model's next best action. On the real games,
+    given their next frames as the predictions, nearly every hit taken stands (items in 4 slots only here)."""
+    import dataclasses
+
+    from meleewm.melee.actions import ACTION_IDS
+    from meleewm.melee.game import HIT_REACH
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+
+    spec, windows = recent_game
+    batch = default_collate([windows[i] for i in range(len(windows))])
+    model = make(spec, "mamba2", hit_reach=True)
+    x, actions = real_picks(batch)
+    sizes = [size for _, size in spec.cat_fields]
+    out = {"cat_logits": [30.0 * F.one_hot(batch["next_cat"][..., i].long(), n).float() for i, n in enumerate(sizes)]}
+    with torch.no_grad():
+        picked = model._hit_reach(out, actions, x)
+    assert model._new_hit(actions, x).sum() >= 30, "the game holds hits"
+    assert torch.equal(picked, actions)
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, hit_reach=True))
+    sizes = [size for _, size in spec.cat_fields]
+    index = {name: spec.cat_value_index("post_state", ACTION_IDS[name]) for name in ("STANDING", "DAMAGE_HIGH_1")}
+    item_x, item_y = (spec.item_cont_fields.index(f) for f in ("position_x", "position_y"))
+    item_mean, item_std = (torch.tensor(v) for v in spec.item_scale())
+
+    def hit(marth_x, item_at=None):
+        """Falco stands at the centre, Marth ``marth_x`` from him, a projectile at ``item_at`` (x) where given; the
+        model picks a hit for Falco, standing its second choice. Returns Falco's pick after the switch."""
+        x = final_destination_state(spec, post_position_x=(0.0, marth_x))
+        if item_at is not None:
+            items = x.state_item_cont.clone()
+            items[0, 0, item_x] = (item_at - item_mean[item_x]) / item_std[item_x]
+            items[0, 0, item_y] = (10.0 - item_mean[item_y]) / item_std[item_y]
+            present = x.state_item_present.clone()
+            present[0, 0] = 1.0
+            x = x.replace(state_item_cont=items, state_item_present=present)
+        logits = [torch.zeros(1, 2, n) for n in sizes]
+        logits[ACTION_COLUMN][0, :, index["STANDING"]] = 10.0
+        logits[ACTION_COLUMN][0, 0, index["DAMAGE_HIGH_1"]] = 20.0
+        out = {"cat_logits": logits}
+        with torch.no_grad():
+            picked = model._hit_reach(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+        assert torch.equal(picked, out["cat_logits"][ACTION_COLUMN].argmax(-1))   # the pick it returns is the decode's
+        return picked[0, 0].item()
+
+    assert hit(30.0) == index["DAMAGE_HIGH_1"]                                    # Marth within reach
+    assert hit(-30.0) == index["DAMAGE_HIGH_1"]                                   # on either side
+    assert hit(HIT_REACH + 30.0) == index["STANDING"]                           # nobody near: no hit
+    assert hit(HIT_REACH + 30.0, item_at=20.0) == index["DAMAGE_HIGH_1"]          # a projectile near
+    assert hit(HIT_REACH + 30.0, item_at=-HIT_REACH - 10.0) == index["STANDING"]   # a projectile far away
+    with pytest.raises(ValueError, match="items"):
+        WorldModel(dataclasses.replace(spec, items=False),
+                   WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, hit_reach=True))
