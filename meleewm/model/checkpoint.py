@@ -194,10 +194,9 @@ def resolve_model(path: str | Path | None = None) -> Path:
 
 # Options that add no weights, and the checkpoint section each lives in: an exported model may switch them on (or
 # off) as it is: rules of motion, and which items the encoding keeps.
-WEIGHTLESS_SWITCHES = {"ground_motion": "model", "item_motion": "model", "ground_snap": "model",
-                       "body_landing": "model", "respawn_snap": "model", "hitlag_freeze": "model",
-                       "stage_edge": "model", "ledge_catch": "model", "ledge_grab": "model", "hit_reach": "model",
-                       **{name: "model" for name in SPEED_RULES}, "player_items_only": "encoding"}
+WEIGHTLESS_SWITCHES = {**{name: "model" for name in (
+    "ground_motion", "item_motion", "ground_snap", "body_landing", "solid_stage", "respawn_snap", "hitlag_freeze",
+    "stage_edge", "ledge_catch", "ledge_grab", "hit_reach", *SPEED_RULES)}, "player_items_only": "encoding"}
 
 
 def export_model(source: str | Path, destination: str | Path, switches: dict[str, bool] | None = None) -> Path:

@@ -12,8 +12,8 @@ from torch.utils.data import default_collate
 from meleewm.model.rollout import handoff_age, rollout
 from meleewm.data.encoding import apply_state_age_rule
 from meleewm.data.step import StepInput
-from meleewm.model.world import (ACTION_COLUMN, GATE_FREE, GATE_SAME, GATE_ZERO, WorldModel, WorldModelConfig,
-                                 gate_classes, last_step, next_inputs)
+from meleewm.model.world import (ACTION_COLUMN, GATE_FREE, GATE_SAME, GATE_ZERO, POSITION_FIELDS, WorldModel,
+                                 WorldModelConfig, gate_classes, last_step, next_inputs)
 from tests.conftest import extract_members
 from tests.train.realdata import real_dataset
 
@@ -1270,3 +1270,59 @@ def test_a_hit_is_taken_only_within_reach(recent_game):
     with pytest.raises(ValueError, match="items"):
         WorldModel(dataclasses.replace(spec, items=False),
                    WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, hit_reach=True))
+
+
+def test_the_main_stage_is_solid(real, tiled):
+    """``solid_stage``: Falco in a forward air, falling from above the stage into its solid body, lands on its surface
+    in the model's best landing action, grounded; coming at the body from beside it, he stops short of it; from above
+    the body but not into it (an aerial's dip) and beside the stage, nothing changes. The games' own next frames pass
+    through unchanged."""
+    from meleewm.melee.actions import ACTION_IDS
+    from meleewm.melee.stages import FINAL_DESTINATION, body_bounds
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+
+    spec, _ = real
+    model = make(spec, "mamba2", cont_gate=True, ground_snap=True, body_landing=True, solid_stage=True)
+    x = StepInput.from_window(tiled)
+    sizes = [size for _, size in spec.cat_fields]
+    real_out = {"cont": tiled["next_cont"].clone(), "bin_logits": torch.where(tiled["next_bin"] > 0, 30.0, -30.0),
+                "cat_logits": [30.0 * F.one_hot(tiled["next_cat"][..., i].long(), n).float()
+                               for i, n in enumerate(sizes)]}
+    kept = {k: (list(v) if isinstance(v, list) else v.clone()) for k, v in real_out.items()}
+    with torch.no_grad():
+        model._solid_stage(real_out, real_out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+    assert max(max_diff(real_out, kept).values()) == 0
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, cont_gate=True,
+                                              ground_snap=True, body_landing=True, solid_stage=True))
+    sizes = [size for _, size in spec.cat_fields]
+    a = spec.bin_index("airborne")
+    index = {name: spec.cat_value_index("post_state", ACTION_IDS[name]) for name in ("FAIR", "FAIR_LANDING")}
+    half, _, _ = body_bounds(FINAL_DESTINATION)
+
+    def falls(before, after):
+        """Falco in a forward air from ``before`` (x, y) to ``after``, airborne by the model, its second choice the
+        aerial's landing. Returns his (x, y), airborne logit and pick after the switch."""
+        x = final_destination_state(spec, post_position_x=(before[0], -30.0), post_position_y=(before[1], 0.0),
+                                    post_state=(ACTION_IDS["FAIR"], ACTION_IDS["STANDING"]), post_airborne=(1, 0))
+        cont = x.state_cont.clone()
+        for f, v in zip(POSITION_FIELDS, after):
+            cont[0, 0, spec.cont_index(f)] = spec.normalise(f, torch.tensor(v))
+        logits = [torch.zeros(1, 2, n) for n in sizes]
+        logits[ACTION_COLUMN][0, 0, index["FAIR"]] = 20.0
+        logits[ACTION_COLUMN][0, 0, index["FAIR_LANDING"]] = 10.0
+        out = {"cont": cont, "bin_logits": torch.full(x.state_bin.shape, 30.0), "cat_logits": logits}
+        with torch.no_grad():
+            pick = model._solid_stage(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+        assert torch.equal(pick, out["cat_logits"][ACTION_COLUMN].argmax(-1))   # the pick it returns is the decode's
+        return ([round(spec.denormalise(f, out["cont"][0, 0, spec.cont_index(f)]).item(), 2) for f in POSITION_FIELDS],
+                out["bin_logits"][0, 0, a].item() > 0, pick[0, 0].item())
+
+    assert falls((10.0, 5.0), (12.0, -15.0)) == ([12.0, 0.0], False, index["FAIR_LANDING"])   # lands on the surface
+    assert falls((10.0, 5.0), (12.0, -4.0)) == ([12.0, -4.0], True, index["FAIR"])             # a dip: no landing
+    side = round(half + 3.0, 2)
+    assert falls((half + 3.0, -20.0), (half - 3.0, -22.0)) == ([side, -22.0], True, index["FAIR"])   # from beside
+    assert falls((half + 3.0, -20.0), (half + 1.0, -22.0)) == ([round(half + 1.0, 2), -22.0], True, index["FAIR"])
+    with pytest.raises(ValueError, match="body_landing"):
+        WorldModelConfig(cont_gate=True, solid_stage=True)
