@@ -298,8 +298,8 @@ def test_positions_move_by_the_predicted_velocity(recent, airborne, ground_motio
 def test_knockback_decays_as_in_the_game(recent_game):
     """``knockback_decay``: given the real next frames as the predictions (their knockback off by a unit), a real
     game's knockback is the input's spent by KNOCKBACK_DECAY along its direction wherever the rule applies (in the
-    air, out of hitlag, no new hit), and a spent one is exactly 0; elsewhere the prediction is left alone. In the model, positions move by the
-    decayed knockback."""
+    air, out of hitlag, no new hit), and a spent one is exactly 0; elsewhere the prediction is left alone. In the
+    model, positions move by the decayed knockback."""
     from meleewm.melee.game import KNOCKBACK_DECAY
     from meleewm.model.world import KNOCKBACK_FIELDS
 
@@ -567,7 +567,9 @@ def test_a_sliding_character_slows_by_its_friction(recent_game):
 def test_a_character_drifts_in_the_air_as_in_the_game(recent_game):
     """``air_drift``: given the real next actions and airborne bits as the predictions and air speeds a unit off, a
     real game's drifting frames get their real air speed on nearly all of them, with the stick at rest (slowing, never
-    past 0) and held (towards the stick's target speed); every other entry is left alone."""
+    past 0) and held (towards the stick's target speed), the helpless fall after Falco's Fire Bird too; every other
+    entry is left alone."""
+    from meleewm.melee.actions import ACTION_IDS
     from meleewm.melee.game import STICK_DEADZONE
     from meleewm.model.world import AIR_SPEED_FIELDS
 
@@ -578,13 +580,15 @@ def test_a_character_drifts_in_the_air_as_in_the_game(recent_game):
     right = (got - real).abs() < 1e-3
     assert right[ruled & held].float().mean() > 0.85 and right[ruled & ~held].float().mean() > 0.85
     assert (got[ruled & ~held] * before[ruled & ~held] >= 0).all()     # at rest a drift stops at 0, never turns back
+    helpless = x.state_cat[..., ACTION_COLUMN] == spec.cat_value_index("post_state", ACTION_IDS["DEAD_FALL"])
+    assert (ruled & helpless).sum() >= 20 and right[ruled & helpless].float().mean() > 0.85
 
 
 def test_a_character_falls_as_in_the_game(recent_game):
     """``air_fall``: given the real next actions and airborne bits as the predictions and fall speeds a unit off, a
     real game's frames in the air get their real fall speed on nearly all of them (gravity to the top fall speed, fast
-    falls, and falls in hitstun); every other entry is left alone."""
-    from meleewm.melee.actions import DAMAGE_STATES
+    falls, falls in hitstun and the helpless fall after Falco's Fire Bird); every other entry is left alone."""
+    from meleewm.melee.actions import ACTION_IDS, DAMAGE_STATES
     from meleewm.melee.characters import AIR_FALL
     from meleewm.model.world import AIR_SPEED_FIELDS
 
@@ -595,6 +599,9 @@ def test_a_character_falls_as_in_the_game(recent_game):
     hitstun = torch.isin(torch.as_tensor(spec.decode_lut("post_state"))[x.state_cat[..., ACTION_COLUMN].long()],
                          torch.tensor(sorted(DAMAGE_STATES)))
     assert (ruled & hitstun).sum() >= 100 and right[ruled & hitstun].float().mean() > 0.95   # launched, falling
+    helpless = x.state_cat[..., ACTION_COLUMN] == spec.cat_value_index("post_state", ACTION_IDS["DEAD_FALL"])
+    # 36 of 40 here (a pull counts on the frame the stick crosses the line, which the inputs cannot see)
+    assert (ruled & helpless).sum() >= 20 and right[ruled & helpless].float().mean() > 0.85
     for speed in AIR_FALL[22][1:]:                               # Falco at his top fall speed, and fast-falling
         at = ruled & ((real + speed).abs() < 1e-3)
         assert at.sum() >= 20 and right[at].float().mean() > 0.9, (speed, at.sum(), right[at].float().mean())
