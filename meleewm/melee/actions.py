@@ -180,6 +180,9 @@ LANDING_STATES = frozenset(ACTION_IDS[name] for name in (
 # for 60 frames above the stage (percent 0), then ON_HALO_WAIT until the player moves (at most 240 frames).
 DEAD_FRAMES: dict[int, int] = {0x000: 60, 0x001: 60, 0x002: 60, 0x003: 60,   # DEAD_DOWN/LEFT/RIGHT/UP
                                0x004: 176, 0x006: 51, 0x007: 78}              # DEAD_FLY_STAR, FLY, FLY_SPLATTER
+# The frame of a death (0 = its first) on which the stock count drops: the first, but for a star KO off the top, which
+# takes the stock on its 131st frame (all 63 star KOs of the shared games; a screen KO, DEAD_FLY, on its 94th, 15 of 15)
+STOCK_LOSS_FRAMES: dict[int, int] = {0x004: 131}                                  # DEAD_FLY_STAR
 HALO_DESCENT_FRAMES = 60
 HALO_WAIT_MAX_FRAMES = 240
 

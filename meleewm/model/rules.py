@@ -4,8 +4,9 @@ frame, then :class:`GameRules` makes it obey what the game never breaks. Every a
 The rules (game facts from ``meleewm.melee``, checked against the shared replays):
 
 * **KO.** A live character past a blast zone (or one the model puts in a DEAD_* action) is KO'd: exactly one
-  stock lost, on the first DEAD frame; then the death sequence real games show: the DEAD_* action of that blast
-  zone (DEAD_LEFT / DEAD_RIGHT / DEAD_DOWN for 60 frames, DEAD_FLY_STAR for 176 above the top) at the crossing
+  stock lost, on the first DEAD frame (a star KO's on its 131st, ``STOCK_LOSS_FRAMES``); then the death sequence
+  real games show: the DEAD_* action of that blast zone (DEAD_LEFT / DEAD_RIGHT / DEAD_DOWN for 60 frames,
+  DEAD_FLY_STAR for 176 above the top) at the crossing
   point with velocities 0 and percent unchanged; then ON_HALO_DESCENT for 60 frames down to the stage's respawn
   point at 0 %; then ON_HALO_WAIT while both sticks, triggers and buttons rest (at most 240 frames). The first
   input releases the character to the model. With no stock left the character stays dead.
@@ -31,6 +32,7 @@ from meleewm.melee.actions import (
     DEAD_STATES,
     HALO_DESCENT_FRAMES,
     HALO_WAIT_MAX_FRAMES,
+    STOCK_LOSS_FRAMES,
 )
 from meleewm.melee.game import STICK_DEADZONE
 from meleewm.melee.stages import HALO_DESCENT_SPEED, RESPAWN_POINTS, body_bounds, geometry
@@ -80,6 +82,7 @@ class GameRules:
                 self.stocks_index[v] = spec.cat_value_index("post_stocks", v)
         self.dead_ids = torch.tensor(sorted(DEAD_STATES))
         self.dead_frames = dead_frames_table(spec)
+        self.stock_loss_frame = torch.tensor([STOCK_LOSS_FRAMES.get(int(a), 0) for a in self.action_raw.tolist()])
         self.action_index = {a: spec.cat_value_index("post_state", a)
                              for a in (DEAD_DOWN, DEAD_LEFT, DEAD_RIGHT, DEAD_TOP, HALO_DESCENT, HALO_WAIT, FALLING)}
         raw_actions = self.action_raw.tolist()
@@ -259,12 +262,15 @@ class GameRules:
             cont[..., self.i_hitlag] = torch.where(sequence, spec.normalise("post_hitlag", torch.zeros_like(x)),
                                                    cont[..., self.i_hitlag])
 
-        # Stocks: one fewer on a KO, otherwise exactly the previous count.
+        # Stocks: one fewer on the death's frame that takes it (the KO's own for most), otherwise exactly the previous
+        # count.
         predicted_stocks = cat[..., self.i_stocks].long()
+        loss_frame = self.stock_loss_frame[cat[..., self.i_action].long()]
+        takes_stock = (ko | (new_phase == DEAD)) & (new_age == loss_frame)
         ko_stocks = self.stocks_index[(prev_stocks - 1).clamp(min=0).clamp(max=len(self.stocks_index) - 1)]
-        wanted = torch.where(ko, ko_stocks, prev_stock_index)
+        wanted = torch.where(takes_stock, ko_stocks, prev_stock_index)
         wanted = torch.where(stocks_known, wanted, predicted_stocks)
-        stocks_fixed = (wanted != predicted_stocks) & ~ko
+        stocks_fixed = (wanted != predicted_stocks) & ~takes_stock
         cat[..., self.i_stocks] = wanted
 
         # Percent never falls while alive; the solid body of the stage.

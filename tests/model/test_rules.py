@@ -20,6 +20,7 @@ from meleewm.melee import (
     RESPAWN_POINTS,
     geometry,
 )
+from meleewm.melee.actions import STOCK_LOSS_FRAMES
 from meleewm.melee.stages import BATTLEFIELD, FINAL_DESTINATION
 from meleewm.model.rules import DEAD, DESCENT, LIVE, OUT, RULE_EVENTS, WAIT, GameRules
 
@@ -131,6 +132,34 @@ def test_each_blast_zone_and_port_gives_its_own_death_and_respawn(spec, rules):
         s = raw(spec, cur)
         assert s["post_state"][player] == ACTION_IDS["ON_HALO_DESCENT"]
         assert s["post_position_x"][player] == pytest.approx(RESPAWN_POINTS[FINAL_DESTINATION][player][0], abs=1e-3)
+
+
+def test_a_star_ko_takes_its_stock_late(spec, rules):
+    """Past the top blast zone a character is star-KO'd: DEAD_FLY_STAR for its 176 frames, the stock taken on its
+    131st (STOCK_LOSS_FRAMES), as on every star KO of the shared games; a history that ends inside one takes the stock
+    on that frame too, not again at the next."""
+    g = geometry(BATTLEFIELD)
+    star = ACTION_IDS["DEAD_FLY_STAR"]
+    cur = start(rules, state(spec, stocks=(3, 4)))
+    cur, counts = step(rules, cur, state(spec, x=(0.0, 0.0), y=(g.blast_top + 2, 0.0), stocks=(3, 4)))
+    assert counts["ko_blast_zone"] == 1 and raw(spec, cur)["post_state"][0] == star
+    stocks = [int(raw(spec, cur)["post_stocks"][0])]
+    for _ in range(DEAD_FRAMES[star]):
+        cur, counts = step(rules, cur, state(spec, stocks=(3, 4)))
+        stocks.append(int(raw(spec, cur)["post_stocks"][0]))
+    loss = STOCK_LOSS_FRAMES[star]
+    assert stocks[:loss] == [3] * loss and stocks[loss:] == [2] * (len(stocks) - loss)
+    assert raw(spec, cur)["post_state"][0] == ACTION_IDS["ON_HALO_DESCENT"]      # 176 frames dead, then respawned
+    dying = state(spec, action=(star, STANDING), y=(g.blast_top + 2, 0.0), stocks=(3, 4))
+    for frames, then in ((loss, [2, 2, 2]), (loss + 5, [3, 3, 3])):   # a history one frame short of it, or past it
+        history = replace(dying, **{k: torch.stack([getattr(dying, k)] * frames, dim=1)
+                                    for k in ("state_cont", "state_bin", "state_cat")})
+        cur = replace(dying, rule_phase=rules.initial_state(history)[0], rule_age=rules.initial_state(history)[1])
+        after = []
+        for _ in range(3):
+            cur, _ = step(rules, cur, dying)
+            after.append(int(raw(spec, cur)["post_stocks"][0]))
+        assert after == then, (frames, after)
 
 
 def test_the_wait_on_the_platform_ends_after_its_longest(spec, rules):
