@@ -567,8 +567,8 @@ def test_a_sliding_character_slows_by_its_friction(recent_game):
 def test_a_character_drifts_in_the_air_as_in_the_game(recent_game):
     """``air_drift``: given the real next actions and airborne bits as the predictions and air speeds a unit off, a
     real game's drifting frames get their real air speed on nearly all of them, with the stick at rest (slowing, never
-    past 0) and held (towards the stick's target speed), the helpless fall after Falco's Fire Bird too; every other
-    entry is left alone."""
+    past 0) and held (towards the stick's target speed), the helpless fall after Falco's Fire Bird and a tumble too;
+    every other entry is left alone."""
     from meleewm.melee.actions import ACTION_IDS
     from meleewm.melee.game import STICK_DEADZONE
     from meleewm.model.world import AIR_SPEED_FIELDS
@@ -580,8 +580,9 @@ def test_a_character_drifts_in_the_air_as_in_the_game(recent_game):
     right = (got - real).abs() < 1e-3
     assert right[ruled & held].float().mean() > 0.85 and right[ruled & ~held].float().mean() > 0.85
     assert (got[ruled & ~held] * before[ruled & ~held] >= 0).all()     # at rest a drift stops at 0, never turns back
-    helpless = x.state_cat[..., ACTION_COLUMN] == spec.cat_value_index("post_state", ACTION_IDS["DEAD_FALL"])
-    assert (ruled & helpless).sum() >= 20 and right[ruled & helpless].float().mean() > 0.85
+    for name in ("DEAD_FALL", "TUMBLING"):
+        these = ruled & (x.state_cat[..., ACTION_COLUMN] == spec.cat_value_index("post_state", ACTION_IDS[name]))
+        assert these.sum() >= 20 and right[these].float().mean() > 0.85, (name, these.sum())
 
 
 def test_a_character_falls_as_in_the_game(recent_game):
