@@ -640,15 +640,14 @@ class WorldModel(nn.Module):
         is in the air above its solid body and the prediction falls into it, and at the body's side where the input
         is beside it (see ``WorldModelConfig.solid_stage``). Returns the action picked now."""
         a, iy = self.airborne_index, self.position_index[1]
-        stage = self._stage_of(x, pick)
-        half, surface, bottom = self.main_body[stage].unbind(-1)
-        top = surface - self.landing_tolerance
-        px, py = self._raw(out["cont"], "post_position_x"), out["cont"][..., iy]
-        qx, qy = self._raw(x.state_cont, "post_position_x"), x.state_cont[..., iy]
+        half, surface, bottom = self.main_body[self._stage_of(x, pick)].unbind(-1)
+        top, py = surface - self.landing_tolerance, out["cont"][..., iy]
+        if not bool(((py < top) & (py > bottom)).any()):   # most frames: nobody is that low (a play tick's budget)
+            return pick
+        px, qx = self._raw(out["cont"], "post_position_x"), self._raw(x.state_cont, "post_position_x")
+        qy = x.state_cont[..., iy]
         known = (x.cont_mask[..., self.position_index] > 0).all(-1) & (x.bin_mask[..., a] > 0)
         into = known & (px.abs() < half) & (py < top) & (py > bottom)
-        if not bool(into.any()):   # most frames: nobody goes into the stage (a play tick's budget)
-            return pick
         # from beside the body: stopped where it was, outside (the side's exact x is the box's guess)
         beside = into & (qx.abs() >= half) & (qy < top)
         out["cont"] = self._put_encoded(out["cont"], "post_position_x", beside,
