@@ -167,6 +167,13 @@ def frames_in_action(actions: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return np.where(valid, frames - last_start, np.nan).astype(np.float32)
 
 
+def frames_in_last_action(actions):
+    """``[B, 2]``: how many frames the last action of ``actions`` (``[B, T, 2]`` torch, the time axis second) has
+    lasted at the last frame, 0 on its first: :func:`frames_in_action`'s count at the end of a history that may have
+    begun inside the action."""
+    return (actions == actions[:, -1:]).flip(1).long().cumprod(1).sum(1) - 1
+
+
 def _lookup(values: np.ndarray, vocab: np.ndarray) -> np.ndarray:
     """Vocabulary indices (position + 1, 0 for out of vocabulary) of raw integer values."""
     values = np.asarray(values)

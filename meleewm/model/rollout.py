@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from meleewm.data.encoding import apply_state_age_rule
+from meleewm.data.encoding import apply_state_age_rule, frames_in_last_action
 from meleewm.data.step import StepInput
 from meleewm.data.windows import WindowDataset
 from meleewm.model.rules import GameRules
@@ -64,8 +64,7 @@ def handoff_age(warmup: StepInput) -> torch.Tensor:
     """The warm-up's last ages, ``[B, 2]``, where Slippi records none (-1: deaths, shields) the frames its action has
     lasted in the warm-up (0 on its first): closed loop counts on from there, and ``model.respawn_snap`` reads a
     death's count."""
-    actions = warmup.state_cat[..., ACTION_COLUMN]
-    lasted = (actions == actions[:, -1:]).flip(1).long().cumprod(1).sum(1) - 1
+    lasted = frames_in_last_action(warmup.state_cat[..., ACTION_COLUMN])
     recorded = warmup.state_age[:, -1]
     return torch.where(recorded < 0, lasted.to(recorded.dtype), recorded)
 

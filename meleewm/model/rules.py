@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import torch
 
-from meleewm.data.encoding import STICK_FIELDS, TRIGGER_FIELDS, EncodingSpec
+from meleewm.data.encoding import STICK_FIELDS, TRIGGER_FIELDS, EncodingSpec, frames_in_last_action
 from meleewm.data.step import StepInput
 from meleewm.melee.actions import (
     ACTION_IDS,
@@ -36,7 +36,7 @@ from meleewm.melee.actions import (
 )
 from meleewm.melee.game import STICK_DEADZONE
 from meleewm.melee.stages import HALO_DESCENT_SPEED, RESPAWN_POINTS, body_bounds, geometry
-from meleewm.model.world import dead_frames_table
+from meleewm.model.world import action_value_table, dead_frames_table
 
 # Phases of a player's death sequence (rule_phase); rule_age counts frames since the phase began (0 = first).
 LIVE, DEAD, DESCENT, WAIT, OUT = 0, 1, 2, 3, 4
@@ -82,7 +82,7 @@ class GameRules:
                 self.stocks_index[v] = spec.cat_value_index("post_stocks", v)
         self.dead_ids = torch.tensor(sorted(DEAD_STATES))
         self.dead_frames = dead_frames_table(spec)
-        self.stock_loss_frame = torch.tensor([STOCK_LOSS_FRAMES.get(int(a), 0) for a in self.action_raw.tolist()])
+        self.stock_loss_frame = action_value_table(spec, STOCK_LOSS_FRAMES)
         self.action_index = {a: spec.cat_value_index("post_state", a)
                              for a in (DEAD_DOWN, DEAD_LEFT, DEAD_RIGHT, DEAD_TOP, HALO_DESCENT, HALO_WAIT, FALLING)}
         raw_actions = self.action_raw.tolist()
@@ -125,14 +125,12 @@ class GameRules:
         if cat.dim() == 3:
             cat = cat.unsqueeze(1)
         actions = cat[..., self.i_action].long()                       # [B, T, 2]
-        last = actions[:, -1]
-        same = (actions == last.unsqueeze(1)).flip(1).long()
-        run = same.cumprod(1).sum(1)                                    # trailing frames in the last action
-        raw = self.action_raw[last]
+        lasted = frames_in_last_action(actions)
+        raw = self.action_raw[actions[:, -1]]
         dead = torch.isin(raw, self.dead_ids)
         phase = torch.where(dead, DEAD, torch.where(raw == HALO_DESCENT, DESCENT,
                                                     torch.where(raw == HALO_WAIT, WAIT, LIVE)))
-        age = torch.where(phase == LIVE, torch.zeros_like(run), run - 1)
+        age = torch.where(phase == LIVE, torch.zeros_like(lasted), lasted)
         return phase.long(), age.long()
 
     # -- the rules ----------------------------------------------------------------------------------------------
@@ -266,7 +264,7 @@ class GameRules:
         # count.
         predicted_stocks = cat[..., self.i_stocks].long()
         loss_frame = self.stock_loss_frame[cat[..., self.i_action].long()]
-        takes_stock = (ko | (new_phase == DEAD)) & (new_age == loss_frame)
+        takes_stock = (new_phase == DEAD) & (new_age == loss_frame)   # a KO starts DEAD at age 0
         ko_stocks = self.stocks_index[(prev_stocks - 1).clamp(min=0).clamp(max=len(self.stocks_index) - 1)]
         wanted = torch.where(takes_stock, ko_stocks, prev_stock_index)
         wanted = torch.where(stocks_known, wanted, predicted_stocks)

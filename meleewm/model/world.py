@@ -642,12 +642,13 @@ class WorldModel(nn.Module):
         a, iy = self.airborne_index, self.position_index[1]
         half, surface, bottom = self.main_body[self._stage_of(x, pick)].unbind(-1)
         top, py = surface - self.landing_tolerance, out["cont"][..., iy]
-        if not bool(((py < top) & (py > bottom)).any()):   # most frames: nobody is that low (a play tick's budget)
+        low = (py < top) & (py > bottom)
+        if not bool(low.any()):   # most frames: nobody is that low (a play tick's budget)
             return pick
         px, qx = self._raw(out["cont"], "post_position_x"), self._raw(x.state_cont, "post_position_x")
         qy = x.state_cont[..., iy]
         known = (x.cont_mask[..., self.position_index] > 0).all(-1) & (x.bin_mask[..., a] > 0)
-        into = known & (px.abs() < half) & (py < top) & (py > bottom)
+        into = known & low & (px.abs() < half)
         # from beside the body: stopped where it was, outside (the side's exact x is the box's guess)
         beside = into & (qx.abs() >= half) & (qy < top)
         out["cont"] = self._put_encoded(out["cont"], "post_position_x", beside,
@@ -1159,11 +1160,17 @@ def stage_table(spec: EncodingSpec, fact, empty: float, width: tuple[int, ...] =
     return table
 
 
+def action_value_table(spec: EncodingSpec, values: dict[int, int]) -> torch.Tensor:
+    """``[action vocabulary]``: each action's value in ``values`` (raw ids), 0 for every other action and at UNKNOWN
+    (index 0)."""
+    return torch.tensor([values.get(int(action), 0) if index else 0
+                         for index, action in enumerate(spec.decode_lut("post_state"))])
+
+
 def dead_frames_table(spec: EncodingSpec) -> torch.Tensor:
     """``[action vocabulary]``: how many frames each death action lasts (DEAD_FRAMES; 60 where the table has none of
     a DEAD_* action), 0 for every other action."""
-    return torch.tensor([DEAD_FRAMES.get(int(action), 60) if action in DEAD_STATES and index else 0
-                         for index, action in enumerate(spec.decode_lut("post_state"))])
+    return action_value_table(spec, {action: DEAD_FRAMES.get(action, 60) for action in DEAD_STATES})
 
 
 def halo_start_table(spec: EncodingSpec) -> torch.Tensor:
