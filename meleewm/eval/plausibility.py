@@ -18,6 +18,9 @@ Each check looks at every (start, step, player) entry of a RawState [N, H, P] an
   between the ledges, below the surface by more than an aerial's dip); the floor is not solid there.
 - ``standing_past_edge``: a live character grounded (``post_airborne`` 0) farther out than the main stage's edge
   (``meleewm.melee.ground_edge``, by more than ``EDGE_TOL``): standing on air. Stages without that fact are skipped.
+- ``standing_on_nothing``: a live character grounded, not on a ledge, where no surface of the stage is
+  (``meleewm.melee.landing_areas``, within ``LANDING_SLACK``): standing on air anywhere. In real games, a character
+  carried or thrown.
 - ``impossible_action``: the action id is not one that the character was ever seen in, per the set of
   (internal character, action id) pairs from training data (``seen_actions``). Ids >= 341 (character-
   specific) must have been seen for that very character; ids < 341 (common) must have been seen for some
@@ -36,8 +39,8 @@ import numpy as np
 
 from meleewm.eval.metrics import (ACTION, AIRBORNE, CHARACTER, PERCENT, POS_X, POS_Y, STOCKS, RawState, RolloutSet,
                                   to_jsonable)
-from meleewm.melee import (DEAD_STATES, FIRST_SPECIAL, RESPAWN_STATES, geometry, ground_edge, in_blast_zone,
-                           in_stage_body)
+from meleewm.melee import (DEAD_STATES, FIRST_SPECIAL, LANDING_SLACK, LEDGE_STATES, RESPAWN_STATES, geometry,
+                           ground_edge, in_blast_zone, in_stage_body, landing_areas)
 
 CHECKS: tuple[str, ...] = (
     "nonfinite",
@@ -48,6 +51,7 @@ CHECKS: tuple[str, ...] = (
     "stocks_not_one_ko",
     "inside_stage_body",
     "standing_past_edge",
+    "standing_on_nothing",
     "impossible_action",
 )
 PERCENT_TOL = 0.01
@@ -84,6 +88,28 @@ def _prev(arr: np.ndarray, before: np.ndarray | None) -> np.ndarray:
     """The value at the previous step: [N, H, P] with ``before`` [N, P] (or the first step) as step 0."""
     first = arr[:, :1] if before is None else np.asarray(before, arr.dtype)[:, None]
     return np.concatenate([first, arr[:, :-1]], 1)
+
+
+def _standing_on_nothing(state: RawState, stage: np.ndarray, x: np.ndarray, y: np.ndarray,
+                         act_i: np.ndarray | None) -> dict[str, Any]:
+    """Live, grounded entries off the ledge whose position lies in none of the stage's landing areas."""
+    if AIRBORNE not in state or act_i is None:
+        return _result(0, 0)
+    grounded = np.asarray(state[AIRBORNE], np.float64) == 0
+    standing = grounded & ~np.isin(act_i, list(DEAD_STATES | RESPAWN_STATES | LEDGE_STATES))
+    count = checked = 0
+    for s in np.unique(stage).tolist():
+        areas = landing_areas(s)
+        if areas is None:
+            continue
+        m = (stage == s)[:, None, None] & np.isfinite(x) & np.isfinite(y) & standing
+        on = np.zeros(x.shape, bool)
+        for x_low, x_high, y_low, y_high in areas:
+            on |= ((x >= x_low - LANDING_SLACK) & (x <= x_high + LANDING_SLACK)
+                   & (y >= y_low - LANDING_SLACK) & (y <= y_high + LANDING_SLACK))
+        count += int((m & ~on).sum())
+        checked += int(m.sum())
+    return _result(count, checked)
 
 
 def check_state(
@@ -141,6 +167,7 @@ def check_state(
             count += int((m & (np.abs(x) > edge + EDGE_TOL)).sum())
             checked += int(m.sum())
     out["standing_past_edge"] = _result(count, checked)
+    out["standing_on_nothing"] = _standing_on_nothing(state, stage, x, y, act_i)
 
     if PERCENT in state:
         pc = np.asarray(state[PERCENT], np.float64)

@@ -122,16 +122,23 @@ def evaluate(
     return to_jsonable(out)
 
 
-def _decode(model: WorldModel, cont, binary, cat, cont_mask=None) -> dict[str, np.ndarray]:
+def _decode(model: WorldModel, cont, binary, cat, cont_mask=None, bin_mask=None) -> dict[str, np.ndarray]:
     """Encoded states → raw columns. With ``cont_mask`` (for true states), continuous fields the game lacks
-    become NaN, never a fake 0, so metrics skip them; predictions are left as the model made them."""
+    become NaN, never a fake 0, so metrics skip them; with ``bin_mask``, so does ``post_airborne`` (Slippi before
+    2.0 has none: not grounded). Predictions are left as the model made them."""
     raw = model.spec.decode_state(cont, binary, cat)
-    if cont_mask is None:
-        return raw
-    mask = cont_mask.cpu().numpy() if torch.is_tensor(cont_mask) else np.asarray(cont_mask)
-    for i, name in enumerate(CONT_FIELDS):
-        raw[name] = np.where(mask[..., i], raw[name], np.nan).astype(np.float32)
+    if cont_mask is not None:
+        mask = _numpy(cont_mask)
+        for i, name in enumerate(CONT_FIELDS):
+            raw[name] = np.where(mask[..., i], raw[name], np.nan).astype(np.float32)
+    if bin_mask is not None:
+        known = _numpy(bin_mask)[..., model.spec.bin_index("airborne")] > 0
+        raw["post_airborne"] = np.where(known, raw["post_airborne"], np.nan).astype(np.float32)
     return raw
+
+
+def _numpy(values) -> np.ndarray:
+    return values.cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
 
 
 def _stack(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
@@ -175,12 +182,13 @@ def model_rollouts(model: WorldModel, windows: WindowDataset, starts, settings: 
         if rules is not None and rule_counts is not None:
             for name, count in zip(RULE_EVENTS, out["rule_counts"].tolist()):
                 rule_counts[name] = rule_counts.get(name, 0) + int(count)
-        mask = batch["next_cont_mask"][:, W - 1:]
         predicted.append(_decode(model, out["state_cont"], out["state_bin"], out["state_cat"]))
         truth.append(_decode(model, batch["next_cont"][:, W - 1:], batch["next_bin"][:, W - 1:],
-                             batch["next_cat"][:, W - 1:], mask))
+                             batch["next_cat"][:, W - 1:], batch["next_cont_mask"][:, W - 1:],
+                             batch["next_bin_mask"][:, W - 1:]))
         context.append(_decode(model, batch["state_cont"][:, W - 1], batch["state_bin"][:, W - 1],
-                               batch["state_cat"][:, W - 1], batch["cont_mask"][:, W - 1]))
+                               batch["state_cat"][:, W - 1], batch["cont_mask"][:, W - 1],
+                               batch["bin_mask"][:, W - 1]))
         if with_items:
             for part, source, prefix, at in (("predicted", out, "state", slice(None)),
                                              ("truth", batch, "next", slice(W - 1, None)),

@@ -32,7 +32,8 @@ BASELINE_ORDER = (MODEL_WITH_RULES, "persistence", "constant_velocity")
 # Plausibility checks that are rules of the game (the rules report), with the player's words for them.
 RULE_CHECKS = {"outside_blast_zone": "alive outside a blast zone", "percent_decrease": "percent falls",
                "stocks_not_one_ko": "stocks change other than by one KO", "inside_stage_body": "inside the stage's floor",
-               "standing_past_edge": "standing on air past the stage's edge"}
+               "standing_past_edge": "standing on air past the stage's edge",
+               "standing_on_nothing": "standing where the stage has no surface"}
 
 
 def by_key(records: list[dict[str, Any]] | None, key: str) -> dict[int, dict[str, Any]]:

@@ -27,6 +27,7 @@ from meleewm.melee.characters import (
 from meleewm.melee.game import FIRST_FRAME, FPS, FULL_SHIELD
 from meleewm.melee.stages import (
     HALO_DESCENT_SPEED,
+    LANDING_SLACK,
     LEGAL_STAGES,
     MAIN_GROUND,
     RESPAWN_POINTS,
@@ -39,6 +40,7 @@ from meleewm.melee.stages import (
     ground_edge,
     in_blast_zone,
     in_stage_body,
+    landing_areas,
     stage_name,
 )
 
@@ -50,7 +52,8 @@ __all__ = [
     "EXTERNAL_NAMES", "INTERNAL_NAMES", "PLAYABLE_CHARACTERS", "character_name", "external_to_internal",
     "internal_to_external",
     "FIRST_FRAME", "FPS", "FULL_SHIELD",
-    "HALO_DESCENT_SPEED", "LEGAL_STAGES", "MAIN_GROUND", "RESPAWN_POINTS", "SPAWN_POINTS", "STAGE_NAMES",
-    "SURFACE_HEIGHTS",
-    "StageGeometry", "body_bounds", "geometry", "ground_edge", "in_blast_zone", "in_stage_body", "stage_name",
+    "HALO_DESCENT_SPEED", "LANDING_SLACK", "LEGAL_STAGES", "MAIN_GROUND", "RESPAWN_POINTS", "SPAWN_POINTS",
+    "STAGE_NAMES", "SURFACE_HEIGHTS",
+    "StageGeometry", "body_bounds", "geometry", "ground_edge", "in_blast_zone", "in_stage_body", "landing_areas",
+    "stage_name",
 ]

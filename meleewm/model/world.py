@@ -22,7 +22,7 @@ from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
 from meleewm.melee.actions import (ACTION_IDS, DAMAGE_STATES, DEAD_FRAMES, DEAD_STATES, LANDING_STATES,
-                                   LEDGE_GRAB_ACTIONS, LEDGE_STATES, SPECIAL_ACTION_IDS)
+                                   LEDGE_GRAB_ACTIONS, LEDGE_STATES, RESPAWN_STATES, SPECIAL_ACTION_IDS)
 from meleewm.melee.characters import (AIR_DRIFT, AIR_FALL, AIR_FRICTION, DOUBLE_JUMP_SPEEDS, FIRE_TRAVEL,
                                       GROUND_FRICTION, GROUND_JUMP_SPEEDS, ILLUSION_END_FALL_START,
                                       ILLUSION_END_GRAVITY, ILLUSION_END_MEASURED_FRAMES, ILLUSION_END_SLOWDOWN,
@@ -30,8 +30,8 @@ from meleewm.melee.characters import (AIR_DRIFT, AIR_FALL, AIR_FRICTION, DOUBLE_
                                       LEDGE_GRAB_BOXES, LEDGE_GRAB_SPECIALS)
 from meleewm.melee.game import (AIRDODGE_DECAY, AIRDODGE_DECAY_FRAMES, AIRDODGE_SPEED, FAST_FALL_STICK,
                                 HIT_REACH, KNOCKBACK_DECAY, STICK_DEADZONE)
-from meleewm.melee.stages import (BODY_TOLERANCE, LEDGE_CATCH_BOX, body_bounds, geometry, ground_edge, halo_start,
-                                  ledge_point)
+from meleewm.melee.stages import (BODY_TOLERANCE, LANDING_SLACK, LEDGE_CATCH_BOX, LEGAL_STAGES, SOLID_INSET,
+                                  body_bounds, geometry, ground_edge, halo_start, landing_areas, ledge_point)
 
 # state_age is read only by models with an age embedding, and is always advanced by apply_state_age_rule in
 # next_inputs, so it stays exact in closed loop.
@@ -238,6 +238,14 @@ class WorldModelConfig:
     # the model alone fell into the stage 92 times in 300 rollouts without picking a landing (FAIR, a launch, a double
     # jump), and stayed there 11 frames (median). One that comes at the body from beside it stops short of it
     solid_stage: bool = False
+    # A landing is on a surface: where the input is in the air and the prediction grounded, the predicted position lies
+    # in one of the stage's landing areas (``meleewm.melee.stages.landing_areas``: all 41,337 landings of the shared
+    # games do), or is put on the nearest within BODY_TOLERANCE under or over it (ground_snap's reach); farther from
+    # every surface the character is still in the air, in the input's action where the pick was another. The
+    # model alone landed 1 in 5 of its landings on nothing (13 % of its grounded frames were more than 5 units from
+    # any surface; the games': under 1 %, carried and thrown characters) and stood there in the air. A ledge, a death
+    # or the respawn platform is no landing here. A landing put off it falls a frame further from the input (air_fall)
+    surface_landing: bool = False
 
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
@@ -247,6 +255,9 @@ class WorldModelConfig:
                              f"{self.age_max}")
         if self.ledge_grab and not self.ledge_catch:
             raise ValueError("model.ledge_grab makes a catch that ledge_catch places: it needs model.ledge_catch")
+        if self.surface_landing and not self.air_fall:
+            raise ValueError("model.surface_landing keeps a character falling by air_fall's speeds: it needs "
+                             "model.air_fall")
         if self.solid_stage and not self.body_landing:
             raise ValueError("model.solid_stage lands on the main body of body_landing: it needs model.body_landing")
         if self.body_landing and not self.ground_snap:
@@ -352,6 +363,11 @@ class WorldModel(nn.Module):
             self.register_buffer("main_body", main_body_table(spec), persistent=False)
         if config.solid_stage:
             self.register_buffer("landing_action", action_table(spec, LANDING_STATES), persistent=False)
+        if config.surface_landing:
+            self.register_buffer("landing_area", landing_area_table(spec), persistent=False)
+            self.landing_reach = BODY_TOLERANCE
+            self.register_buffer("not_a_landing", action_table(spec, LEDGE_STATES | DEAD_STATES | RESPAWN_STATES),
+                                 persistent=False)
         # Which action vocabulary indices are deaths (DEAD_*): respawns, for respawn_snap and the loss's weight
         self.register_buffer("dead_action", action_table(spec, DEAD_STATES), persistent=False)
         if config.hit_reach and not spec.items:
@@ -574,6 +590,8 @@ class WorldModel(nn.Module):
             out["cont"] = self._ground_snap(out["cont"], out["bin_logits"], out["cat_logits"][self.ground_column], x)
         if self.config.solid_stage:
             pick = self._solid_stage(out, pick, x)
+        if self.config.surface_landing:
+            pick = self._surface_landing(out, pick, x)
         if self.config.respawn_snap:
             out["cont"] = self._respawn_snap(out["cont"], pick, x)
         if self.spec.items:
@@ -629,7 +647,7 @@ class WorldModel(nn.Module):
         y = torch.where(snap, height, cont[..., iy])
         if self.config.body_landing:
             ix = self.position_index[0]
-            half, surface, bottom = self.main_body[stage].unbind(-1)
+            half, surface, bottom, _ = self.main_body[stage].unbind(-1)
             px, py = x.state_cont[..., ix] * self.cont_std[ix] + self.cont_mean[ix], x.state_cont[..., iy]
             inside = (px.abs() < half) & (py < surface) & (py > bottom)
             y = torch.where(landing & inside, surface.to(cont.dtype), y)
@@ -637,10 +655,11 @@ class WorldModel(nn.Module):
 
     def _solid_stage(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``out`` (the heads' predictions; ``pick`` their action) landed on the main stage's surface where the input
-        is in the air above its solid body and the prediction falls into it, and at the body's side where the input
-        is beside it (see ``WorldModelConfig.solid_stage``). Returns the action picked now."""
+        is in the air above it (to SOLID_INSET from its ledges) and the prediction falls under it, and at the body's
+        side where the input is beside the body and the prediction in it (see ``WorldModelConfig.solid_stage``).
+        Returns the action picked now."""
         a, iy = self.airborne_index, self.position_index[1]
-        half, surface, bottom = self.main_body[self._stage_of(x, pick)].unbind(-1)
+        half, surface, bottom, over = self.main_body[self._stage_of(x, pick)].unbind(-1)
         top, py = surface - self.landing_tolerance, out["cont"][..., iy]
         low = (py < top) & (py > bottom)
         if not bool(low.any()):   # most frames: nobody is that low (a play tick's budget)
@@ -648,15 +667,42 @@ class WorldModel(nn.Module):
         px, qx = self._raw(out["cont"], "post_position_x"), self._raw(x.state_cont, "post_position_x")
         qy = x.state_cont[..., iy]
         known = (x.cont_mask[..., self.position_index] > 0).all(-1) & (x.bin_mask[..., a] > 0)
-        into = known & low & (px.abs() < half)
         # from beside the body: stopped where it was, outside (the side's exact x is the box's guess)
-        beside = into & (qx.abs() >= half) & (qy < top)
+        beside = known & low & (px.abs() < half) & (qx.abs() >= half) & (qy < top)
         out["cont"] = self._put_encoded(out["cont"], "post_position_x", beside,
                                         x.state_cont[..., self.position_index[0]])
-        lands = into & (x.state_bin[..., a] > 0) & (qx.abs() < half) & (qy >= top)
+        lands = known & low & (x.state_bin[..., a] > 0) & (qx.abs() < over) & (px.abs() < over) & (qy >= top)
         out["cont"] = self._put_encoded(out["cont"], "post_position_y", lands, surface.to(out["cont"].dtype))
         out["bin_logits"] = self._force_airborne(out["bin_logits"], lands, airborne=False)
         return self._forbid_picks(out, lands, ~self.landing_action)
+
+    def _surface_landing(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``out`` (the heads' predictions; ``pick`` their action) landed on the nearest of the stage's landing areas
+        where the input is in the air and the prediction lands within reach of one, and still in the air, in the
+        input's action, where it lands farther from all of them (see ``WorldModelConfig.surface_landing``). Returns
+        the action picked now."""
+        a = self.airborne_index
+        landing = ((x.state_bin[..., a] > 0) & (x.bin_mask[..., a] > 0) & (out["bin_logits"][..., a] <= 0)
+                   & ~self.not_a_landing[pick])
+        if not bool(landing.any()):   # most frames: nobody lands (a play tick's budget)
+            return pick
+        areas = self.landing_area[self._stage_of(x, pick)]                     # [*L, 2, areas, 4], raw
+        px, py = (self._raw(out["cont"], f).unsqueeze(-1) for f in POSITION_FIELDS)
+        x_low, x_high, y_low, y_high = (bound.to(px.dtype) for bound in areas.unbind(-1))
+        over = (px >= x_low - LANDING_SLACK) & (px <= x_high + LANDING_SLACK)
+        surface = torch.minimum(torch.maximum(py, y_low), y_high)             # the nearest height of each area
+        gap = torch.where(over, (py - surface).abs(), torch.full_like(py, float("inf")))
+        nearest = gap.min(-1)
+        known = (torch.isfinite(areas[..., 0, 0]) & (x.cont_mask[..., self.position_index] > 0).all(-1)
+                 & (x.cat_mask[..., ACTION_COLUMN] > 0))
+        # within ground_snap's reach of a surface the landing is on it; farther from every surface it is none
+        onto = landing & known & (nearest.values > LANDING_SLACK) & (nearest.values <= self.landing_reach)
+        height = surface.gather(-1, nearest.indices.unsqueeze(-1)).squeeze(-1)
+        out["cont"] = self._put(out["cont"], "post_position_y", onto, height)
+        nowhere = landing & known & (nearest.values > self.landing_reach)
+        out["bin_logits"] = self._force_airborne(out["bin_logits"], nowhere)
+        out["cont"] = self._fall_on(out["cont"], nowhere, x)   # the speed rules took the model's bit: no fall yet
+        return self._force_pick(out, pick, nowhere, x.state_cat[..., ACTION_COLUMN].long())
 
     @staticmethod
     def _stage_of(x: StepInput, like: torch.Tensor) -> torch.Tensor:
@@ -837,13 +883,27 @@ class WorldModel(nn.Module):
                    & ~self._in_hitlag(cont, x.cont_mask))
         if not bool(falling.any()):   # most frames: nobody is in the air (a play tick's budget)
             return cont
-        speed = self._raw(x.state_cont, field)
-        char = x.state_cat[..., self.character_column].long()
-        gravity, top, fast = self.air_fall_table[char].to(speed.dtype).unbind(-1)
+        speed, gravity, top, fast = self._fall_speeds(x)
         pulled = (x.ctrl[..., self.stick_index[1]].to(speed.dtype) <= FAST_FALL_STICK) & (speed <= 0)
         fast_falling = (pulled | ((speed + fast).abs() < 1e-3)) & ~self.damage_action[pick]
         fall = torch.where(fast_falling, -fast, torch.maximum(speed - gravity, -top))
         return self._put(cont, field, falling & torch.isfinite(gravity), fall)
+
+    def _fall_speeds(self, x: StepInput) -> tuple[torch.Tensor, ...]:
+        """The input frame's fall speed (raw), and its character's gravity, top and fast-fall speeds (AIR_FALL)."""
+        speed = self._raw(x.state_cont, AIR_SPEED_FIELDS[1])
+        char = x.state_cat[..., self.character_column].long()
+        return (speed, *self.air_fall_table[char].to(speed.dtype).unbind(-1))
+
+    def _fall_on(self, cont: torch.Tensor, where: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``cont`` where ``where`` holds with the character a frame further into a fall from the input frame: its
+        fall speed less the gravity (down to the top fall speed, AIR_FALL), and y moved by it and the knockback."""
+        field = AIR_SPEED_FIELDS[1]
+        speed, gravity, top, _ = self._fall_speeds(x)
+        where = where & torch.isfinite(gravity) & (x.cont_mask[..., self.cont_column[field]] > 0)
+        fall = torch.maximum(speed - gravity, -top)
+        y = self._raw(x.state_cont, "post_position_y") + fall + self._raw(cont, KNOCKBACK_FIELDS[1])
+        return self._put(self._put(cont, field, where, fall), "post_position_y", where, y)
 
     def _air_drift(self, cont: torch.Tensor, bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput
                    ) -> torch.Tensor:
@@ -1137,16 +1197,18 @@ def stage_geometry_table(spec: EncodingSpec) -> torch.Tensor:
 
 
 def main_body_table(spec: EncodingSpec) -> torch.Tensor:
-    """``[n_stages, 3]``: per stage index the half-width (raw) of the main stage's solid body
-    (:func:`meleewm.melee.stages.body_bounds`), and the normalised y of its surface and of the body's bottom; a stage
-    without geometry gets a half-width of 0 (nothing is inside)."""
-    table = torch.zeros(spec.n_stages, 3)
+    """``[n_stages, 4]``: per stage index the half-width (raw) of the main stage's solid body
+    (:func:`meleewm.melee.stages.body_bounds`), the normalised y of its surface and of the body's bottom, and the
+    half-width (raw) over which a fall from above lands (SOLID_INSET from the ledges); a stage without geometry gets
+    half-widths of 0 (nothing is inside)."""
+    table = torch.zeros(spec.n_stages, 4)
     y_mean, y_std = spec.cont_stats["post_position_y"]
     for index, stage_id in enumerate(spec.stage_vocab, start=1):
         g = geometry(stage_id)
         if g is not None:
             half, _, bottom = body_bounds(stage_id)
-            table[index] = torch.tensor([half, (g.main_y - y_mean) / y_std, (bottom - y_mean) / y_std])
+            table[index] = torch.tensor([half, (g.main_y - y_mean) / y_std, (bottom - y_mean) / y_std,
+                                         g.ledge_x - SOLID_INSET])
     return table
 
 
@@ -1158,6 +1220,17 @@ def stage_table(spec: EncodingSpec, fact, empty: float, width: tuple[int, ...] =
         if value is not None:
             table[index] = torch.tensor(value)
     return table
+
+
+def landing_area_table(spec: EncodingSpec) -> torch.Tensor:
+    """``[n_stages, areas, 4]``: per stage index its :func:`meleewm.melee.stages.landing_areas` (raw; NaN past a
+    stage's last, and everywhere for a stage without them)."""
+    width = max(len(landing_areas(stage_id)) for stage_id in LEGAL_STAGES)
+
+    def padded(stage_id):
+        areas = landing_areas(stage_id)
+        return None if areas is None else [*areas, *[(float("nan"),) * 4] * (width - len(areas))]
+    return stage_table(spec, padded, float("nan"), (width, 4))
 
 
 def action_value_table(spec: EncodingSpec, values: dict[int, int]) -> torch.Tensor:

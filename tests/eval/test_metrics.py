@@ -393,6 +393,24 @@ def test_standing_past_the_stage_edge_by_hand():
     assert check_state(s, np.array([8]))["standing_past_edge"] == {"count": 0, "checked": 0, "rate": None}
 
 
+def test_standing_on_nothing_by_hand():
+    """``standing_on_nothing``: grounded where the stage has no surface counts (over Final Destination 15 units up,
+    under it); on the stage, on Battlefield's platform, on Fountain of Dreams' side platform wherever it has moved, in
+    the air, on a ledge or dead it does not."""
+    s = zeros_state(1, 5, 2)
+    s["post_position_x"][0, :, 0] = [0.0, 0.0, 0.0, 30.0, 0.0]
+    s["post_position_y"][0, :, 0] = [0.0, 15.0, -20.0, 27.2, 15.0]
+    s["post_airborne"][0, 4, 0] = 1.0                        # 15 units up, in the air
+    s["post_position_x"][0, :, 1] = 35.0
+    s["post_position_y"][0, :, 1] = 10.0
+    s["post_state"][0, :, 1] = [253, 0, 253, 0, 14]          # EDGE_HANGING, DEAD_DOWN: not checked; then STANDING
+    final_destination, battlefield, fountain = (check_state(s, np.array([stage]))["standing_on_nothing"]
+                                                for stage in (32, 31, 2))
+    assert (final_destination["count"], final_destination["checked"]) == (4, 5)   # 15 up, under; 27.2 and (35, 10)
+    assert (battlefield["count"], battlefield["checked"]) == (3, 5)              # the platform holds (30, 27.2)
+    assert (fountain["count"], fountain["checked"]) == (2, 5)                    # ... and its side one (35, 10)
+
+
 def test_seen_actions():
     chars = [np.array([[1, 1], [2, np.nan]]), np.array([7])]
     acts = [np.array([[14, 341], [14, 20]]), np.array([350])]

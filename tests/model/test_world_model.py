@@ -95,6 +95,14 @@ def max_diff(a: dict, b: dict) -> dict[str, float]:
     return {k: (fa[k].float() - fb[k].float()).abs().max().item() for k in fa}
 
 
+def real_outputs(batch: dict, sizes: list[int]) -> tuple[dict, dict]:
+    """A batch's real next frames as the heads' predictions (decided logits over categorical ``sizes``), and a copy
+    of them to compare with after a rule."""
+    out = {"cont": batch["next_cont"].clone(), "bin_logits": torch.where(batch["next_bin"] > 0, 30.0, -30.0),
+           "cat_logits": [30.0 * F.one_hot(batch["next_cat"][..., i].long(), n).float() for i, n in enumerate(sizes)]}
+    return out, {k: (list(v) if isinstance(v, list) else v.clone()) for k, v in out.items()}
+
+
 def real_picks(batch: dict) -> tuple[StepInput, torch.Tensor]:
     """A batch's inputs and its real next actions: a rule given the game's own decisions as the model's picks."""
     return StepInput.from_window(batch), batch["next_cat"][..., ACTION_COLUMN].long()
@@ -1281,22 +1289,19 @@ def test_a_hit_is_taken_only_within_reach(recent_game):
 
 
 def test_the_main_stage_is_solid(real, tiled):
-    """``solid_stage``: Falco in a forward air, falling from above the stage into its solid body, lands on its surface
-    in the model's best landing action, grounded; coming at the body from beside it, he stops short of it; from above
-    the body but not into it (an aerial's dip) and beside the stage, nothing changes. The games' own next frames pass
-    through unchanged."""
+    """``solid_stage``: Falco in a forward air, falling from above the stage under its surface, lands on it in the
+    model's best landing action, grounded, over the body and nearer the ledge too, but not over its last units (a
+    corner clipped); coming at the body from beside it, he stops short of it; from above the body but not into it (an
+    aerial's dip) and beside the stage, nothing changes. The games' own next frames pass through unchanged."""
     from meleewm.melee.actions import ACTION_IDS
-    from meleewm.melee.stages import FINAL_DESTINATION, body_bounds
+    from meleewm.melee.stages import FINAL_DESTINATION, body_bounds, geometry
     from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
 
     spec, _ = real
     model = make(spec, "mamba2", cont_gate=True, ground_snap=True, body_landing=True, solid_stage=True)
     x = StepInput.from_window(tiled)
     sizes = [size for _, size in spec.cat_fields]
-    real_out = {"cont": tiled["next_cont"].clone(), "bin_logits": torch.where(tiled["next_bin"] > 0, 30.0, -30.0),
-                "cat_logits": [30.0 * F.one_hot(tiled["next_cat"][..., i].long(), n).float()
-                               for i, n in enumerate(sizes)]}
-    kept = {k: (list(v) if isinstance(v, list) else v.clone()) for k, v in real_out.items()}
+    real_out, kept = real_outputs(tiled, sizes)
     with torch.no_grad():
         model._solid_stage(real_out, real_out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
     assert max(max_diff(real_out, kept).values()) == 0
@@ -1308,6 +1313,7 @@ def test_the_main_stage_is_solid(real, tiled):
     a = spec.bin_index("airborne")
     index = {name: spec.cat_value_index("post_state", ACTION_IDS[name]) for name in ("FAIR", "FAIR_LANDING")}
     half, _, _ = body_bounds(FINAL_DESTINATION)
+    ledge_x = geometry(FINAL_DESTINATION).ledge_x
 
     def falls(before, after):
         """Falco in a forward air from ``before`` (x, y) to ``after``, airborne by the model, its second choice the
@@ -1328,9 +1334,70 @@ def test_the_main_stage_is_solid(real, tiled):
                 out["bin_logits"][0, 0, a].item() > 0, pick[0, 0].item())
 
     assert falls((10.0, 5.0), (12.0, -15.0)) == ([12.0, 0.0], False, index["FAIR_LANDING"])   # lands on the surface
+    near = round(half + 8.0, 2)                                # over the stage, nearer the ledge than the body
+    assert falls((near, 5.0), (near, -15.0)) == ([near, 0.0], False, index["FAIR_LANDING"])
+    corner = round(ledge_x - 2.0, 2)                               # the stage's last units: a fall clips the corner
+    assert falls((corner, 5.0), (corner, -15.0)) == ([corner, -15.0], True, index["FAIR"])
     assert falls((10.0, 5.0), (12.0, -4.0)) == ([12.0, -4.0], True, index["FAIR"])             # a dip: no landing
     side = round(half + 3.0, 2)
     assert falls((half + 3.0, -20.0), (half - 3.0, -22.0)) == ([side, -22.0], True, index["FAIR"])   # from beside
     assert falls((half + 3.0, -20.0), (half + 1.0, -22.0)) == ([round(half + 1.0, 2), -22.0], True, index["FAIR"])
     with pytest.raises(ValueError, match="body_landing"):
         WorldModelConfig(cont_gate=True, solid_stage=True)
+
+
+def test_a_landing_is_on_a_surface(real, tiled):
+    """``surface_landing``: Falco falling over Final Destination whom the model lands 15 units above the stage stays
+    in the air, in his fall, a frame further down it; 6 units above it, he lands on it; landing on the surface, or
+    catching the ledge, stands. The games' own next frames pass through unchanged: every real landing is on a
+    surface."""
+    from meleewm.melee.actions import ACTION_IDS
+    from meleewm.melee.characters import AIR_FALL
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+
+    spec, _ = real
+    model = make(spec, "mamba2", cont_gate=True, air_fall=True, surface_landing=True)
+    x = StepInput.from_window(tiled)
+    sizes = [size for _, size in spec.cat_fields]
+    real_out, kept = real_outputs(tiled, sizes)
+    a = spec.bin_index("airborne")
+    assert ((x.state_bin[..., a] > 0) & (tiled["next_bin"][..., a] == 0)).sum() >= 20, "the games hold landings"
+    with torch.no_grad():
+        model._surface_landing(real_out, real_out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+    assert max(max_diff(real_out, kept).values()) == 0
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, cont_gate=True,
+                                              air_fall=True, surface_landing=True))
+    sizes = [size for _, size in spec.cat_fields]
+    index = {name: spec.cat_value_index("post_state", ACTION_IDS[name])
+             for name in ("FALLING", "LANDING", "EDGE_CATCHING")}
+    gravity = AIR_FALL[22][0]                                                  # Falco's
+
+    def lands(at, action):
+        """Falco falling at 1 unit a frame, whom the model puts grounded at ``at`` (x, y) in ``action``. Returns
+        his (x, y), fall speed, airborne logit and pick after the switch."""
+        x = final_destination_state(spec, post_position_x=(at[0], -30.0), post_position_y=(at[1] + 1.0, 0.0),
+                                    post_state=(ACTION_IDS["FALLING"], ACTION_IDS["STANDING"]), post_airborne=(1, 0),
+                                    post_velocities_self_y=(-1.0, 0.0))
+        cont = x.state_cont.clone()
+        for f, v in zip(POSITION_FIELDS, at):
+            cont[0, 0, spec.cont_index(f)] = spec.normalise(f, torch.tensor(v))
+        logits = [torch.zeros(1, 2, n) for n in sizes]
+        logits[ACTION_COLUMN][0, 0, index[action]] = 20.0
+        out = {"cont": cont, "bin_logits": torch.full(x.state_bin.shape, -30.0), "cat_logits": logits}
+        with torch.no_grad():
+            pick = model._surface_landing(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+        assert torch.equal(pick, out["cat_logits"][ACTION_COLUMN].argmax(-1))   # the pick it returns is the decode's
+        fields = (*POSITION_FIELDS, "post_velocities_self_y")
+        return ([round(spec.denormalise(f, out["cont"][0, 0, spec.cont_index(f)]).item(), 3) for f in fields],
+                out["bin_logits"][0, 0, spec.bin_index("airborne")].item() > 0, pick[0, 0].item())
+
+    fall = round(-1.0 - gravity, 3)
+    assert lands((10.0, 15.0), "LANDING") == ([10.0, round(16.0 + fall, 3), fall], True, index["FALLING"])  # on air
+    assert lands((10.0, 0.0), "LANDING") == ([10.0, 0.0, -1.0], False, index["LANDING"])   # on the stage
+    assert lands((10.0, 0.5), "LANDING")[1:] == (False, index["LANDING"])                   # within the slack
+    assert lands((10.0, 6.0), "LANDING") == ([10.0, 0.0, -1.0], False, index["LANDING"])   # within reach: onto it
+    assert lands((100.0, -20.0), "EDGE_CATCHING")[1:] == (False, index["EDGE_CATCHING"])    # a ledge: no landing
+    with pytest.raises(ValueError, match="air_fall"):
+        WorldModelConfig(cont_gate=True, surface_landing=True)
