@@ -136,7 +136,8 @@ def is_torch(x) -> bool:
     return type(x).__module__.split(".")[0] == "torch"
 
 
-def _to_numpy(x) -> np.ndarray:
+def to_numpy(x) -> np.ndarray:
+    """``x`` (a tensor, on any device, or array-like) as a numpy array."""
     if is_torch(x):
         return x.detach().cpu().numpy()
     return np.asarray(x)
@@ -724,7 +725,7 @@ class EncodingSpec:
         UNKNOWN categorical indices decode to -1. ``post_state_age`` is included when ``prev_state`` (a decoded
         state of the previous frame with ``post_state`` and ``post_state_age``) is given, by the rule.
         """
-        cont, binary, cat = _to_numpy(cont), _to_numpy(binary), _to_numpy(cat)
+        cont, binary, cat = to_numpy(cont), to_numpy(binary), to_numpy(cat)
         out: dict[str, np.ndarray] = {}
         raw = cont.astype(np.float64) * self._arr("std") + self._arr("mean")
         # the encoded raw 0 (what a gated model writes for "exactly 0") decodes to exactly 0, not to a rounding
@@ -753,7 +754,7 @@ class EncodingSpec:
 
     def decode_ctrl(self, ctrl) -> dict[str, np.ndarray]:
         """Raw controller columns from ``ctrl [..., 2, n_ctrl]``: sticks, physical triggers, pre_buttons_physical."""
-        ctrl = _to_numpy(ctrl)
+        ctrl = to_numpy(ctrl)
         out = {f: ctrl[..., i].astype(np.float32) for i, f in enumerate(STICK_FIELDS + TRIGGER_FIELDS)}
         mask = np.zeros(ctrl.shape[:-1], np.int64)
         for k, b in enumerate(DIGITAL_BUTTONS):
@@ -765,13 +766,13 @@ class EncodingSpec:
     def decode_items(self, present, type_idx, owner, item_cont) -> dict[str, np.ndarray]:
         """Raw item slots ``[..., S]``: present (bool), type (-1 unknown), owner (ITEM_OWNER_NAMES index),
         position/velocity in game units (NaN where no item)."""
-        present = _to_numpy(present)
+        present = to_numpy(present)
         present = (present >= 0.5) if present.dtype.kind == "f" else present != 0
         lut = self._arr("decode_luts")["item_type"]
         out = {"present": present,
-               "type": np.where(present, lut[np.clip(_to_numpy(type_idx).astype(np.int64), 0, len(lut) - 1)], -1),
-               "owner": np.where(present, _to_numpy(owner), 0)}
-        raw = _to_numpy(item_cont).astype(np.float64) * self._arr("item_std") + self._arr("item_mean")
+               "type": np.where(present, lut[np.clip(to_numpy(type_idx).astype(np.int64), 0, len(lut) - 1)], -1),
+               "owner": np.where(present, to_numpy(owner), 0)}
+        raw = to_numpy(item_cont).astype(np.float64) * self._arr("item_std") + self._arr("item_mean")
         for k, f in enumerate(ITEM_CONT_FIELDS):
             out[f] = np.where(present, raw[..., k], np.nan).astype(np.float32)
         return out

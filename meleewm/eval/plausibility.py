@@ -19,7 +19,7 @@ Each check looks at every (start, step, player) entry of a RawState [N, H, P] an
 - ``standing_past_edge``: a live character grounded (``post_airborne`` 0) farther out than the main stage's edge
   (``meleewm.melee.ground_edge``, by more than ``EDGE_TOL``): standing on air. Stages without that fact are skipped.
 - ``standing_on_nothing``: a live character grounded, not on a ledge, where no surface of the stage is
-  (``meleewm.melee.landing_areas``, within ``LANDING_SLACK``): standing on air anywhere. In real games, a character
+  (``meleewm.melee.on_a_surface``: the stage's landing areas): standing on air anywhere. In real games, a character
   carried or thrown.
 - ``impossible_action``: the action id is not one that the character was ever seen in, per the set of
   (internal character, action id) pairs from training data (``seen_actions``). Ids >= 341 (character-
@@ -39,8 +39,8 @@ import numpy as np
 
 from meleewm.eval.metrics import (ACTION, AIRBORNE, CHARACTER, PERCENT, POS_X, POS_Y, STOCKS, RawState, RolloutSet,
                                   to_jsonable)
-from meleewm.melee import (DEAD_STATES, FIRST_SPECIAL, LANDING_SLACK, LEDGE_STATES, RESPAWN_STATES, geometry,
-                           ground_edge, in_blast_zone, in_stage_body, landing_areas)
+from meleewm.melee import (DEAD_STATES, FIRST_SPECIAL, LEDGE_STATES, RESPAWN_STATES, geometry, ground_edge,
+                           in_blast_zone, in_stage_body, on_a_surface)
 
 CHECKS: tuple[str, ...] = (
     "nonfinite",
@@ -99,15 +99,10 @@ def _standing_on_nothing(state: RawState, stage: np.ndarray, x: np.ndarray, y: n
     standing = grounded & ~np.isin(act_i, list(DEAD_STATES | RESPAWN_STATES | LEDGE_STATES))
     count = checked = 0
     for s in np.unique(stage).tolist():
-        areas = landing_areas(s)
-        if areas is None:
+        if geometry(s) is None:
             continue
         m = (stage == s)[:, None, None] & np.isfinite(x) & np.isfinite(y) & standing
-        on = np.zeros(x.shape, bool)
-        for x_low, x_high, y_low, y_high in areas:
-            on |= ((x >= x_low - LANDING_SLACK) & (x <= x_high + LANDING_SLACK)
-                   & (y >= y_low - LANDING_SLACK) & (y <= y_high + LANDING_SLACK))
-        count += int((m & ~on).sum())
+        count += int((m & ~on_a_surface(s, x, y)).sum())
         checked += int(m.sum())
     return _result(count, checked)
 

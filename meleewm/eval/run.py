@@ -22,7 +22,7 @@ import torch
 from meleewm import __version__
 from meleewm.data.cache import build_cache
 from meleewm.data.config import run_split
-from meleewm.data.encoding import CONT_FIELDS
+from meleewm.data.encoding import CONT_FIELDS, to_numpy
 from meleewm.data.windows import WindowDataset
 from meleewm.errors import MeleewmError
 from meleewm.eval.baselines import add_baselines
@@ -128,17 +128,13 @@ def _decode(model: WorldModel, cont, binary, cat, cont_mask=None, bin_mask=None)
     2.0 has none: not grounded). Predictions are left as the model made them."""
     raw = model.spec.decode_state(cont, binary, cat)
     if cont_mask is not None:
-        mask = _numpy(cont_mask)
+        mask = to_numpy(cont_mask)
         for i, name in enumerate(CONT_FIELDS):
             raw[name] = np.where(mask[..., i], raw[name], np.nan).astype(np.float32)
     if bin_mask is not None:
-        known = _numpy(bin_mask)[..., model.spec.bin_index("airborne")] > 0
+        known = to_numpy(bin_mask)[..., model.spec.bin_index("airborne")] > 0
         raw["post_airborne"] = np.where(known, raw["post_airborne"], np.nan).astype(np.float32)
     return raw
-
-
-def _numpy(values) -> np.ndarray:
-    return values.cpu().numpy() if torch.is_tensor(values) else np.asarray(values)
 
 
 def _stack(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

@@ -41,6 +41,7 @@ from meleewm.melee.stages import (
     in_blast_zone,
     in_stage_body,
     landing_areas,
+    on_a_surface,
     stage_name,
 )
 
@@ -55,5 +56,5 @@ __all__ = [
     "HALO_DESCENT_SPEED", "LANDING_SLACK", "LEGAL_STAGES", "MAIN_GROUND", "RESPAWN_POINTS", "SPAWN_POINTS",
     "STAGE_NAMES", "SURFACE_HEIGHTS",
     "StageGeometry", "body_bounds", "geometry", "ground_edge", "in_blast_zone", "in_stage_body", "landing_areas",
-    "stage_name",
+    "on_a_surface", "stage_name",
 ]

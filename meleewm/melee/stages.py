@@ -247,6 +247,20 @@ def landing_areas(stage_id: int) -> tuple[tuple[float, float, float, float], ...
     return ((-g.ledge_x, g.ledge_x, low, high), *platforms, *RANDALL.get(g.stage_id, ()))
 
 
+def on_a_surface(stage_id: int, x, y) -> np.ndarray:
+    """True where (x, y) lies in one of the stage's landing areas, within LANDING_SLACK (vectorised, like
+    :func:`in_blast_zone`); ValueError for a stage without geometry."""
+    areas = landing_areas(stage_id)
+    if areas is None:
+        raise ValueError(f"no geometry for stage {stage_id} ({stage_name(stage_id)})")
+    x, y = np.asarray(x), np.asarray(y)
+    on = np.zeros(np.broadcast(x, y).shape, bool)
+    for x_low, x_high, y_low, y_high in areas:
+        on |= ((x >= x_low - LANDING_SLACK) & (x <= x_high + LANDING_SLACK)
+               & (y >= y_low - LANDING_SLACK) & (y <= y_high + LANDING_SLACK))
+    return on
+
+
 def stage_name(stage_id: int) -> str:
     return STAGE_NAMES.get(int(stage_id), f"UNKNOWN_{int(stage_id)}")
 

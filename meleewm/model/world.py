@@ -365,7 +365,6 @@ class WorldModel(nn.Module):
             self.register_buffer("landing_action", action_table(spec, LANDING_STATES), persistent=False)
         if config.surface_landing:
             self.register_buffer("landing_area", landing_area_table(spec), persistent=False)
-            self.landing_reach = BODY_TOLERANCE
             self.register_buffer("not_a_landing", action_table(spec, LEDGE_STATES | DEAD_STATES | RESPAWN_STATES),
                                  persistent=False)
         # Which action vocabulary indices are deaths (DEAD_*): respawns, for respawn_snap and the loss's weight
@@ -689,17 +688,17 @@ class WorldModel(nn.Module):
         areas = self.landing_area[self._stage_of(x, pick)]                     # [*L, 2, areas, 4], raw
         px, py = (self._raw(out["cont"], f).unsqueeze(-1) for f in POSITION_FIELDS)
         x_low, x_high, y_low, y_high = (bound.to(px.dtype) for bound in areas.unbind(-1))
-        over = (px >= x_low - LANDING_SLACK) & (px <= x_high + LANDING_SLACK)
+        spans = (px >= x_low - LANDING_SLACK) & (px <= x_high + LANDING_SLACK)
         surface = torch.minimum(torch.maximum(py, y_low), y_high)             # the nearest height of each area
-        gap = torch.where(over, (py - surface).abs(), torch.full_like(py, float("inf")))
+        gap = torch.where(spans, (py - surface).abs(), torch.full_like(py, float("inf")))
         nearest = gap.min(-1)
         known = (torch.isfinite(areas[..., 0, 0]) & (x.cont_mask[..., self.position_index] > 0).all(-1)
                  & (x.cat_mask[..., ACTION_COLUMN] > 0))
         # within ground_snap's reach of a surface the landing is on it; farther from every surface it is none
-        onto = landing & known & (nearest.values > LANDING_SLACK) & (nearest.values <= self.landing_reach)
+        onto = landing & known & (nearest.values > LANDING_SLACK) & (nearest.values <= BODY_TOLERANCE)
         height = surface.gather(-1, nearest.indices.unsqueeze(-1)).squeeze(-1)
         out["cont"] = self._put(out["cont"], "post_position_y", onto, height)
-        nowhere = landing & known & (nearest.values > self.landing_reach)
+        nowhere = landing & known & (nearest.values > BODY_TOLERANCE)
         out["bin_logits"] = self._force_airborne(out["bin_logits"], nowhere)
         out["cont"] = self._fall_on(out["cont"], nowhere, x)   # the speed rules took the model's bit: no fall yet
         return self._force_pick(out, pick, nowhere, x.state_cat[..., ACTION_COLUMN].long())
