@@ -47,3 +47,16 @@ def pick_members(manifest: dict, archive: str, count: int, **where) -> list[str]
     names = sorted(name for (arch, name), r in manifest.items()
                    if arch == archive and all(r.get(k) == v for k, v in where.items()))
     return names[:count]
+
+
+@pytest.fixture(scope="session")
+def bundled():
+    """The bundled model (``models/meleewm-small.pt``), on one torch thread as `play` runs it."""
+    import torch
+
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+
+    if not DEFAULT_MODEL.is_file():
+        pytest.skip(f"no bundled model at {DEFAULT_MODEL}")
+    torch.set_num_threads(1)
+    return load_model(DEFAULT_MODEL).model

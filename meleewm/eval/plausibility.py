@@ -21,6 +21,12 @@ Each check looks at every (start, step, player) entry of a RawState [N, H, P] an
 - ``standing_on_nothing``: a live character grounded, not on a ledge, where no surface of the stage is
   (``meleewm.melee.on_a_surface``: the stage's landing areas): standing on air anywhere. In real games, a character
   carried or thrown.
+- ``ground_action_in_air``: a character airborne in an action of the ground (``meleewm.melee.GROUND_ACTIONS``:
+  never airborne on any frame of the shared games): dashing, standing or in landing lag held up by nothing.
+- ``move_past_limit``: a character in a move that has lasted longer than its limit (``meleewm.melee.moves``: the
+  longest the shared games went on with it for that character), counted from the rollout's first frame (a move
+  begun before it counts from there: fewer, never more). The table is measured on the shared games, the validation
+  games among them, so the truth's rate is 0 by construction.
 - ``impossible_action``: the action id is not one that the character was ever seen in, per the set of
   (internal character, action id) pairs from training data (``seen_actions``). Ids >= 341 (character-
   specific) must have been seen for that very character; ids < 341 (common) must have been seen for some
@@ -39,8 +45,10 @@ import numpy as np
 
 from meleewm.eval.metrics import (ACTION, AIRBORNE, CHARACTER, PERCENT, POS_X, POS_Y, STOCKS, RawState, RolloutSet,
                                   to_jsonable)
-from meleewm.melee import (DEAD_STATES, FIRST_SPECIAL, LEDGE_STATES, RESPAWN_STATES, geometry, ground_edge,
-                           in_blast_zone, in_stage_body, on_a_surface)
+from meleewm.data.encoding import frames_in_action
+from meleewm.melee import (DEAD_STATES, FIRST_SPECIAL, GROUND_ACTIONS, LEDGE_STATES, RESPAWN_STATES, geometry,
+                           ground_edge, in_blast_zone, in_stage_body, on_a_surface)
+from meleewm.melee.moves import moves
 
 CHECKS: tuple[str, ...] = (
     "nonfinite",
@@ -52,6 +60,8 @@ CHECKS: tuple[str, ...] = (
     "inside_stage_body",
     "standing_past_edge",
     "standing_on_nothing",
+    "ground_action_in_air",
+    "move_past_limit",
     "impossible_action",
 )
 PERCENT_TOL = 0.01
@@ -105,6 +115,34 @@ def _standing_on_nothing(state: RawState, stage: np.ndarray, x: np.ndarray, y: n
         count += int((m & ~on_a_surface(s, x, y)).sum())
         checked += int(m.sum())
     return _result(count, checked)
+
+
+def _ground_action_in_air(state: RawState, act_i: np.ndarray | None) -> dict[str, Any]:
+    """Airborne entries in an action of the ground."""
+    if AIRBORNE not in state or act_i is None:
+        return _result(0, 0)
+    airborne = np.asarray(state[AIRBORNE], np.float64)
+    m = np.isfinite(airborne) & (act_i >= 0)
+    return _result((m & (airborne > 0) & np.isin(act_i, list(GROUND_ACTIONS))).sum(), m.sum())
+
+
+def _move_past_limit(act_i: np.ndarray | None, chars: np.ndarray | None) -> dict[str, Any]:
+    """Entries whose action has gone on longer than its limit, by the frames counted from the rollout's first."""
+    if act_i is None or chars is None:
+        return _result(0, 0)
+    n, h, p = act_i.shape
+    valid = act_i >= 0
+    age = frames_in_action(act_i.transpose(1, 0, 2).reshape(h, n * p), valid.transpose(1, 0, 2).reshape(h, n * p))
+    age = age.reshape(h, n, p).transpose(1, 0, 2)
+    table = moves()
+    c = np.where(np.isfinite(chars), chars, -1).astype(np.int64)
+    code = c * 1000 + act_i
+    limit = np.full(act_i.shape, np.inf)
+    for value in np.unique(code[valid]).tolist():
+        move = table.get(value // 1000, {}).get(value % 1000)
+        if move is not None:
+            limit[code == value] = move.limit
+    return _result((valid & (age > limit)).sum(), valid.sum())
 
 
 def check_state(
@@ -163,6 +201,10 @@ def check_state(
             checked += int(m.sum())
     out["standing_past_edge"] = _result(count, checked)
     out["standing_on_nothing"] = _standing_on_nothing(state, stage, x, y, act_i)
+    out["ground_action_in_air"] = _ground_action_in_air(state, act_i)
+    chars = (np.asarray(state[CHARACTER], np.float64) if CHARACTER in state
+             else (None if characters is None else np.asarray(characters, np.float64)))
+    out["move_past_limit"] = _move_past_limit(act_i, chars)
 
     if PERCENT in state:
         pc = np.asarray(state[PERCENT], np.float64)
@@ -201,11 +243,6 @@ def check_state(
     if allowed_actions is None or act_i is None:
         out["impossible_action"] = {"count": None, "checked": 0, "rate": None}
     else:
-        chars = (
-            np.asarray(state[CHARACTER], np.float64)
-            if CHARACTER in state
-            else (None if characters is None else np.asarray(characters, np.float64))
-        )
         m = np.isfinite(act)
         common = np.array(sorted({a for _, a in allowed_actions if 0 <= a < FIRST_SPECIAL}), np.int64)
         ok = (act_i >= 0) & (act_i < FIRST_SPECIAL) & np.isin(act_i, common)

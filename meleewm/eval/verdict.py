@@ -33,7 +33,9 @@ BASELINE_ORDER = (MODEL_WITH_RULES, "persistence", "constant_velocity")
 RULE_CHECKS = {"outside_blast_zone": "alive outside a blast zone", "percent_decrease": "percent falls",
                "stocks_not_one_ko": "stocks change other than by one KO", "inside_stage_body": "inside the stage's floor",
                "standing_past_edge": "standing on air past the stage's edge",
-               "standing_on_nothing": "standing where the stage has no surface"}
+               "standing_on_nothing": "standing where the stage has no surface",
+               "ground_action_in_air": "in an action of the ground, in the air",
+               "move_past_limit": "a move longer than the game's"}
 
 
 def by_key(records: list[dict[str, Any]] | None, key: str) -> dict[int, dict[str, Any]]:

@@ -9,6 +9,7 @@ from meleewm.melee.actions import (
     HALO_DESCENT_FRAMES,
     HALO_WAIT_MAX_FRAMES,
     FIRST_SPECIAL,
+    GROUND_ACTIONS,
     LEDGE_STATES,
     RESPAWN_STATES,
     SHIELD_STATES,
@@ -46,7 +47,7 @@ from meleewm.melee.stages import (
 )
 
 __all__ = [
-    "ACTION_IDS", "ACTION_NAMES", "DAMAGE_STATES", "DEAD_FRAMES", "DEAD_STATES", "FIRST_SPECIAL",
+    "ACTION_IDS", "ACTION_NAMES", "DAMAGE_STATES", "DEAD_FRAMES", "DEAD_STATES", "FIRST_SPECIAL", "GROUND_ACTIONS",
     "HALO_DESCENT_FRAMES", "HALO_WAIT_MAX_FRAMES", "LEDGE_STATES", "RESPAWN_STATES", "SHIELD_STATES",
     "action_name", "is_dead",
     "DIGITAL_BUTTONS", "PhysicalButton", "ProcessedButton", "button_bits",

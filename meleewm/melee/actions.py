@@ -164,9 +164,27 @@ RESPAWN_STATES = frozenset({0x00C, 0x00D})  # ON_HALO_DESCENT, ON_HALO_WAIT
 DAMAGE_STATES = frozenset(range(0x04B, 0x05C))  # 75..91: DAMAGE_* (hitstun animations)
 SHIELD_STATES = frozenset(range(0x0B2, 0x0B7))  # 178..182: SHIELD_START..SHIELD_REFLECT
 LEDGE_STATES = frozenset(range(0x0FC, 0x108))  # 252..263: EDGE_CATCHING..EDGE_JUMP_2_QUICK
+ENTRY_STATES = frozenset({0x142, 0x143, 0x144})  # ENTRY, ENTRY_START, ENTRY_END: the game's start
+# Held, carried or thrown by another (a grab, Donkey Kong's carry, a command grab), and the rarer states from
+# SHOULDERED_WAIT on (captures, items' effects, the entry): the other player or the item places the character
+CAPTURED_STATES = (frozenset(range(0x0DF, 0x0E9)) | frozenset(range(0x0EF, 0x0F4))
+                   | frozenset(range(0x10A, FIRST_SPECIAL)))   # GRAB_PULLING_HIGH..GRAB_FOOT, THROWN_*, 266..340
 # The actions in which the game catches a ledge for everyone (``meleewm.melee.characters.LEDGE_GRAB_BOXES``): jumps,
 # falls, special falls, a tumble and sliding off an edge. Aerial attacks, airdodges and hitstun never catch one.
 LEDGE_GRAB_ACTIONS = frozenset(range(0x019, 0x027)) | {0x0FB}  # 25..38: JUMPING_FORWARD..TUMBLING; SLIDING_OFF_EDGE
+
+# Actions never airborne on any frame of the shared games (each seen on 100 frames or more): on the ground only
+GROUND_ACTIONS = frozenset(ACTION_IDS[name] for name in (
+    "STANDING WALK_SLOW WALK_MIDDLE WALK_FAST TURNING TURNING_RUN DASHING RUNNING RUN_BRAKE KNEE_BEND CROUCH_START "
+    "CROUCHING CROUCH_END LANDING LANDING_SPECIAL NEUTRAL_ATTACK_1 NEUTRAL_ATTACK_2 NEUTRAL_ATTACK_3 "
+    "LOOPING_ATTACK_START LOOPING_ATTACK_MIDDLE LOOPING_ATTACK_END DASH_ATTACK FTILT_HIGH FTILT_MID FTILT_LOW UPTILT "
+    "DOWNTILT FSMASH_HIGH FSMASH_MID FSMASH_LOW UPSMASH DOWNSMASH NAIR_LANDING FAIR_LANDING BAIR_LANDING "
+    "UAIR_LANDING DAIR_LANDING SHIELD_START SHIELD SHIELD_RELEASE SHIELD_STUN SHIELD_REFLECT LYING_GROUND_UP "
+    "GROUND_GETUP GROUND_ATTACK_UP GROUND_ROLL_FORWARD_UP GROUND_ROLL_BACKWARD_UP LYING_GROUND_DOWN NEUTRAL_GETUP "
+    "GETUP_ATTACK GROUND_ROLL_FORWARD_DOWN GROUND_ROLL_BACKWARD_DOWN NEUTRAL_TECH FORWARD_TECH BACKWARD_TECH GRAB "
+    "GRAB_PULLING GRAB_RUNNING GRAB_RUNNING_PULLING GRAB_WAIT GRAB_PUMMEL GRAB_BREAK THROW_FORWARD THROW_BACK "
+    "THROW_UP THROW_DOWN GRAB_PULL GRABBED GRAB_PUMMELED ROLL_FORWARD ROLL_BACKWARD SPOTDODGE REBOUND_STOP REBOUND "
+    "EDGE_TEETERING_START EDGE_TEETERING TAUNT_RIGHT TAUNT_LEFT").split())
 
 # What a fall onto the main stage lands in: 95.6 % of the shared games' 30,235 landings on it (the rest: some
 # characters' special landings, a hit on the landing frame, ledge getups)

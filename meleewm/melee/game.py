@@ -18,3 +18,7 @@ FAST_FALL_STICK = -0.6625
 # A hit is taken within this distance of the other player or an item (a projectile, a turnip), at the frame before:
 # of the shared games' 16,147 damage actions entered, 19 (0.12 %) had neither that near (50 at 40 units, 218 at 30)
 HIT_REACH = 50.0
+# A KO begins at a blast zone: on the frame before each of the shared games' 1,260 deaths (DEAD_*), the character was
+# within this many units of the left, right, bottom or top one (at most 15.7, 15.1, 6.7 and 5.0 from the nearest:
+# a launch crosses a side zone fast; a fall, the bottom one at its top fall speed)
+KO_REACH = (16.0, 16.0, 7.0, 5.0)

@@ -196,7 +196,9 @@ def resolve_model(path: str | Path | None = None) -> Path:
 # off) as it is: rules of motion, and which items the encoding keeps.
 WEIGHTLESS_SWITCHES = {**{name: "model" for name in (
     "ground_motion", "item_motion", "ground_snap", "body_landing", "solid_stage", "respawn_snap", "hitlag_freeze",
-    "stage_edge", "ledge_catch", "ledge_grab", "hit_reach", "surface_landing", *SPEED_RULES)},
+    "stage_edge", "ledge_catch", "ledge_grab", "hit_reach", "surface_landing", "move_end", "air_motion",
+    "surface_stand", "death_at_blast_zone",
+    *SPEED_RULES)},
     "player_items_only": "encoding"}
 
 

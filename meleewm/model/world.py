@@ -21,15 +21,17 @@ from meleewm.data.encoding import CAT_FIELDS, EncodingSpec, apply_state_age_rule
 from meleewm.data.step import StepInput
 from meleewm.model.mamba2 import Mamba2, Mamba2Config
 from meleewm.model.mlp import FrameStackConfig, FrameStackMLP
-from meleewm.melee.actions import (ACTION_IDS, DAMAGE_STATES, DEAD_FRAMES, DEAD_STATES, LANDING_STATES,
-                                   LEDGE_GRAB_ACTIONS, LEDGE_STATES, RESPAWN_STATES, SPECIAL_ACTION_IDS)
+from meleewm.melee.actions import (ACTION_IDS, CAPTURED_STATES, DAMAGE_STATES, DEAD_FRAMES, DEAD_STATES,
+                                   ENTRY_STATES, GROUND_ACTIONS, LANDING_STATES, LEDGE_GRAB_ACTIONS, LEDGE_STATES,
+                                   RESPAWN_STATES, SPECIAL_ACTION_IDS)
 from meleewm.melee.characters import (AIR_DRIFT, AIR_FALL, AIR_FRICTION, DOUBLE_JUMP_SPEEDS, FIRE_TRAVEL,
                                       GROUND_FRICTION, GROUND_JUMP_SPEEDS, ILLUSION_END_FALL_START,
                                       ILLUSION_END_GRAVITY, ILLUSION_END_MEASURED_FRAMES, ILLUSION_END_SLOWDOWN,
                                       ILLUSION_END_SPEED, ILLUSION_SPEED, LEDGE_CATCH_OFFSETS,
                                       LEDGE_GRAB_BOXES, LEDGE_GRAB_SPECIALS)
 from meleewm.melee.game import (AIRDODGE_DECAY, AIRDODGE_DECAY_FRAMES, AIRDODGE_SPEED, FAST_FALL_STICK,
-                                HIT_REACH, KNOCKBACK_DECAY, STICK_DEADZONE)
+                                HIT_REACH, KNOCKBACK_DECAY, KO_REACH, STICK_DEADZONE)
+from meleewm.melee.moves import MAX_SUCCESSORS, moves
 from meleewm.melee.stages import (BODY_TOLERANCE, LANDING_SLACK, LEDGE_CATCH_BOX, LEGAL_STAGES, SOLID_INSET,
                                   body_bounds, geometry, ground_edge, halo_start, landing_areas, ledge_point)
 
@@ -241,11 +243,37 @@ class WorldModelConfig:
     # A landing is on a surface: where the input is in the air and the prediction grounded, the predicted position lies
     # in one of the stage's landing areas (``meleewm.melee.stages.landing_areas``: all 41,337 landings of the shared
     # games do), or is put on the nearest within BODY_TOLERANCE under or over it (ground_snap's reach); farther from
-    # every surface the character is still in the air, in the input's action where the pick was another. The
+    # every surface the character is still in the air, in the input's action (FALLING where that is an action of the
+    # ground the model held in the air) where the pick was another. The
     # model alone landed 1 in 5 of its landings on nothing (13 % of its grounded frames were more than 5 units from
     # any surface; the games': under 1 %, carried and thrown characters) and stood there in the air. A ledge, a death
     # or the respawn platform is no landing here. A landing put off it falls a frame further from the input (air_fall)
     surface_landing: bool = False
+    # A move ends when the game ends it: where the model's pick goes on with the input's action past the longest the
+    # shared games went on with it for that character (``meleewm.melee.moves``: the move's limit, by the closed loop's
+    # count of its frames), the pick is the model's best of the actions that followed it in the games, one airborne as
+    # the prediction is where there is one (and the airborne bit is that successor's). Held actions (standing,
+    # shielding, falls, hitstun...) have no limit. The model alone held 6 % of its moves past their limit, on 10 % of
+    # its rolled-out frames: jabs, grabs, Fire Fox and airdodges that never ended
+    move_end: bool = False
+    # In the air, a character moves by its speeds: where the input and the prediction are airborne and alive, off the
+    # ledge, and the gate held a position (unchanged or 0) while the frame's speeds move it, the position is the
+    # input's plus the speeds' displacement (x(t) = x(t-1) + v(t) holds on 97 % of such real frames, and on 99.5 % of
+    # them for y to 0.1 units). The gate held a character that ran off the stage at its height while its fall speed
+    # grew, and Fire Fox flew up while x stayed put
+    air_motion: bool = False
+    # With surface_landing: a grounded character stands on a surface. Where the input and the prediction are grounded,
+    # the character neither on the ledge, dead, respawning nor held or carried by another (CAPTURED_STATES), its
+    # position lies in one of the stage's landing areas (99.96 % of such frames of the shared games), or is put on
+    # the nearest within BODY_TOLERANCE; farther from every surface (off a platform's end) it falls: airborne, FALLING
+    # where the pick was an action of the ground, a frame into the fall. The model alone stood 5 % of its grounded
+    # frames where the stage has no surface, most of them 1 to 25 units over or under one
+    surface_stand: bool = False
+    # A KO begins at a blast zone: a death the model picks (a DEAD_* action entered) where the input frame is farther
+    # from every blast zone of a stage with geometry than KO_REACH (16 units from a side, 7 from the bottom, 5 from the
+    # top) is none; the pick is the model's best other action. Every real KO's frame before is that near a zone; the
+    # model's falls died a median 12.6 units over the bottom one, a quarter of them more than 24 over it (up to 92)
+    death_at_blast_zone: bool = False
 
     def __post_init__(self):
         if self.body not in ("mamba2", "mlp"):
@@ -255,6 +283,13 @@ class WorldModelConfig:
                              f"{self.age_max}")
         if self.ledge_grab and not self.ledge_catch:
             raise ValueError("model.ledge_grab makes a catch that ledge_catch places: it needs model.ledge_catch")
+        if self.air_motion and not self.cont_gate:
+            raise ValueError("model.air_motion overrides the gate's positions: it needs model.cont_gate")
+        if self.move_end and not self.age_embed_dim:
+            raise ValueError("model.move_end reads how long an action has lasted: it needs model.age_embed_dim")
+        if self.surface_stand and not (self.surface_landing and self.stage_edge):
+            raise ValueError("model.surface_stand checks standing as surface_landing checks landings, and falls into "
+                             "stage_edge's FALLING: it needs model.surface_landing and model.stage_edge")
         if self.surface_landing and not self.air_fall:
             raise ValueError("model.surface_landing keeps a character falling by air_fall's speeds: it needs "
                              "model.air_fall")
@@ -427,7 +462,22 @@ class WorldModel(nn.Module):
             # the farthest |x| a character stands at on each main stage; anywhere where the stage has no such fact
             self.register_buffer("ground_edge", stage_table(spec, ground_edge, float("inf")), persistent=False)
             self.register_buffer("run_off", action_table(spec, RUN_OFF), persistent=False)
-            self.falling_action = spec.cat_value_index("post_state", FALLING)
+        if config.surface_stand:
+            self.register_buffer("not_standing", action_table(
+                spec, LEDGE_STATES | DEAD_STATES | RESPAWN_STATES | CAPTURED_STATES), persistent=False)
+        # the actions of the ground, and the fall a character in one of them without ground under it falls in
+        self.register_buffer("ground_action", action_table(spec, GROUND_ACTIONS), persistent=False)
+        self.falling_action = spec.cat_value_index("post_state", FALLING)
+        if config.death_at_blast_zone:
+            self.register_buffer("blast_zones", stage_table(spec, blast_zones, float("nan"), (4,)), persistent=False)
+        if config.move_end:
+            limit, successors, successor_air = move_tables(spec)
+            self.register_buffer("move_limit", limit, persistent=False)
+            self.register_buffer("move_successors", successors, persistent=False)
+            self.register_buffer("move_successor_air", successor_air, persistent=False)
+        if config.air_motion:
+            self.register_buffer("in_place", action_table(spec, LEDGE_STATES | DEAD_STATES | RESPAWN_STATES
+                                                          | ENTRY_STATES), persistent=False)
         if config.respawn_snap:
             self.register_buffer("halo_start", halo_start_table(spec), persistent=False)
             self.halo_action = spec.cat_value_index("post_state", ACTION_IDS["ON_HALO_DESCENT"])
@@ -555,8 +605,14 @@ class WorldModel(nn.Module):
             pick = self._hit_reach(out, pick, x)
         if self.config.respawn_snap:
             pick = self._death_hold(out, pick, x)
+        if self.config.death_at_blast_zone:
+            pick = self._death_at_blast_zone(out, pick, x)
         if self.config.stage_edge:   # before the speed rules, which move only characters in the air
             bin_logits = out["bin_logits"] = self._off_the_stage(bin_logits, x)
+            pick = self._no_ground_action_off_the_stage(out, pick, x)
+        if self.config.move_end:     # before the speed rules, which read the pick
+            pick = self._move_end(out, pick, x)
+            bin_logits = out["bin_logits"]
         if self.config.cont_gate:
             gate_logits = self.gate_head(h).view(*lead, 2, -1, 3)
             choice = gate_logits.argmax(-1)
@@ -567,8 +623,11 @@ class WorldModel(nn.Module):
             velocities = gated(free)
             for name in self.speed_rules:
                 velocities = getattr(self, f"_{name}")(velocities, bin_logits, pick, x)
-            moved = free + self._motion(velocities, bin_logits, x.cont_mask)
+            motion = self._motion(velocities, bin_logits, x.cont_mask)
+            moved = free + motion
             cont = gated(moved)
+            if self.config.air_motion:
+                cont = self._air_motion(cont, base + motion, choice, bin_logits, pick, x)
             if self.speed_rules:   # the output's speeds are the ones that moved the character
                 cont[..., self.velocity_index] = velocities[..., self.velocity_index]
             out.update(cont=cont, cont_free=moved, gate_logits=gate_logits)
@@ -591,6 +650,8 @@ class WorldModel(nn.Module):
             pick = self._solid_stage(out, pick, x)
         if self.config.surface_landing:
             pick = self._surface_landing(out, pick, x)
+        if self.config.surface_stand:
+            pick = self._surface_stand(out, pick, x)
         if self.config.respawn_snap:
             out["cont"] = self._respawn_snap(out["cont"], pick, x)
         if self.spec.items:
@@ -685,23 +746,49 @@ class WorldModel(nn.Module):
                    & ~self.not_a_landing[pick])
         if not bool(landing.any()):   # most frames: nobody lands (a play tick's budget)
             return pick
-        areas = self.landing_area[self._stage_of(x, pick)]                     # [*L, 2, areas, 4], raw
+        nowhere = self._onto_a_surface(out, landing, x)
+        before = x.state_cat[..., ACTION_COLUMN].long()
+        # the input's air action goes on; an action of the ground the model had put in the air is a fall (where it
+        # went on, past its limit too: move_end had ended it)
+        still = torch.where(self.ground_action[before], self.falling_action, before)
+        return self._force_pick(out, pick, nowhere, still)
+
+    def _surface_stand(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``out`` (the heads' predictions; ``pick`` their action) standing on the nearest of the stage's landing areas
+        where the input and the prediction are grounded and the prediction is within reach of one, and falling where
+        it is farther from all of them (see ``WorldModelConfig.surface_stand``). Returns the action picked now."""
+        a = self.airborne_index
+        standing = ((x.state_bin[..., a] <= 0) & (x.bin_mask[..., a] > 0) & (out["bin_logits"][..., a] <= 0)
+                    & ~self.not_standing[pick] & ~self.not_standing[x.state_cat[..., ACTION_COLUMN].long()])
+        nowhere = self._onto_a_surface(out, standing, x)
+        if not bool(nowhere.any()):
+            return pick
+        return self._force_pick(out, pick, nowhere & self.ground_action[pick], self.falling_action)
+
+    def _onto_a_surface(self, out: dict[str, torch.Tensor], grounded: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``out`` where ``grounded``: the position put on the nearest landing area's height within BODY_TOLERANCE
+        of it (off it by more than LANDING_SLACK), and airborne a frame further into a fall from the input farther
+        from every area. Returns where it falls."""
+        areas = self.landing_area[self._stage_of(x, grounded)]                 # [*L, 2, areas, 4], raw
         px, py = (self._raw(out["cont"], f).unsqueeze(-1) for f in POSITION_FIELDS)
         x_low, x_high, y_low, y_high = (bound.to(px.dtype) for bound in areas.unbind(-1))
         spans = (px >= x_low - LANDING_SLACK) & (px <= x_high + LANDING_SLACK)
         surface = torch.minimum(torch.maximum(py, y_low), y_high)             # the nearest height of each area
         gap = torch.where(spans, (py - surface).abs(), torch.full_like(py, float("inf")))
         nearest = gap.min(-1)
-        known = (torch.isfinite(areas[..., 0, 0]) & (x.cont_mask[..., self.position_index] > 0).all(-1)
+        known = (grounded & torch.isfinite(areas[..., 0, 0]) & (x.cont_mask[..., self.position_index] > 0).all(-1)
                  & (x.cat_mask[..., ACTION_COLUMN] > 0))
-        # within ground_snap's reach of a surface the landing is on it; farther from every surface it is none
-        onto = landing & known & (nearest.values > LANDING_SLACK) & (nearest.values <= BODY_TOLERANCE)
+        # within ground_snap's reach of a surface the character is on it; farther from every surface it is not
+        off = known & (nearest.values > LANDING_SLACK)
+        if not bool(off.any()):   # most frames: everyone stands on a surface (a play tick's budget)
+            return off
+        onto = off & (nearest.values <= BODY_TOLERANCE)
         height = surface.gather(-1, nearest.indices.unsqueeze(-1)).squeeze(-1)
         out["cont"] = self._put(out["cont"], "post_position_y", onto, height)
-        nowhere = landing & known & (nearest.values > BODY_TOLERANCE)
+        nowhere = off & (nearest.values > BODY_TOLERANCE)
         out["bin_logits"] = self._force_airborne(out["bin_logits"], nowhere)
         out["cont"] = self._fall_on(out["cont"], nowhere, x)   # the speed rules took the model's bit: no fall yet
-        return self._force_pick(out, pick, nowhere, x.state_cat[..., ACTION_COLUMN].long())
+        return nowhere
 
     @staticmethod
     def _stage_of(x: StepInput, like: torch.Tensor) -> torch.Tensor:
@@ -1091,13 +1178,27 @@ class WorldModel(nn.Module):
     def _off_the_stage(self, bin_logits: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``bin_logits`` airborne where the input frame is past the main stage's edge and not on the ledge: no ground
         is there (see ``WorldModelConfig.stage_edge``)."""
-        px = self._raw(x.state_cont, "post_position_x")
-        off = ((px.abs() > self.ground_edge[self._stage_of(x, px)].to(px.dtype))
-               & (x.cont_mask[..., self.position_index[0]] > 0)
-               & ~(self.ledge_action[x.state_cat[..., ACTION_COLUMN].long()] & (x.cat_mask[..., ACTION_COLUMN] > 0)))
+        off = self._past_the_edge(x)
         if not bool(off.any()):   # most frames: everyone is on the stage (a play tick's budget)
             return bin_logits
         return self._force_airborne(bin_logits, off)
+
+    def _past_the_edge(self, x: StepInput) -> torch.Tensor:
+        """``[*L, 2]``: the input frame is past the main stage's edge, and not on the ledge."""
+        px = self._raw(x.state_cont, "post_position_x")
+        return ((px.abs() > self.ground_edge[self._stage_of(x, px)].to(px.dtype))
+                & (x.cont_mask[..., self.position_index[0]] > 0)
+                & ~(self.ledge_action[x.state_cat[..., ACTION_COLUMN].long()] & (x.cat_mask[..., ACTION_COLUMN] > 0)))
+
+    def _no_ground_action_off_the_stage(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput
+                                        ) -> torch.Tensor:
+        """``out`` with FALLING picked where the input frame is past the edge and the pick is an action of the
+        ground (GROUND_ACTIONS): the model dashed and crouched in the air there, held up by nothing. Before the speed
+        rules, so that the fall falls. Returns the action picked now."""
+        hovering = self.ground_action[pick] & self._past_the_edge(x)
+        if not bool(hovering.any()):
+            return pick
+        return self._force_pick(out, pick, hovering, self.falling_action)
 
     def _stage_edge(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``out`` (the heads' predictions; ``pick`` their action) made to stand only on the main stage (see
@@ -1108,8 +1209,11 @@ class WorldModel(nn.Module):
         px = self._raw(out["cont"], "post_position_x")
         edge = self.ground_edge[self._stage_of(x, px)].to(px.dtype)
         grounded = out["bin_logits"][..., a] <= 0
-        past = grounded & (px.abs() > edge) & (x.cont_mask[..., self.position_index[0]] > 0)
-        if not bool(past.any()):   # most frames: nobody is at an edge (a play tick's budget)
+        beyond = (px.abs() > edge) & (x.cont_mask[..., self.position_index[0]] > 0)
+        past = grounded & beyond
+        # in the air past the edge in an action of the ground (a dash, a jump's squat): nothing holds it up
+        hovering = ~grounded & beyond & self.ground_action[pick]
+        if not bool((past | hovering).any()):   # most frames: nobody is at an edge (a play tick's budget)
             return pick
         was_grounded = (x.state_bin[..., a] <= 0) & (x.bin_mask[..., a] > 0)
         inside = self._raw(x.state_cont, "post_position_x").abs() <= edge
@@ -1118,8 +1222,64 @@ class WorldModel(nn.Module):
         airborne = past & ~stop
         out["bin_logits"] = self._force_airborne(out["bin_logits"], airborne)
         # a ground action (the input grounded, or a pick other than the air action going on) becomes a fall
-        falls = airborne & (was_grounded | (pick != x.state_cat[..., ACTION_COLUMN].long()))
+        falls = (airborne & (was_grounded | (pick != x.state_cat[..., ACTION_COLUMN].long()))) | hovering
         return self._force_pick(out, pick, falls, self.falling_action)
+
+    def _death_at_blast_zone(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``out`` (the heads' predictions; ``pick`` their action) with no death entered where the input frame is
+        farther from every blast zone than KO_REACH (see ``WorldModelConfig.death_at_blast_zone``). Returns the action
+        picked now."""
+        before = x.state_cat[..., ACTION_COLUMN].long()
+        entering = self.dead_action[pick] & ~self.dead_action[before] & (x.cat_mask[..., ACTION_COLUMN] > 0)
+        if not bool(entering.any()):   # most frames: nobody dies (a play tick's budget)
+            return pick
+        left, right, bottom, top = self.blast_zones[self._stage_of(x, pick)].to(x.state_cont.dtype).unbind(-1)
+        px, py = (self._raw(x.state_cont, f) for f in POSITION_FIELDS)
+        margins = torch.stack([px - left, right - px, py - bottom, top - py], -1)
+        reach = torch.tensor(KO_REACH, dtype=margins.dtype, device=margins.device)
+        inside = (entering & ~(margins <= reach).any(-1) & torch.isfinite(margins).all(-1)
+                  & (x.cont_mask[..., self.position_index] > 0).all(-1))
+        return self._forbid_picks(out, inside, self.dead_action)
+
+    def _move_end(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``out`` (the heads' predictions; ``pick`` their action) with the input's action ended where the pick goes on
+        with it from its limit on (see ``WorldModelConfig.move_end``): the pick is the model's best successor, one
+        airborne as the prediction where there is one, and the airborne bit is that successor's. Returns the action
+        picked now."""
+        before = x.state_cat[..., ACTION_COLUMN].long()
+        char = x.state_cat[..., self.character_column].long()
+        limit = self.move_limit[char, before]
+        ending = ((pick == before) & (x.state_age >= limit) & (x.cat_mask[..., ACTION_COLUMN] > 0)
+                  & (x.cat_mask[..., self.character_column] > 0))
+        if not bool(ending.any()):   # most frames: every move is within its limit (a play tick's budget)
+            return pick
+        successors = self.move_successors[char, before]                    # [*L, 2, K]; 0 past the last
+        successor_air = self.move_successor_air[char, before]
+        logits = out["cat_logits"][ACTION_COLUMN].gather(-1, successors).float()
+        airborne = (out["bin_logits"][..., self.airborne_index] > 0).unsqueeze(-1)
+        # a successor airborne as the prediction comes first; the model's logits order the rest
+        score = torch.where(successors > 0, logits + FORCED_LOGIT * (successor_air == airborne), -float("inf"))
+        best = score.argmax(-1, keepdim=True)
+        ending = ending & (successors[..., 0] > 0)
+        out["bin_logits"] = self._force_airborne(out["bin_logits"], ending & successor_air.gather(-1, best)[..., 0])
+        out["bin_logits"] = self._force_airborne(out["bin_logits"], ending & ~successor_air.gather(-1, best)[..., 0],
+                                                 airborne=False)
+        return self._force_pick(out, pick, ending, successors.gather(-1, best)[..., 0])
+
+    def _air_motion(self, cont: torch.Tensor, by_speeds: torch.Tensor, choice: torch.Tensor,
+                    bin_logits: torch.Tensor, pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``cont`` with the positions ``by_speeds`` (the input's moved by the frame's speeds) where the input and the
+        prediction are in the air, neither on the ledge, dead or respawning, and the gate held a position (see
+        ``WorldModelConfig.air_motion``)."""
+        a = self.airborne_index
+        flying = ((x.state_bin[..., a] > 0) & (x.bin_mask[..., a] > 0) & (bin_logits[..., a] > 0)
+                  & ~self.in_place[x.state_cat[..., ACTION_COLUMN].long()] & ~self.in_place[pick]
+                  & (x.cat_mask[..., ACTION_COLUMN] > 0))
+        held = (choice[..., self.position_columns] != GATE_FREE) & flying.unsqueeze(-1)
+        if not bool(held.any()):
+            return cont
+        position = torch.where(held, by_speeds[..., self.position_columns], cont[..., self.position_columns])
+        return cont.index_copy(-1, self.position_columns, position)
 
     def _death_hold(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``out`` (the heads' predictions; ``pick`` their action) with a death going on where the input frame is one
@@ -1221,6 +1381,12 @@ def stage_table(spec: EncodingSpec, fact, empty: float, width: tuple[int, ...] =
     return table
 
 
+def blast_zones(stage_id: int) -> tuple[float, float, float, float] | None:
+    """A stage's blast zones (left, right, bottom, top), raw; None without its geometry."""
+    g = geometry(stage_id)
+    return None if g is None else (g.blast_left, g.blast_right, g.blast_bottom, g.blast_top)
+
+
 def landing_area_table(spec: EncodingSpec) -> torch.Tensor:
     """``[n_stages, areas, 4]``: per stage index its :func:`meleewm.melee.stages.landing_areas` (raw; NaN past a
     stage's last, and everywhere for a stage without them)."""
@@ -1230,6 +1396,28 @@ def landing_area_table(spec: EncodingSpec) -> torch.Tensor:
         areas = landing_areas(stage_id)
         return None if areas is None else [*areas, *[(float("nan"),) * 4] * (width - len(areas))]
     return stage_table(spec, padded, float("nan"), (width, 4))
+
+
+def move_tables(spec: EncodingSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``meleewm.melee.moves``' table per [post_character vocabulary, action vocabulary]: the limit (inf where a move
+    has none), and up to MAX_SUCCESSORS successors (action vocabulary indices, 0 past the last) with their airborne
+    bits."""
+    chars, actions = spec.decode_lut("post_character"), spec.decode_lut("post_state")
+    limit = torch.full((len(chars), len(actions)), float("inf"))
+    successors = torch.zeros((len(chars), len(actions), MAX_SUCCESSORS), dtype=torch.long)
+    successor_air = torch.zeros_like(successors, dtype=torch.bool)
+    table = moves()
+    for c, char in enumerate(chars):
+        for action, move in (table.get(int(char), {}) if c else {}).items():
+            a = spec.cat_value_index("post_state", action)
+            known = [(spec.cat_value_index("post_state", s), air) for s, air in move.successors]
+            known = [(s, air) for s, air in known if s > 0]
+            if a == 0 or not known:   # not in the vocabulary: never picked
+                continue
+            limit[c, a] = move.limit
+            successors[c, a, :len(known)] = torch.tensor([s for s, _ in known])
+            successor_air[c, a, :len(known)] = torch.tensor([air for _, air in known])
+    return limit, successors, successor_air
 
 
 def action_value_table(spec: EncodingSpec, values: dict[int, int]) -> torch.Tensor:

@@ -411,6 +411,28 @@ def test_standing_on_nothing_by_hand():
     assert (fountain["count"], fountain["checked"]) == (2, 5)                    # ... and its side one (35, 10)
 
 
+
+def test_ground_action_in_air_and_move_past_limit_by_hand():
+    """``ground_action_in_air``: a dash in the air counts, a dash on the ground or a fall in the air does not.
+    ``move_past_limit``: Falco's jab held 30 frames from the rollout's start counts its frames past the limit; his
+    standing (held) never counts."""
+    from meleewm.melee.moves import moves
+
+    s = zeros_state(1, 4, 2)
+    s["post_state"][0, :, 0] = [20, 20, 29, 14]               # DASHING, DASHING, FALLING, STANDING
+    s["post_airborne"][0, :, 0] = [1, 0, 1, 0]
+    result = check_state(s, np.array([32]))["ground_action_in_air"]
+    assert (result["count"], result["checked"]) == (1, 8)
+
+    jab = moves()[22][44].limit
+    s = zeros_state(1, 30, 2)
+    s["post_state"][0, :, 0] = 44                              # NEUTRAL_ATTACK_1 on every frame
+    s["post_state"][0, :, 1] = 14                              # STANDING
+    s["post_character"][:] = 22                                # Falco (internal id)
+    result = check_state(s, np.array([32]))["move_past_limit"]
+    assert (result["count"], result["checked"]) == (30 - 1 - jab, 60)
+
+
 def test_seen_actions():
     chars = [np.array([[1, 1], [2, np.nan]]), np.array([7])]
     acts = [np.array([[14, 341], [14, 20]]), np.array([350])]

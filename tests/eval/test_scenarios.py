@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from meleewm.eval.plausibility import check_state
 from meleewm.eval.scenarios import _duration_in, family_of, idle_inputs, idle_test, match_events
@@ -12,17 +11,8 @@ from meleewm.melee import ACTION_IDS, LEGAL_STAGES
 from meleewm.melee.stages import BATTLEFIELD
 from meleewm.model.rollout import rollout
 from meleewm.model.rules import GameRules
-from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
 
 IDLE_FRAMES = 1800
-
-
-@pytest.fixture(scope="module")
-def bundled():
-    if not DEFAULT_MODEL.is_file():
-        pytest.skip(f"no bundled model at {DEFAULT_MODEL}")
-    torch.set_num_threads(1)
-    return load_model(DEFAULT_MODEL).model
 
 
 def test_idle_test_on_the_bundled_model(bundled):

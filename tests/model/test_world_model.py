@@ -1114,6 +1114,17 @@ def final_destination_state(spec, **players):
     return StepInput.zeros(spec).replace(**start.tensors())
 
 
+def grounded_at(spec, x: StepInput, at: tuple[float, float], action: int) -> dict:
+    """Heads' predictions for ``x`` (batch 1): player 0 grounded at ``at`` (x, y) in ``action`` (a vocabulary index),
+    the rest of the state as the input's."""
+    cont = x.state_cont.clone()
+    for f, v in zip(POSITION_FIELDS, at):
+        cont[0, 0, spec.cont_index(f)] = spec.normalise(f, torch.tensor(v))
+    logits = [torch.zeros(1, 2, n) for _, n in spec.cat_fields]
+    logits[ACTION_COLUMN][0, 0, action] = 20.0
+    return {"cont": cont, "bin_logits": torch.full(x.state_bin.shape, -30.0), "cat_logits": logits}
+
+
 def test_the_game_catches_a_ledge_for_a_falling_character(real, tiled):
     """``ledge_grab``: Falco falling into his catch box below the ledge catches it, at his catch point and still,
     whatever the model picked, and so does one that rose in the box and now falls; not facing away from it, with the
@@ -1348,9 +1359,9 @@ def test_the_main_stage_is_solid(real, tiled):
 
 def test_a_landing_is_on_a_surface(real, tiled):
     """``surface_landing``: Falco falling over Final Destination whom the model lands 15 units above the stage stays
-    in the air, in his fall, a frame further down it; 6 units above it, he lands on it; landing on the surface, or
-    catching the ledge, stands. The games' own next frames pass through unchanged: every real landing is on a
-    surface."""
+    in the air, in his fall, a frame further down it (in a fall too where he was dashing in the air); 6 units above
+    it, he lands on it; landing on the surface, or catching the ledge, stands. The games' own next frames pass
+    through unchanged: every real landing is on a surface."""
     from meleewm.melee.actions import ACTION_IDS
     from meleewm.melee.characters import AIR_FALL
     from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
@@ -1369,23 +1380,17 @@ def test_a_landing_is_on_a_surface(real, tiled):
     spec = load_model(DEFAULT_MODEL).model.spec
     model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, cont_gate=True,
                                               air_fall=True, surface_landing=True))
-    sizes = [size for _, size in spec.cat_fields]
     index = {name: spec.cat_value_index("post_state", ACTION_IDS[name])
              for name in ("FALLING", "LANDING", "EDGE_CATCHING")}
     gravity = AIR_FALL[22][0]                                                  # Falco's
 
-    def lands(at, action):
-        """Falco falling at 1 unit a frame, whom the model puts grounded at ``at`` (x, y) in ``action``. Returns
-        his (x, y), fall speed, airborne logit and pick after the switch."""
+    def lands(at, action, before="FALLING"):
+        """Falco falling at 1 unit a frame in ``before``, whom the model puts grounded at ``at`` (x, y) in ``action``.
+        Returns his (x, y), fall speed, airborne logit and pick after the switch."""
         x = final_destination_state(spec, post_position_x=(at[0], -30.0), post_position_y=(at[1] + 1.0, 0.0),
-                                    post_state=(ACTION_IDS["FALLING"], ACTION_IDS["STANDING"]), post_airborne=(1, 0),
+                                    post_state=(ACTION_IDS[before], ACTION_IDS["STANDING"]), post_airborne=(1, 0),
                                     post_velocities_self_y=(-1.0, 0.0))
-        cont = x.state_cont.clone()
-        for f, v in zip(POSITION_FIELDS, at):
-            cont[0, 0, spec.cont_index(f)] = spec.normalise(f, torch.tensor(v))
-        logits = [torch.zeros(1, 2, n) for n in sizes]
-        logits[ACTION_COLUMN][0, 0, index[action]] = 20.0
-        out = {"cont": cont, "bin_logits": torch.full(x.state_bin.shape, -30.0), "cat_logits": logits}
+        out = grounded_at(spec, x, at, index[action])
         with torch.no_grad():
             pick = model._surface_landing(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
         assert torch.equal(pick, out["cat_logits"][ACTION_COLUMN].argmax(-1))   # the pick it returns is the decode's
@@ -1399,5 +1404,223 @@ def test_a_landing_is_on_a_surface(real, tiled):
     assert lands((10.0, 0.5), "LANDING")[1:] == (False, index["LANDING"])                   # within the slack
     assert lands((10.0, 6.0), "LANDING") == ([10.0, 0.0, -1.0], False, index["LANDING"])   # within reach: onto it
     assert lands((100.0, -20.0), "EDGE_CATCHING")[1:] == (False, index["EDGE_CATCHING"])    # a ledge: no landing
+    # an action of the ground the model held in the air (a dash, in the air 15 units up) is a fall there
+    assert lands((10.0, 15.0), "LANDING", before="DASHING")[1:] == (True, index["FALLING"])
     with pytest.raises(ValueError, match="air_fall"):
         WorldModelConfig(cont_gate=True, surface_landing=True)
+
+
+def test_a_move_ends_by_its_limit(real, tiled):
+    """``move_end``: Falco's jab picked again on the frame at its limit becomes the model's best successor (standing,
+    grounded); a frame earlier it goes on; standing goes on for ever. His fair at its limit, in the air, becomes a
+    successor in the air, the model's best of them. On the real games, given their next frames as the predictions,
+    nothing changes: no real move goes past its limit."""
+    from meleewm.melee.actions import ACTION_IDS
+    from meleewm.melee.moves import moves
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+
+    spec, _ = real
+    model = make(spec, "mamba2_age_gate", move_end=True)
+    x = StepInput.from_window(tiled)
+    real_out, kept = real_outputs(tiled, [size for _, size in spec.cat_fields])
+    going_on = tiled["next_cat"][..., ACTION_COLUMN] == x.state_cat[..., ACTION_COLUMN]
+    assert going_on.sum() > 1000
+    with torch.no_grad():
+        pick = model._move_end(real_out, real_out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+    assert max(max_diff(real_out, kept).values()) == 0 and torch.equal(pick, tiled["next_cat"][..., ACTION_COLUMN])
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, age_embed_dim=4,
+                                              move_end=True))
+    sizes = [size for _, size in spec.cat_fields]
+    index = {name: spec.cat_value_index("post_state", ACTION_IDS[name])
+             for name in ("NEUTRAL_ATTACK_1", "STANDING", "FAIR", "FALLING", "DASHING")}
+    falco = moves()[22]
+
+    def after(action, age, airborne, ranked):
+        """Falco in ``action`` for ``age`` frames, picked again, then the actions of ``ranked`` in the model's order.
+        Returns the pick and whether the prediction is airborne."""
+        x = final_destination_state(spec, post_state=(ACTION_IDS[action], ACTION_IDS["STANDING"]),
+                                    post_airborne=(int(airborne), 0), post_position_y=(30.0 * airborne, 0.0))
+        x = x.replace(state_age=torch.tensor([[float(age), 5.0]]))
+        logits = [torch.zeros(1, 2, n) for n in sizes]
+        for rank, name in enumerate((action, *ranked)):
+            logits[ACTION_COLUMN][0, 0, index[name]] = 20.0 - rank
+        out = {"cont": x.state_cont.clone(), "cat_logits": logits,
+               "bin_logits": torch.where(x.state_bin > 0, 30.0, -30.0)}
+        with torch.no_grad():
+            pick = model._move_end(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+        assert torch.equal(pick, out["cat_logits"][ACTION_COLUMN].argmax(-1))   # the pick it returns is the decode's
+        return pick[0, 0].item(), out["bin_logits"][0, 0, spec.bin_index("airborne")].item() > 0
+
+    jab = falco[ACTION_IDS["NEUTRAL_ATTACK_1"]].limit
+    assert after("NEUTRAL_ATTACK_1", jab - 1, False, ["DASHING", "STANDING"]) == (index["NEUTRAL_ATTACK_1"], False)
+    assert after("NEUTRAL_ATTACK_1", jab, False, ["FALLING", "STANDING"]) == (index["STANDING"], False)
+    assert after("STANDING", 5000, False, ["DASHING"]) == (index["STANDING"], False)        # held
+    fair = falco[ACTION_IDS["FAIR"]]
+    assert (ACTION_IDS["FALLING"], True) in fair.successors
+    assert after("FAIR", fair.limit, True, ["STANDING", "FALLING"]) == (index["FALLING"], True)
+    with pytest.raises(ValueError, match="age_embed_dim"):
+        WorldModelConfig(move_end=True)
+
+
+def test_in_the_air_the_speeds_move_the_character(real):
+    """``air_motion``: Falco in the air, falling at 2 units a frame and drifting at 0.5, whose gate holds his position
+    moves by his speeds; grounded, or on the ledge, the gate's position stands; a position the head moves stands."""
+    from meleewm.melee.actions import ACTION_IDS
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, cont_gate=True,
+                                              air_motion=True, ground_motion=True)).eval()
+    a, position = spec.bin_index("airborne"), [spec.cont_index(f) for f in POSITION_FIELDS]
+
+    def step(action, airborne, gate=GATE_SAME):
+        x = final_destination_state(spec, post_position_x=(20.0, -30.0), post_position_y=(30.0, 0.0),
+                                    post_state=(ACTION_IDS[action], ACTION_IDS["STANDING"]),
+                                    post_airborne=(int(airborne), 0), post_velocities_self_y=(-2.0, 0.0),
+                                    post_velocities_self_x_air=(0.5, 0.0))
+        with torch.no_grad():
+            for head in (model.cont_head, model.gate_head, model.bin_head, model.cat_heads[ACTION_COLUMN]):
+                head.weight.zero_()
+                head.bias.zero_()
+            bias = torch.tensor([-9.0, -9.0, 9.0]).repeat(2, spec.n_cont, 1)   # every field "unchanged" ...
+            bias[:, position] = torch.eye(3)[gate] * 18.0 - 9.0               # ... positions by ``gate``
+            model.gate_head.bias.copy_(bias.flatten())
+            model.bin_head.bias[a::spec.n_bin] = 30.0 if airborne else -30.0
+            model.cat_heads[ACTION_COLUMN].bias[spec.cat_value_index("post_state", ACTION_IDS[action])] = 30.0
+            out = model.heads(torch.zeros(1, 32), x)
+        return tuple(round(spec.denormalise(f, out["cont"][0, 0, i]).item(), 3)
+                     for f, i in zip(POSITION_FIELDS, position))
+
+    assert step("FALLING", True) == (20.5, 28.0)
+    assert step("STANDING", False) == (20.0, 30.0)             # grounded: the gate's
+    assert step("EDGE_HANGING", True) == (20.0, 30.0)          # on the ledge: the gate's
+    assert step("FALLING", True, gate=GATE_FREE) == (20.5, 28.0)
+    with pytest.raises(ValueError, match="cont_gate"):
+        WorldModelConfig(air_motion=True)
+
+
+def test_past_the_edge_a_dash_in_the_air_is_a_fall(real):
+    """``stage_edge``: past the edge, in the air, a dash the model picks is a fall, and falls by Falco's gravity (the
+    model dashed there, held up by nothing); over the stage the dash stands."""
+    from meleewm.melee.actions import ACTION_IDS
+    from meleewm.melee.characters import AIR_FALL
+    from meleewm.melee.stages import FINAL_DESTINATION, ledge_point
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, cont_gate=True,
+                                              air_fall=True, stage_edge=True, ground_motion=True)).eval()
+    a = spec.bin_index("airborne")
+    ledge_x, _ = ledge_point(FINAL_DESTINATION)
+
+    def step(x_position, before, pick):
+        x = final_destination_state(spec, post_position_x=(x_position, 0.0), post_position_y=(-20.0, 0.0),
+                                    post_state=(ACTION_IDS[before], ACTION_IDS["STANDING"]), post_airborne=(1, 0),
+                                    post_velocities_self_y=(-1.0, 0.0))
+        with torch.no_grad():
+            for head in (model.bin_head, model.cat_heads[ACTION_COLUMN]):
+                head.weight.zero_()
+                head.bias.zero_()
+            model.bin_head.bias[a::spec.n_bin] = 30.0                    # the model's bit: in the air
+            model.cat_heads[ACTION_COLUMN].bias[spec.cat_value_index("post_state", ACTION_IDS[pick])] = 30.0
+            out = model.heads(torch.zeros(1, 32), x.replace(ctrl=torch.zeros(1, 2, spec.n_ctrl)))
+        picked = spec.decode_lut("post_state")[out["cat_logits"][ACTION_COLUMN][0, 0].argmax().item()]
+        return (int(picked), out["bin_logits"][0, 0, a].item() > 0,
+                round(spec.denormalise("post_velocities_self_y", out["cont"][0, 0, spec.cont_index(
+                    "post_velocities_self_y")]).item(), 3))
+
+    gravity = AIR_FALL[22][0]
+    assert step(ledge_x + 20.0, "FALLING", "DASHING") == (ACTION_IDS["FALLING"], True, round(-1.0 - gravity, 3))
+    assert step(0.0, "FALLING", "DASHING")[0] == ACTION_IDS["DASHING"]
+
+
+def test_a_grounded_character_stands_on_a_surface(real, tiled):
+    """``surface_stand``: Falco standing on Final Destination whom the model keeps grounded 4 units over the stage is
+    put on it; walked 8 units out of the stage's span, where no surface is under him, he falls (airborne, FALLING, a
+    frame into the fall); on the ledge he stays. On the real games, given their next frames as the predictions, hardly
+    a grounded frame moves (the games' own: 0.04 % of grounded frames stand off every surface)."""
+    from meleewm.melee.actions import ACTION_IDS
+    from meleewm.melee.characters import AIR_FALL
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+
+    spec, _ = real
+    options = dict(cont_gate=True, air_fall=True, surface_landing=True, stage_edge=True, surface_stand=True)
+    model = make(spec, "mamba2", **options)
+    x = StepInput.from_window(tiled)
+    real_out, kept = real_outputs(tiled, [size for _, size in spec.cat_fields])
+    a = spec.bin_index("airborne")
+    grounded = (x.state_bin[..., a] <= 0) & (tiled["next_bin"][..., a] == 0) & (x.bin_mask[..., a] > 0)
+    with torch.no_grad():
+        model._surface_stand(real_out, real_out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+    moved = (real_out["cont"] != kept["cont"]).any(-1)
+    assert grounded.sum() > 10_000 and moved.sum() <= 0.001 * grounded.sum()
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, **options))
+    index = {name: spec.cat_value_index("post_state", ACTION_IDS[name])
+             for name in ("FALLING", "WALK_SLOW", "EDGE_HANGING")}
+
+    def stands(at, action="WALK_SLOW"):
+        """Falco walking on Final Destination at (80, 0), whom the model puts grounded at ``at`` in ``action``.
+        Returns his (x, y), airborne logit and pick after the switch."""
+        x = final_destination_state(spec, post_position_x=(80.0, -30.0),
+                                    post_state=(ACTION_IDS[action], ACTION_IDS["STANDING"]))
+        out = grounded_at(spec, x, at, index[action])
+        with torch.no_grad():
+            pick = model._surface_stand(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+        assert torch.equal(pick, out["cat_logits"][ACTION_COLUMN].argmax(-1))   # the pick it returns is the decode's
+        return ([round(spec.denormalise(f, out["cont"][0, 0, spec.cont_index(f)]).item(), 3) for f in POSITION_FIELDS],
+                out["bin_logits"][0, 0, a].item() > 0, pick[0, 0].item())
+
+    assert stands((81.0, 0.0)) == ([81.0, 0.0], False, index["WALK_SLOW"])
+    assert stands((81.0, 4.0)) == ([81.0, 0.0], False, index["WALK_SLOW"])           # within reach: onto it
+    gravity = AIR_FALL[22][0]
+    assert stands((97.0, 0.0)) == ([97.0, round(-gravity, 3)], True, index["FALLING"])  # no surface under him
+    assert stands((97.0, 0.0), "EDGE_HANGING") == ([97.0, 0.0], False, index["EDGE_HANGING"])
+    with pytest.raises(ValueError, match="surface_landing"):
+        WorldModelConfig(cont_gate=True, air_fall=True, surface_stand=True)
+
+
+
+def test_a_ko_begins_at_a_blast_zone(real, tiled):
+    """``death_at_blast_zone``: Falco falling 30 units over Final Destination's bottom blast zone whom the model puts
+    in DEAD_DOWN is not dead: the pick is the model's next best (a fall); 5 units over it he dies, and so does one 12
+    units inside a side zone (a launch crosses it fast); a death going on stands. On the real games, given their next
+    frames as the predictions, nothing changes: every real KO begins within reach of a zone."""
+    from meleewm.melee.actions import ACTION_IDS
+    from meleewm.melee.stages import FINAL_DESTINATION, geometry
+    from meleewm.model.checkpoint import DEFAULT_MODEL, load_model
+
+    spec, _ = real
+    model = make(spec, "mamba2", death_at_blast_zone=True)
+    x = StepInput.from_window(tiled)
+    real_out, kept = real_outputs(tiled, [size for _, size in spec.cat_fields])
+    with torch.no_grad():
+        pick = model._death_at_blast_zone(real_out, real_out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+    assert model.dead_action[pick].any(), "the games hold deaths"
+    assert max(max_diff(real_out, kept).values()) == 0
+
+    spec = load_model(DEFAULT_MODEL).model.spec
+    model = WorldModel(spec, WorldModelConfig(d_model=32, n_layer=1, d_state=8, headdim=16, death_at_blast_zone=True))
+    sizes = [size for _, size in spec.cat_fields]
+    index = {name: spec.cat_value_index("post_state", ACTION_IDS[name]) for name in ("DEAD_DOWN", "FALLING")}
+    zones = geometry(FINAL_DESTINATION)
+
+    def dies(at, before="FALLING"):
+        x = final_destination_state(spec, post_position_x=(at[0], 0.0), post_position_y=(at[1], 0.0),
+                                    post_state=(ACTION_IDS[before], ACTION_IDS["STANDING"]), post_airborne=(1, 0))
+        logits = [torch.zeros(1, 2, n) for n in sizes]
+        logits[ACTION_COLUMN][0, 0, index["DEAD_DOWN"]] = 20.0
+        logits[ACTION_COLUMN][0, 0, index["FALLING"]] = 10.0
+        out = {"cont": x.state_cont.clone(), "cat_logits": logits, "bin_logits": torch.zeros(1, 2, spec.n_bin)}
+        with torch.no_grad():
+            pick = model._death_at_blast_zone(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), x)
+        assert torch.equal(pick, out["cat_logits"][ACTION_COLUMN].argmax(-1))   # the pick it returns is the decode's
+        return pick[0, 0].item()
+
+    assert dies((0.0, zones.blast_bottom + 30.0)) == index["FALLING"]
+    assert dies((0.0, zones.blast_bottom + 5.0)) == index["DEAD_DOWN"]
+    assert dies((zones.blast_right - 12.0, 0.0)) == index["DEAD_DOWN"]
+    assert dies((0.0, 0.0), before="DEAD_DOWN") == index["DEAD_DOWN"]
