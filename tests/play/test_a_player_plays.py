@@ -64,3 +64,13 @@ def test_a_jab_ends(bundled):
     assert len(jabbing) and np.all(np.diff(jabbing) == 1)
     assert len(jabbing) <= moves()[FOX_INTERNAL][jab].limit + 1
     assert action[-1] == ACTION_IDS["STANDING"]
+
+
+def test_a_tapped_shine_ends(bundled):
+    """Down and B tapped: Fox's shine starts, loops no longer than the games' longest loop, ends, and he stands."""
+    shine = SPECIAL_ACTION_IDS[FOX_INTERNAL]
+    fox = play(bundled, [(10, NEUTRAL), (3, ControllerState.from_buttons(["B"], stick_y=-1.0)), (90, NEUTRAL)])
+    action = fox["post_state"].astype(int)
+    assert (action == shine["SHINE_START"]).any() and (action == shine["SHINE_END"]).any()
+    assert (action == shine["SHINE_LOOP"]).sum() <= moves()[FOX_INTERNAL][shine["SHINE_LOOP"]].limit + 1
+    assert action[-1] == ACTION_IDS["STANDING"]
