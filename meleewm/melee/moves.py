@@ -5,8 +5,8 @@ interrupt; none lasts longer than its animation (a hit's hitlag adds a few frame
 **limit** is the first age from which no character of the shared games went on with it (a frame at that age is its
 last), under two counts: the frames an action has lasted, as ``meleewm.data.encoding.apply_state_age_rule`` counts
 them in closed loop (0 on its first frame), and the age Slippi records (which runs at the animation's rate); so no real
-frame is past it under either count. Its **successors** are the actions that followed it in the games (a death, a hit or a grab taken are left out:
-another player or a blast zone decides those), each with the airborne bit it had.
+frame is past it under either count. Its **successors** are the actions that followed it in the games (a death, a hit
+or a grab taken are left out: another player or a blast zone decides those), each with the airborne bit it had.
 
 Held actions are not limited: standing, walking, running, crouching, shielding, a ledge hang, falls, hitstun,
 deaths and the respawn, being held in a grab, and Sheik's and Marth's charges last as long as a player (or a fall, a
