@@ -19,6 +19,7 @@ from meleewm.melee.actions import (
     ACTION_IDS,
     DAMAGE_STATES,
     DEAD_STATES,
+    ENTRY_STATES,
     FIRST_SPECIAL,
     RESPAWN_STATES,
     SHIELD_STATES,
@@ -35,7 +36,6 @@ _A = ACTION_IDS
 CROUCH_STATES = frozenset(range(_A["CROUCH_START"], _A["CROUCH_END"] + 1))
 TUMBLE_STATES = frozenset({_A["TUMBLING"], *range(_A["DAMAGE_FLY_HIGH"], _A["DAMAGE_FLY_ROLL"] + 1)})
 LEDGE_HANG_STATES = frozenset({_A["EDGE_CATCHING"], _A["EDGE_HANGING"]})
-ENTRY_STATES = frozenset({_A["ENTRY"], _A["ENTRY_START"], _A["ENTRY_END"]})
 LYING_STATES = frozenset(range(_A["TECH_MISS_UP"], _A["CEILING_TECH"] + 1)) - {_A["GROUND_ATTACK_UP"],
                                                                                  _A["GETUP_ATTACK"]}
 DODGE_STATES = frozenset(range(_A["ROLL_FORWARD"], _A["AIRDODGE"] + 1))
