@@ -136,12 +136,9 @@ def _move_past_limit(act_i: np.ndarray | None, chars: np.ndarray | None) -> dict
     age = age.reshape(h, n, p).transpose(1, 0, 2)
     table = moves()
     c = np.where(np.isfinite(chars), chars, -1).astype(np.int64)
-    code = c * 1000 + act_i
-    limit = np.full(act_i.shape, np.inf)
-    for value in np.unique(code[valid]).tolist():
-        move = table.get(value // 1000, {}).get(value % 1000)
-        if move is not None:
-            limit[code == value] = move.limit
+    pairs, inverse = np.unique(np.stack([c.ravel(), act_i.ravel()], -1), axis=0, return_inverse=True)
+    limits = np.array([getattr(table.get(char, {}).get(action), "limit", np.inf) for char, action in pairs.tolist()])
+    limit = limits[inverse.reshape(-1)].reshape(act_i.shape)
     return _result((valid & (age > limit)).sum(), valid.sum())
 
 

@@ -25,15 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from meleewm.melee.actions import (ACTION_IDS, CAPTURED_STATES, DAMAGE_STATES, DEAD_STATES, ENTRY_STATES,
-                                   RESPAWN_STATES, SPECIAL_ACTION_IDS)
+from meleewm.atomic import atomic_write
+from meleewm.melee.actions import (ACTION_IDS, CAPTURED_STATES, DAMAGE_STATES, DEAD_STATES, RESPAWN_STATES,
+                                   SPECIAL_ACTION_IDS)
 
 MOVES_FILE = Path(__file__).with_name("moves.json")
 # A (character, action) has a limit where its longest run is likely the whole animation: seen MIN_RUNS times, or
 # FEW_RUNS times with MIN_FULL_RUNS of them within a frame of the longest (a move of fixed length)
 MIN_RUNS, FEW_RUNS, MIN_FULL_RUNS = 10, 5, 3
 MAX_SUCCESSORS = 12    # the most common ones; each seen at least twice
-HELD_ACTIONS = DEAD_STATES | RESPAWN_STATES | DAMAGE_STATES | CAPTURED_STATES | ENTRY_STATES | frozenset(
+HELD_ACTIONS = DEAD_STATES | RESPAWN_STATES | DAMAGE_STATES | CAPTURED_STATES | frozenset(
     ACTION_IDS[name] for name in (
     "STANDING", "WALK_SLOW", "WALK_MIDDLE", "WALK_FAST", "RUNNING", "CROUCHING", "SHIELD", "EDGE_HANGING",
     "FALLING", "FALLING_FORWARD", "FALLING_BACKWARD", "FALLING_AERIAL", "FALLING_AERIAL_FORWARD",
@@ -106,7 +107,6 @@ def measure_moves(actions: np.ndarray, airborne: np.ndarray, chars: np.ndarray, 
 
 
 def save_moves(table: dict[int, dict[int, Move]], path: Path, source: str) -> None:
-    from meleewm.atomic import atomic_write
     doc = {"source": source,
            "moves": {str(char): {str(action): [move.limit, [[a, int(air)] for a, air in move.successors]]
                                  for action, move in sorted(actions.items())}

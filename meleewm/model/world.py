@@ -470,6 +470,7 @@ class WorldModel(nn.Module):
         self.falling_action = spec.cat_value_index("post_state", FALLING)
         if config.death_at_blast_zone:
             self.register_buffer("blast_zones", stage_table(spec, blast_zones, float("nan"), (4,)), persistent=False)
+            self.register_buffer("ko_reach", torch.tensor(KO_REACH), persistent=False)
         if config.move_end:
             limit, successors, successor_air = move_tables(spec)
             self.register_buffer("move_limit", limit, persistent=False)
@@ -608,8 +609,8 @@ class WorldModel(nn.Module):
         if self.config.death_at_blast_zone:
             pick = self._death_at_blast_zone(out, pick, x)
         if self.config.stage_edge:   # before the speed rules, which move only characters in the air
-            bin_logits = out["bin_logits"] = self._off_the_stage(bin_logits, x)
-            pick = self._no_ground_action_off_the_stage(out, pick, x)
+            pick = self._off_the_stage(out, pick, x)
+            bin_logits = out["bin_logits"]
         if self.config.move_end:     # before the speed rules, which read the pick
             pick = self._move_end(out, pick, x)
             bin_logits = out["bin_logits"]
@@ -1175,30 +1176,19 @@ class WorldModel(nn.Module):
                  & (torch.sign(qx.flip(-1)) == torch.sign(px)))
         return reaching & (~in_box(qx, qy) | rose) & (py < qy) & facing_ledge & ~held_down & ~taken
 
-    def _off_the_stage(self, bin_logits: torch.Tensor, x: StepInput) -> torch.Tensor:
-        """``bin_logits`` airborne where the input frame is past the main stage's edge and not on the ledge: no ground
-        is there (see ``WorldModelConfig.stage_edge``)."""
-        off = self._past_the_edge(x)
-        if not bool(off.any()):   # most frames: everyone is on the stage (a play tick's budget)
-            return bin_logits
-        return self._force_airborne(bin_logits, off)
-
-    def _past_the_edge(self, x: StepInput) -> torch.Tensor:
-        """``[*L, 2]``: the input frame is past the main stage's edge, and not on the ledge."""
+    def _off_the_stage(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
+        """``out`` (the heads' predictions; ``pick`` their action) airborne where the input frame is past the main
+        stage's edge and not on the ledge: no ground is there (see ``WorldModelConfig.stage_edge``); a pick there of an
+        action of the ground (GROUND_ACTIONS: the model dashed and crouched in the air, held up by nothing) is FALLING,
+        before the speed rules, so that the fall falls. Returns the action picked now."""
         px = self._raw(x.state_cont, "post_position_x")
-        return ((px.abs() > self.ground_edge[self._stage_of(x, px)].to(px.dtype))
-                & (x.cont_mask[..., self.position_index[0]] > 0)
-                & ~(self.ledge_action[x.state_cat[..., ACTION_COLUMN].long()] & (x.cat_mask[..., ACTION_COLUMN] > 0)))
-
-    def _no_ground_action_off_the_stage(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput
-                                        ) -> torch.Tensor:
-        """``out`` with FALLING picked where the input frame is past the edge and the pick is an action of the
-        ground (GROUND_ACTIONS): the model dashed and crouched in the air there, held up by nothing. Before the speed
-        rules, so that the fall falls. Returns the action picked now."""
-        hovering = self.ground_action[pick] & self._past_the_edge(x)
-        if not bool(hovering.any()):
+        off = ((px.abs() > self.ground_edge[self._stage_of(x, px)].to(px.dtype))
+               & (x.cont_mask[..., self.position_index[0]] > 0)
+               & ~(self.ledge_action[x.state_cat[..., ACTION_COLUMN].long()] & (x.cat_mask[..., ACTION_COLUMN] > 0)))
+        if not bool(off.any()):   # most frames: everyone is on the stage (a play tick's budget)
             return pick
-        return self._force_pick(out, pick, hovering, self.falling_action)
+        out["bin_logits"] = self._force_airborne(out["bin_logits"], off)
+        return self._force_pick(out, pick, off & self.ground_action[pick], self.falling_action)
 
     def _stage_edge(self, out: dict[str, torch.Tensor], pick: torch.Tensor, x: StepInput) -> torch.Tensor:
         """``out`` (the heads' predictions; ``pick`` their action) made to stand only on the main stage (see
@@ -1236,8 +1226,7 @@ class WorldModel(nn.Module):
         left, right, bottom, top = self.blast_zones[self._stage_of(x, pick)].to(x.state_cont.dtype).unbind(-1)
         px, py = (self._raw(x.state_cont, f) for f in POSITION_FIELDS)
         margins = torch.stack([px - left, right - px, py - bottom, top - py], -1)
-        reach = torch.tensor(KO_REACH, dtype=margins.dtype, device=margins.device)
-        inside = (entering & ~(margins <= reach).any(-1) & torch.isfinite(margins).all(-1)
+        inside = (entering & ~(margins <= self.ko_reach.to(margins.dtype)).any(-1) & torch.isfinite(margins).all(-1)
                   & (x.cont_mask[..., self.position_index] > 0).all(-1))
         return self._forbid_picks(out, inside, self.dead_action)
 
@@ -1260,7 +1249,6 @@ class WorldModel(nn.Module):
         # a successor airborne as the prediction comes first; the model's logits order the rest
         score = torch.where(successors > 0, logits + FORCED_LOGIT * (successor_air == airborne), -float("inf"))
         best = score.argmax(-1, keepdim=True)
-        ending = ending & (successors[..., 0] > 0)
         out["bin_logits"] = self._force_airborne(out["bin_logits"], ending & successor_air.gather(-1, best)[..., 0])
         out["bin_logits"] = self._force_airborne(out["bin_logits"], ending & ~successor_air.gather(-1, best)[..., 0],
                                                  airborne=False)
@@ -1400,8 +1388,8 @@ def landing_area_table(spec: EncodingSpec) -> torch.Tensor:
 
 def move_tables(spec: EncodingSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``meleewm.melee.moves``' table per [post_character vocabulary, action vocabulary]: the limit (inf where a move
-    has none), and up to MAX_SUCCESSORS successors (action vocabulary indices, 0 past the last) with their airborne
-    bits."""
+    has none, and where none of its successors is in the vocabulary: a limited move always has one), and up to
+    MAX_SUCCESSORS successors (action vocabulary indices, 0 past the last) with their airborne bits."""
     chars, actions = spec.decode_lut("post_character"), spec.decode_lut("post_state")
     limit = torch.full((len(chars), len(actions)), float("inf"))
     successors = torch.zeros((len(chars), len(actions), MAX_SUCCESSORS), dtype=torch.long)

@@ -77,7 +77,8 @@ def test_the_kept_table_holds_the_real_games(real_runs):
     """No frame of real games goes on with a move past the kept table's limit, under either count of its age (the
     closed loop's count of frames in the action, and the age Slippi records)."""
     table = moves()
-    assert table[22][JAB].limit >= 16 and (STANDING, False) in table[22][JAB].successors    # Falco's jab: 17 frames
+    # Falco's jab lasts 17 frames, a few more with a hit's hitlag: the limit is the jab's, not a bound no move reaches
+    assert 16 <= table[22][JAB].limit <= 24 and (STANDING, False) in table[22][JAB].successors
     checked = 0
     for actions, ages, char in real_runs:
         limits = np.array([table[char][a].limit if a in table.get(char, {}) else np.inf for a in actions.tolist()])

@@ -1238,7 +1238,9 @@ def test_nobody_stands_past_the_stage_edge_before_the_speed_rules(real):
     assert step(ledge_x - 20.0, "FALLING")[2] is False                       # over the stage: the model's bit
     grounded = torch.full((1, 2, spec.n_bin), -5.0)
     hanging = state(ledge_x + 3.0, "EDGE_HANGING")                             # on the ledge: the model's bit
-    assert torch.equal(model._off_the_stage(grounded, hanging), grounded)
+    out = {"bin_logits": grounded.clone(), "cat_logits": [torch.zeros(1, 2, n) for _, n in spec.cat_fields]}
+    model._off_the_stage(out, out["cat_logits"][ACTION_COLUMN].argmax(-1), hanging)
+    assert torch.equal(out["bin_logits"], grounded)
 
 
 def test_a_hit_is_taken_only_within_reach(recent_game):
